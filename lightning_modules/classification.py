@@ -1,0 +1,114 @@
+"""LightningModule for classification with a pluggable training objective (the ``regime``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
+
+from smoothcert.errors import check_sigma, check_unit_range
+from smoothcert.models import NormalizedClassifier
+from smoothcert.noise import GaussianNoise
+from smoothcert.regimes import TrainingObjective
+
+
+class ClassificationModule(LightningModule):
+    """Trains ``normalize -> net`` with ``objective(model, x, y)``; validates clean and under noise.
+
+    Logs ``train/loss``, ``val/loss``, ``val/acc`` (clean) and ``val/acc_noisy`` (inputs with the
+    smoothing noise), and the same under ``test/`` when tested. Checkpoints carry the training sigma, the normalization and the class count
+    under ``checkpoint["smoothcert"]``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        objective: TrainingObjective,
+        noise: GaussianNoise,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train_sigma: float,
+        cifar_stem: bool = False,
+        scheduler: Callable[..., Any] | None = None,
+        dataset: str = "",
+    ) -> None:
+        super().__init__()
+        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
+        self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = NormalizedClassifier(net, mean, std, cifar_stem=cifar_stem)
+        self.objective = objective
+        self.noise = noise
+        self.eval_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleList(
+                    [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    @override
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        self.objective.on_epoch_start(self.current_epoch)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:
+            check_unit_range(batch[0], "training batch")
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.objective(self.model, x, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self.model(x)
+        accuracy, noisy_accuracy = self.eval_metrics[stage]
+        accuracy(logits, y)
+        noisy_accuracy(self.model(self.noise(x)), y)
+        self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, y), sync_dist=True)
+        self.log(f"{stage}/acc", accuracy, prog_bar=True)
+        self.log(f"{stage}/acc_noisy", noisy_accuracy, prog_bar=True)
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @override
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["smoothcert"] = {
+            "task": "classification",
+            "train_sigma": float(self.hparams.train_sigma),
+            "num_classes": int(self.hparams.num_classes),
+            "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
+            "dataset": self.hparams.dataset,
+        }

@@ -1,0 +1,175 @@
+"""Datasets as ``(image in [0, 1], label)`` pairs. Nothing here normalizes or downloads by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset, random_split
+
+from smoothcert.errors import ConfigError
+
+
+@dataclass
+class Splits:
+    """Train, validation and test datasets of one classification task."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    def get(self, split: str) -> Dataset:
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"split={split!r} is not one of train, val, test")
+        return getattr(self, split)
+
+
+def _split_sizes(total: int, val_size: int, test_size: int) -> list[int]:
+    if val_size + test_size >= total:
+        raise ConfigError(f"val_size + test_size = {val_size + test_size} leaves no training data")
+    return [total - val_size - test_size, val_size, test_size]
+
+
+def digits_splits(seed: int = 0, val_size: int = 180, test_size: int = 360) -> Splits:
+    """scikit-learn's bundled 8x8 digits (1797 images) scaled to [0, 1], split with a fixed seed."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    full = TensorDataset(images, labels)
+    sizes = _split_sizes(len(full), val_size, test_size)
+    train, val, test = random_split(full, sizes, generator=torch.Generator().manual_seed(seed))
+    return Splits(train, val, test)
+
+
+def _require_dir(root: Path, what: str, how: str) -> None:
+    if not root.is_dir():
+        raise ConfigError(f"{what} not found at {root}: {how}")
+
+
+def check_dataset(name: str, data_dir: str | Path, download: bool = False) -> None:
+    """Raises ConfigError (one line: where the files are expected, how to get them) unless the
+    dataset can be read; cheap (looks at folders only), so it runs before anything is built."""
+    root = Path(data_dir)
+    if name == "digits":
+        return
+    if name in ("mnist", "cifar10"):
+        folder = root / ("MNIST/raw" if name == "mnist" else "cifar-10-batches-py")
+        if not download:
+            _require_dir(
+                folder,
+                f"{name} dataset",
+                f"place torchvision's {name} files under paths.data_dir={root} "
+                "or run once with data.download=true",
+            )
+        return
+    if name == "imagenet":
+        for sub in ("train", "val"):
+            _require_dir(
+                root / sub,
+                f"ImageNet {sub} folder",
+                "download ILSVRC2012 from image-net.org, arrange train/ and val/ as one folder per "
+                "class (wnid) and set paths.data_dir to the folder holding them",
+            )
+        return
+    raise ConfigError(f"data.name={name!r} is unknown: use digits, mnist, cifar10 or imagenet")
+
+
+def _train_val(train_full: Dataset, val_full: Dataset, val_size: int, seed: int):
+    """Carves a fixed, seeded validation subset out of the training set (two transform views)."""
+    order = np.random.default_rng(seed).permutation(len(train_full))
+    return Subset(train_full, order[val_size:].tolist()), Subset(val_full, order[:val_size].tolist())
+
+
+def torchvision_splits(
+    name: str,
+    data_dir: str | Path,
+    download: bool = False,
+    val_size: int = 5000,
+    seed: int = 0,
+    augment: bool = True,
+) -> Splits:
+    """MNIST or CIFAR-10 from ``data_dir`` (torchvision layout), pixels in [0, 1].
+
+    Raises ConfigError naming the expected location unless the files are there or ``download``.
+    """
+    from torchvision import datasets, transforms
+
+    check_dataset(name, data_dir, download)
+    root = Path(data_dir)
+    plain = transforms.ToTensor()
+    if name == "mnist":
+        cls = datasets.MNIST
+        train_tf = plain
+    elif name == "cifar10":
+        cls = datasets.CIFAR10
+        train_tf = (
+            transforms.Compose(
+                [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), plain]
+            )
+            if augment
+            else plain
+        )
+    else:
+        raise ConfigError(f"data.name={name!r} is not a torchvision dataset smoothcert knows")
+    try:
+        train_full = cls(str(root), train=True, transform=train_tf, download=download)
+        val_full = cls(str(root), train=True, transform=plain, download=False)
+        test = cls(str(root), train=False, transform=plain, download=False)
+    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
+        raise ConfigError(f"{name} under {root} is unreadable ({error}): re-download it") from error
+    train, val = _train_val(train_full, val_full, val_size, seed)
+    return Splits(train, val, test)
+
+
+def imagenet_splits(
+    data_dir: str | Path, val_size: int = 10000, seed: int = 0, image_size: int = 224
+) -> Splits:
+    """ImageNet as ImageFolder trees ``data_dir/train/<wnid>/*`` and ``data_dir/val/<wnid>/*``.
+
+    The official validation set is the test split; validation is carved from the training set.
+    """
+    from torchvision import datasets, transforms
+
+    check_dataset("imagenet", data_dir)
+    root = Path(data_dir)
+    train_tf = transforms.Compose(
+        [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+         transforms.ToTensor()]
+    )
+    eval_tf = transforms.Compose(
+        [transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
+         transforms.ToTensor()]
+    )
+    train_full = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+    val_full = datasets.ImageFolder(str(root / "train"), transform=eval_tf)
+    test = datasets.ImageFolder(str(root / "val"), transform=eval_tf)
+    train, val = _train_val(train_full, val_full, val_size, seed)
+    return Splits(train, val, test)
+
+
+def build_splits(
+    name: str,
+    data_dir: str | Path,
+    seed: int = 0,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    download: bool = False,
+    augment: bool = True,
+    image_size: int = 224,
+) -> Splits:
+    """Dispatches on the dataset name: digits, mnist, cifar10 or imagenet.
+
+    ``val_size``/``test_size`` of None keep each dataset's default; ``test_size`` applies to digits
+    only (the others have an official test split).
+    """
+    if name == "digits":
+        return digits_splits(seed, val_size or 180, test_size or 360)
+    if name in ("mnist", "cifar10"):
+        return torchvision_splits(name, data_dir, download, val_size or 5000, seed, augment)
+    if name == "imagenet":
+        return imagenet_splits(data_dir, val_size or 10000, seed, image_size)
+    raise ConfigError(f"data.name={name!r} is unknown: use digits, mnist, cifar10 or imagenet")

@@ -1,0 +1,97 @@
+"""Gaussian noise in [0, 1] pixel space, with streams that do not depend on the batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from smoothcert.errors import check_sigma
+
+# A stream draws its noise in chunks of a fixed number of elements (rounded to whole samples), so the
+# k-th noise sample of an example is the same whatever batch size consumes the stream.
+NOISE_CHUNK_ELEMENTS = 1 << 18
+
+
+def example_seed(seed: int, index: int) -> int:
+    """A 63-bit seed mixed from ``(seed, index)``: distinct examples get unrelated noise."""
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def example_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch Generator on ``device`` seeded from ``(seed, index)``.
+
+    Certification draws each example's noise from its own generator, so results depend on neither
+    the batch size nor how examples are sharded across devices.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(example_seed(seed, index))
+    return generator
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, sigma^2 I) to inputs in [0, 1] pixel space (no clipping, as in Cohen et al.)."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = check_sigma(sigma, "sigma", allow_zero=True)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.sigma == 0:
+            return x
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + self.sigma * noise
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+class GaussianNoiseStream:
+    """An endless stream of N(0, sigma^2 I) samples of a fixed shape, drawn from one generator.
+
+    ``take(m)`` returns the next ``m`` samples. Noise is generated in fixed-size chunks (a function of
+    the sample shape only), so concatenating ``take`` calls of any sizes yields the same sequence.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        sigma: float,
+        generator: torch.Generator,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.sigma = float(sigma)
+        self.generator = generator
+        self.device = torch.device(device)
+        self.dtype = dtype
+        numel = int(np.prod(self.shape)) if self.shape else 1
+        self.chunk = max(1, NOISE_CHUNK_ELEMENTS // numel)
+        self._leftover: Tensor | None = None
+
+    def _draw(self, out: Tensor | None = None) -> Tensor:
+        size = (self.chunk, *self.shape)
+        if out is not None:
+            return torch.randn(size, generator=self.generator, out=out)
+        return torch.randn(size, generator=self.generator, device=self.device, dtype=self.dtype)
+
+    def take(self, m: int) -> Tensor:
+        """Returns a fresh tensor ``[m, *shape]`` holding the next ``m`` noise samples."""
+        out = torch.empty((m, *self.shape), device=self.device, dtype=self.dtype)
+        filled = 0
+        if self._leftover is not None:
+            k = min(m, self._leftover.shape[0])
+            out[:k] = self._leftover[:k]
+            self._leftover = self._leftover[k:] if k < self._leftover.shape[0] else None
+            filled = k
+        while m - filled >= self.chunk:
+            self._draw(out[filled : filled + self.chunk])
+            filled += self.chunk
+        if filled < m:
+            fresh = self._draw()
+            k = m - filled
+            out[filled:] = fresh[:k]
+            self._leftover = fresh[k:]
+        return out.mul_(self.sigma)

@@ -1,0 +1,141 @@
+"""Certification records in Cohen et al.'s TSV schema, streamed to disk row by row."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+
+
+@dataclass(frozen=True)
+class CohenRecord:
+    """One certified example: smoothed prediction (ABSTAIN = -1), radius (0 when abstaining)."""
+
+    idx: int
+    label: int
+    predict: int
+    radius: float
+    correct: int
+    time: float
+
+    def to_row(self) -> str:
+        # repr keeps the radius at full precision (shortest string that round-trips).
+        return "\t".join(
+            [str(self.idx), str(self.label), str(self.predict), repr(float(self.radius)),
+             str(self.correct), f"{self.time:.6f}"]
+        )
+
+
+def parse_time(text: str) -> float:
+    """Seconds from ``'1.5'`` or the reference implementation's ``'H:MM:SS.ffffff'``."""
+    if ":" not in text:
+        return float(text)
+    seconds = 0.0
+    for part in text.split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+class RecordWriter:
+    """Writes a ``#`` metadata header, the column row, then one flushed line per record.
+
+    Each row is flushed (and fsync'ed every ``sync_every`` rows) as soon as it is written, so a crash
+    loses at most the example in progress.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        metadata: Mapping[str, object],
+        columns: Iterable[str] = COHEN_COLUMNS,
+        sync_every: int = 20,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        for key, value in metadata.items():
+            self._file.write(f"# {key}: {value}\n")
+        self._file.write("\t".join(columns) + "\n")
+        self._file.flush()
+        self._sync_every = sync_every
+        self._count = 0
+
+    def write(self, record: CohenRecord) -> None:
+        self._file.write(record.to_row() + "\n")
+        self._file.flush()
+        self._count += 1
+        if self._count % self._sync_every == 0:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_records(path: str | Path, metadata: Mapping[str, object], records: Iterable[CohenRecord]):
+    """Writes a complete TSV file of ``records`` (header included)."""
+    with RecordWriter(path, metadata) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def read_records(path: str | Path) -> tuple[dict[str, str], list[CohenRecord]]:
+    """Reads a Cohen-schema TSV (ours, or the reference implementation's) into records.
+
+    Returns the ``#`` metadata (empty for reference files) and the rows. The time column may hold
+    seconds or ``H:MM:SS.ffffff``.
+    """
+    metadata: dict[str, str] = {}
+    records: list[CohenRecord] = []
+    columns: list[str] | None = None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                key, _, value = line[1:].partition(":")
+                metadata[key.strip()] = value.strip()
+                continue
+            fields = line.split("\t")
+            if columns is None:
+                columns = fields
+                missing = set(COHEN_COLUMNS) - set(columns)
+                if missing:
+                    raise ValueError(f"{path}: not a Cohen-schema TSV, missing {sorted(missing)}")
+                continue
+            row = dict(zip(columns, fields, strict=False))
+            records.append(
+                CohenRecord(
+                    idx=int(row["idx"]),
+                    label=int(row["label"]),
+                    predict=int(row["predict"]),
+                    radius=float(row["radius"]),
+                    correct=int(row["correct"]),
+                    time=parse_time(row["time"]),
+                )
+            )
+    return metadata, records
+
+
+def records_to_columns(records: Iterable[CohenRecord]) -> dict[str, list]:
+    """Column-major view of records (handy for plotting and tables)."""
+    fields = [f.name for f in dataclasses.fields(CohenRecord)]
+    out: dict[str, list] = {name: [] for name in fields}
+    for record in records:
+        for name in fields:
+            out[name].append(getattr(record, name))
+    return out

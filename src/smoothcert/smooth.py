@@ -1,0 +1,139 @@
+"""Cohen et al.'s smoothed classifier: PREDICT and CERTIFY (``Smooth`` with the familiar API)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, check_unit_range
+from smoothcert.noise import GaussianNoiseStream
+from smoothcert.sampling import sample_class_counts
+from smoothcert.statistics import (
+    binom_test_two_sided,
+    clopper_pearson_lower,
+    radius_from_lower_bound,
+)
+
+ABSTAIN = -1
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Puts ``model`` in eval mode (independent draws, no BatchNorm batch statistics), then restores."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class Smooth:
+    """The smoothed classifier g(x) = argmax_c P(f(x + eps) = c), eps ~ N(0, sigma^2 I).
+
+    Drop-in for the reference ``core.Smooth``: ``Smooth(base_classifier, num_classes, sigma)`` with
+    ``predict`` and ``certify``. Inputs are single examples ``[C, H, W]`` in [0, 1] pixel space (the
+    base classifier normalizes in its first layer). Each call takes an optional ``generator``; without
+    one, noise comes from a generator seeded by torch's global RNG, so ``torch.manual_seed`` makes
+    calls reproducible.
+    """
+
+    ABSTAIN = ABSTAIN
+
+    def __init__(
+        self,
+        base_classifier: nn.Module,
+        num_classes: int,
+        sigma: float,
+        *,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.base_classifier = base_classifier
+        self.num_classes = check_count(num_classes, "num_classes", minimum=2)
+        self.sigma = check_sigma(sigma)
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
+
+    def _stream(self, x: Tensor, generator: torch.Generator | None) -> GaussianNoiseStream:
+        if x.dim() != 3:
+            raise ConfigError(f"Smooth expects one example [C, H, W], got shape {tuple(x.shape)}")
+        check_unit_range(x, "Smooth input")
+        if generator is None:
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        return GaussianNoiseStream(x.shape, self.sigma, generator, x.device, torch.float32)
+
+    def _counts(self, x: Tensor, num: int, batch_size: int, stream: GaussianNoiseStream) -> Tensor:
+        counts, finite = sample_class_counts(
+            self.base_classifier,
+            x.float(),
+            num,
+            self.num_classes,
+            batch_size,
+            stream,
+            autocast_dtype=self.autocast_dtype,
+            channels_last=self.channels_last,
+        )
+        if not bool(finite):
+            raise FloatingPointError(
+                "the base classifier returned NaN or infinite logits under noise: check the "
+                "checkpoint and the input range; certificates from such a model are meaningless"
+            )
+        return counts
+
+    def certify(
+        self,
+        x: Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[int, float]:
+        """CERTIFY: ``(class, radius)`` or ``(ABSTAIN, 0.0)``.
+
+        Guarantee: with probability at least 1 - alpha over the noise, if a class is returned then
+        g(x + delta) equals it for every ||delta||_2 < radius. The class is selected with ``n0``
+        samples and its probability bounded with ``n`` independent ones (Clopper-Pearson).
+        """
+        n0, n = check_count(n0, "n0"), check_count(n, "n")
+        alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
+        stream = self._stream(x, generator)
+        with eval_mode(self.base_classifier):
+            counts0 = self._counts(x, n0, batch_size, stream)
+            counts = self._counts(x, n, batch_size, stream)
+        c_hat = int(counts0.argmax())
+        return self.bound_to_certificate(int(counts[c_hat]), n, alpha, c_hat)
+
+    def bound_to_certificate(self, count: int, n: int, alpha: float, c_hat: int) -> tuple[int, float]:
+        """Turns the count of the selected class among ``n`` samples into ``(class, radius)``."""
+        p_lower = clopper_pearson_lower(count, n, alpha)
+        if p_lower <= 0.5:
+            return ABSTAIN, 0.0
+        return c_hat, radius_from_lower_bound(p_lower, self.sigma)
+
+    def predict(
+        self,
+        x: Tensor,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """PREDICT: the top class, or ABSTAIN unless a two-sided binomial test of the top two counts
+        rejects equality at level alpha (then the answer differs from g(x) with probability <= alpha).
+        """
+        n, alpha = check_count(n, "n"), check_alpha(alpha)
+        batch_size = check_count(batch_size, "batch_size")
+        stream = self._stream(x, generator)
+        with eval_mode(self.base_classifier):
+            counts = self._counts(x, n, batch_size, stream)
+        top2 = counts.topk(2)
+        (count_a, count_b), (c_a, _) = top2.values.tolist(), top2.indices.tolist()
+        if binom_test_two_sided(count_a, count_a + count_b, 0.5) > alpha:
+            return ABSTAIN
+        return int(c_a)

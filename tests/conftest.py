@@ -1,0 +1,63 @@
+"""Shared fixtures: the real Hydra config composed for tests (CPU, tiny, outputs in tmp_path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small certification settings used by the end-to-end tests.
+TINY = ["debug=default", "logger=none"]
+
+
+def compose_config(
+    overrides: list[str], output_dir: Path, config_name: str = "train"
+) -> DictConfig:
+    """The config train.py would see for ``overrides``, with outputs in ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    def _make(*overrides: str, config_name: str = "train") -> DictConfig:
+        return compose_config(list(overrides), tmp_path, config_name)
+
+    return _make
+
+
+def run_script(
+    script: str, *overrides: str, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python SCRIPT overrides...`` from the repository root, never reading stdin."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, script, *overrides],
+        cwd=ROOT,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def table_rows(path: Path, columns: tuple[str, ...] = ("idx", "predict", "radius", "correct")):
+    """The rows of a certify.tsv as tuples of the named columns (strings, exact)."""
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    header = lines[0].split("\t")
+    picks = [header.index(c) for c in columns]
+    return [tuple(line.split("\t")[i] for i in picks) for line in lines[1:]]

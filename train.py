@@ -1,0 +1,41 @@
+"""Train a base model and certify it at the end of fitting.
+
+    python train.py                                  # digits, sigma 0.25, Cohen CERTIFY
+    python train.py +experiment=cifar10_cohen        # an experiment from conf/experiment/
+    python train.py -m sigma=0.12,0.25,0.5           # one job per sigma
+    python train.py trainer.devices=2 trainer.strategy=ddp
+"""
+
+from __future__ import annotations
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_modules.runner import build_run, finish_wandb, one_line_config_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Returns the certified accuracy at the first reported radius (for sweepers), if certified."""
+    try:
+        with one_line_config_errors():
+            pl.seed_everything(cfg.seed, workers=True)
+            run = build_run(cfg)
+            run.trainer.fit(run.module, datamodule=run.datamodule)
+            rank_zero_info(f"run directory: {cfg.paths.output_dir}")
+            best = getattr(run.trainer.checkpoint_callback, "best_model_path", "")
+            if best:
+                rank_zero_info(f"best checkpoint: {best}")
+            for callback in run.callbacks:
+                summary = getattr(callback, "summary", None)
+                if summary:
+                    return next(iter(summary.values()))
+            return None
+    finally:
+        finish_wandb()
+
+
+if __name__ == "__main__":
+    main()
