@@ -32,7 +32,7 @@ def report_curve(
     scalars: Mapping[str, float],
 ) -> dict[str, Path]:
     """Writes ``stem.tsv`` and ``stem.png``, logs the scalars to every logger and, for wandb, the
-    curve as a ``wandb.Table`` with a line plot plus the scalars in the run summary.
+    curve as a line plot over a ``wandb.Table`` plus the scalars in the run summary.
 
     Call on global rank zero only. Returns the written paths.
     """
@@ -46,8 +46,10 @@ def report_curve(
             import wandb
 
             table = wandb.Table(columns=[x_name, y_name], data=[[float(a), float(b)] for a, b in rows])
+            # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own step
+            # may be ahead of the trainer's (e.g. in certify.py), and it drops data logged behind it.
             plot = wandb.plot.line(table, x_name, y_name, title=title)
-            logger.experiment.log({f"cert/{stem}": plot, f"cert/{stem}_table": table}, step=step)
+            logger.experiment.log({f"cert/{stem}": plot, "trainer/global_step": step})
             logger.experiment.summary.update(dict(scalars))
         logger.save()
     return {"tsv": tsv, "png": png}
