@@ -1,9 +1,9 @@
 """Train a base model and certify it at the end of fitting.
 
-    python train.py                                  # digits, sigma 0.25, Cohen CERTIFY
-    python train.py +experiment=cifar10_cohen        # an experiment from conf/experiment/
-    python train.py -m sigma=0.12,0.25,0.5           # one job per sigma
-    python train.py trainer.devices=2 trainer.strategy=ddp
+python train.py                                  # digits, sigma 0.25, Cohen CERTIFY
+python train.py +experiment=cifar10_cohen        # an experiment from conf/experiment/
+python train.py -m sigma=0.12,0.25,0.5           # one job per sigma
+python train.py trainer.devices=2 trainer.strategy=ddp
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ RECORD_FIELDS = ("idx", "label", "predict", "radius", "correct", "time")
 
 
 class CohenCertification(Callback):
-    """Certifies ``num_examples`` examples of ``split`` with CERTIFY(n0, n, alpha) in ``on_train_end``
-    (and in ``on_test_end``, which is how certify.py certifies a checkpoint).
+    """Certifies ``num_examples`` examples of ``split`` with CERTIFY(n0, n, alpha).
+
+    Runs in ``on_train_end``, and in ``on_test_end`` (how certify.py certifies a checkpoint).
 
     Examples are sharded as ``indices[rank::world_size]``; each example's noise is seeded by
     ``(seed, dataset index)``, so the records do not depend on the device count or batch size. Each
@@ -55,10 +56,13 @@ class CohenCertification(Callback):
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha = check_alpha(alpha, "certify.alpha")
         self.batch_size = check_count(batch_size, "certify.batch_size")
-        self.num_examples = None if num_examples is None else check_count(
-            num_examples, "certify.num_examples")
+        self.num_examples = (
+            None if num_examples is None else check_count(num_examples, "certify.num_examples")
+        )
         self.skip = check_count(skip, "certify.skip")
-        require(split in ("train", "val", "test"), f"certify.split={split!r}: use train, val or test")
+        require(
+            split in ("train", "val", "test"), f"certify.split={split!r}: use train, val or test"
+        )
         require(weights in ("last", "best"), f"certify.weights={weights!r}: use last or best")
         self.split, self.weights = split, weights
         self.radii = [float(r) for r in radii]
@@ -102,10 +106,18 @@ class CohenCertification(Callback):
     def metadata(self, pl_module: LightningModule, checkpoint: str) -> dict[str, object]:
         h = pl_module.hparams
         return {
-            "smoothcert": smoothcert.__version__, "certifier": "cohen", "sigma": self.sigma,
-            "train_sigma": h.get("train_sigma"), "n0": self.n0, "n": self.n, "alpha": self.alpha,
-            "seed": self.seed, "split": self.split, "skip": self.skip,
-            "num_examples": self.num_examples, "dataset": h.get("dataset"),
+            "smoothcert": smoothcert.__version__,
+            "certifier": "cohen",
+            "sigma": self.sigma,
+            "train_sigma": h.get("train_sigma"),
+            "n0": self.n0,
+            "n": self.n,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "split": self.split,
+            "skip": self.skip,
+            "num_examples": self.num_examples,
+            "dataset": h.get("dataset"),
             "checkpoint": checkpoint,
             "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
         }
@@ -125,21 +137,41 @@ class CohenCertification(Callback):
         indices = self._indices(trainer)
         shard = indices[rank::world]
         smooth = Smooth(
-            pl_module.model, pl_module.hparams.num_classes, self.sigma,
-            autocast_dtype=torch.bfloat16 if self.bf16 else None, channels_last=self.channels_last,
+            pl_module.model,
+            pl_module.hparams.num_classes,
+            self.sigma,
+            autocast_dtype=torch.bfloat16 if self.bf16 else None,
+            channels_last=self.channels_last,
         )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stream_name = "certify.tsv" if world == 1 else f"certify.rank{rank}.tsv"
         metadata = self.metadata(pl_module, checkpoint)
-        rank_zero_info(f"certifying {len(indices)} {self.split} examples: n0={self.n0} n={self.n} "
-                       f"alpha={self.alpha} sigma={self.sigma} on {world} process(es)")
+        rank_zero_info(
+            f"certifying {len(indices)} {self.split} examples: n0={self.n0} n={self.n} "
+            f"alpha={self.alpha} sigma={self.sigma} on {world} process(es)"
+        )
         mine = []
         dataset = trainer.datamodule.dataset(self.split)
-        records = certify_examples(smooth, dataset, shard, self.n0, self.n, self.alpha,
-                                   self.batch_size, self.seed, pl_module.device)
+        records = certify_examples(
+            smooth,
+            dataset,
+            shard,
+            self.n0,
+            self.n,
+            self.alpha,
+            self.batch_size,
+            self.seed,
+            pl_module.device,
+        )
         with RecordWriter(self.output_dir / stream_name, metadata) as writer:
-            for record in tqdm(records, total=len(shard), desc="certify", unit="example",
-                               disable=rank != 0, dynamic_ncols=True):
+            for record in tqdm(
+                records,
+                total=len(shard),
+                desc="certify",
+                unit="example",
+                disable=rank != 0,
+                dynamic_ncols=True,
+            ):
                 writer.write(record)
                 mine.append(record)
         self.records = self._gather(trainer, mine, len(indices))
@@ -159,13 +191,16 @@ class CohenCertification(Callback):
         length = -(-total // world)
         table = torch.full((length, len(RECORD_FIELDS)), -1.0, dtype=torch.float64)
         for row, record in enumerate(mine):
-            table[row] = torch.tensor([float(getattr(record, f)) for f in RECORD_FIELDS],
-                                      dtype=torch.float64)
+            table[row] = torch.tensor(
+                [float(getattr(record, f)) for f in RECORD_FIELDS], dtype=torch.float64
+            )
         gathered = trainer.strategy.all_gather(table.to(trainer.strategy.root_device)).cpu()
         rows = [row for row in gathered.reshape(-1, len(RECORD_FIELDS)).tolist() if row[0] >= 0]
         return sorted(
-            (CohenRecord(int(i), int(lab), int(p), float(r), int(c), float(t))
-             for i, lab, p, r, c, t in rows),
+            (
+                CohenRecord(int(i), int(lab), int(p), float(r), int(c), float(t))
+                for i, lab, p, r, c, t in rows
+            ),
             key=lambda r: r.idx,
         )
 
@@ -174,8 +209,15 @@ class CohenCertification(Callback):
         grid = radius_grid(self.records)
         curve = certified_accuracy_curve(self.records, grid)
         paths = report_curve(
-            trainer, self.output_dir, "certified_accuracy", "radius", "certified_accuracy",
-            grid.tolist(), curve.tolist(), f"Cohen CERTIFY, sigma={self.sigma}", self.summary,
+            trainer,
+            self.output_dir,
+            "certified_accuracy",
+            "radius",
+            "certified_accuracy",
+            grid.tolist(),
+            curve.tolist(),
+            f"Cohen CERTIFY, sigma={self.sigma}",
+            self.summary,
         )
         table = ", ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in self.summary.items())
         rank_zero_info(f"certified: {table}")

@@ -45,9 +45,11 @@ def report_curve(
         if isinstance(logger, WandbLogger):
             import wandb
 
-            table = wandb.Table(columns=[x_name, y_name], data=[[float(a), float(b)] for a, b in rows])
-            # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own step
-            # may be ahead of the trainer's (e.g. in certify.py), and it drops data logged behind it.
+            table = wandb.Table(
+                columns=[x_name, y_name], data=[[float(a), float(b)] for a, b in rows]
+            )
+            # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own
+            # step may be ahead of the trainer's (certify.py); wandb drops data logged behind it.
             plot = wandb.plot.line(table, x_name, y_name, title=title)
             logger.experiment.log({f"cert/{stem}": plot, "trainer/global_step": step})
             logger.experiment.summary.update(dict(scalars))

@@ -21,8 +21,8 @@ class ClassificationModule(LightningModule):
     """Trains ``normalize -> net`` with ``objective(model, x, y)``; validates clean and under noise.
 
     Logs ``train/loss``, ``val/loss``, ``val/acc`` (clean) and ``val/acc_noisy`` (inputs with the
-    smoothing noise), and the same under ``test/`` when tested. Checkpoints carry the training sigma, the normalization and the class count
-    under ``checkpoint["smoothcert"]``.
+    smoothing noise), and the same under ``test/`` when tested. Checkpoints carry the training
+    sigma, the normalization and the class count under ``checkpoint["smoothcert"]``.
     """
 
     def __init__(
@@ -101,7 +101,10 @@ class ClassificationModule(LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

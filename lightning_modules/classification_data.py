@@ -56,8 +56,13 @@ class ClassificationDataModule(LightningDataModule):
             return
         h = self.hparams
         self.splits = build_splits(
-            h.name, h.data_dir, seed=h.seed, val_size=h.val_size, test_size=h.test_size,
-            augment=h.augment, image_size=h.image_size,
+            h.name,
+            h.data_dir,
+            seed=h.seed,
+            val_size=h.val_size,
+            test_size=h.test_size,
+            augment=h.augment,
+            image_size=h.image_size,
         )
         for split in ("train", "test"):
             dataset = self.splits.get(split)

@@ -35,7 +35,9 @@ def instantiate_group(node: DictConfig | None) -> list[Any]:
     if "_target_" in node:
         return [hydra.utils.instantiate(node)]
     return [
-        hydra.utils.instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v
+        hydra.utils.instantiate(v)
+        for v in node.values()
+        if isinstance(v, DictConfig) and "_target_" in v
     ]
 
 

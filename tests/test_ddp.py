@@ -1,11 +1,10 @@
-"""Certification results depend on neither the device count nor the batch size (2-process CPU DDP)."""
+"""Certification results depend on neither the device count nor the batch size (2-process DDP)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, run_script, table_rows
 
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]

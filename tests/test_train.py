@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, run_script, table_rows
 
 import smoothcert.datasets
-from conftest import TINY, run_script, table_rows
 from lightning_modules.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.records import COHEN_COLUMNS, read_records
@@ -37,8 +37,15 @@ def test_debug_run_trains_and_certifies(make_cfg, tmp_path):
     expected = sum(r.correct and r.radius >= 0.25 for r in records) / len(records)
     assert callback.summary["cert/acc@0.25"] == pytest.approx(expected)
     metrics = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
-    for key in ("train/loss", "val/acc", "val/acc_noisy", "cert/acc@0.25", "cert/acr",
-                "cert/abstain", "cert/clean_acc"):
+    for key in (
+        "train/loss",
+        "val/acc",
+        "val/acc_noisy",
+        "cert/acc@0.25",
+        "cert/acr",
+        "cert/abstain",
+        "cert/clean_acc",
+    ):
         assert key in metrics
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["smoothcert"]["train_sigma"] == 0.25
@@ -82,8 +89,10 @@ def test_inputs_outside_unit_range_fail_before_training(make_cfg, tmp_path, monk
 
     def unscaled(*args, **kwargs):  # the classic mistake: pixels left in [0, 16]
         splits = real(*args, **kwargs)
-        splits.train.dataset.tensors = (splits.train.dataset.tensors[0] * 16,
-                                        splits.train.dataset.tensors[1])
+        splits.train.dataset.tensors = (
+            splits.train.dataset.tensors[0] * 16,
+            splits.train.dataset.tensors[1],
+        )
         return splits
 
     monkeypatch.setattr(smoothcert.datasets, "digits_splits", unscaled)

@@ -26,8 +26,8 @@ def certify_examples(
 ) -> Iterator[CohenRecord]:
     """Yields one record per dataset index, in order, as soon as it is certified.
 
-    Example ``i``'s noise comes from a generator seeded by ``(seed, i)``, so each record depends only
-    on the model, the example and the settings: not on the batch size, the order, or the sharding.
+    Example ``i``'s noise comes from a generator seeded by ``(seed, i)``, so each record depends
+    only on the model, the example and the settings: not on the batch size, order or sharding.
     """
     device = torch.device(device)
     for idx in indices:

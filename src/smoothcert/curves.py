@@ -25,9 +25,7 @@ def certified_accuracy(records: Sequence[CohenRecord], radius: float) -> float:
     return float(np.mean(correct & (radii >= radius)))
 
 
-def certified_accuracy_curve(
-    records: Sequence[CohenRecord], radii: Sequence[float]
-) -> np.ndarray:
+def certified_accuracy_curve(records: Sequence[CohenRecord], radii: Sequence[float]) -> np.ndarray:
     """Certified accuracy at each radius in ``radii`` (non-increasing in the radius)."""
     radius, correct, _ = _arrays(records)
     grid = np.asarray(radii, dtype=np.float64)
@@ -54,7 +52,7 @@ def abstain_rate(records: Sequence[CohenRecord]) -> float:
 
 
 def summarize(records: Sequence[CohenRecord], report_radii: Sequence[float]) -> dict[str, float]:
-    """The ``cert/*`` scalars: accuracy at each radius, ACR, abstain rate, clean (r = 0) accuracy."""
+    """The ``cert/*`` scalars: accuracy at each radius, ACR, abstain rate, r = 0 accuracy."""
     curve = certified_accuracy_curve(records, report_radii)
     summary = {f"cert/acc@{r:.2f}": float(a) for r, a in zip(report_radii, curve, strict=True)}
     summary["cert/acr"] = average_certified_radius(records)

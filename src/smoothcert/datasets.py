@@ -1,4 +1,4 @@
-"""Datasets as ``(image in [0, 1], label)`` pairs. Nothing here normalizes or downloads by default."""
+"""Datasets as ``(image in [0, 1], label)`` pairs; nothing here normalizes or downloads unasked."""
 
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ def check_dataset(name: str, data_dir: str | Path, download: bool = False) -> No
 def _train_val(train_full: Dataset, val_full: Dataset, val_size: int, seed: int):
     """Carves a fixed, seeded validation subset out of the training set (two transform views)."""
     order = np.random.default_rng(seed).permutation(len(train_full))
-    return Subset(train_full, order[val_size:].tolist()), Subset(val_full, order[:val_size].tolist())
+    return Subset(train_full, order[val_size:].tolist()), Subset(
+        val_full, order[:val_size].tolist()
+    )
 
 
 def torchvision_splits(
@@ -137,12 +139,18 @@ def imagenet_splits(
     check_dataset("imagenet", data_dir)
     root = Path(data_dir)
     train_tf = transforms.Compose(
-        [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
-         transforms.ToTensor()]
+        [
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+        ]
     )
     eval_tf = transforms.Compose(
-        [transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
-         transforms.ToTensor()]
+        [
+            transforms.Resize(int(image_size * 256 / 224)),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+        ]
     )
     train_full = datasets.ImageFolder(str(root / "train"), transform=train_tf)
     val_full = datasets.ImageFolder(str(root / "train"), transform=eval_tf)

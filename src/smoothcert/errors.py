@@ -18,7 +18,7 @@ def require(condition: bool, message: str) -> None:
 
 
 def check_sigma(sigma: float, name: str = "sigma", allow_zero: bool = False) -> float:
-    """Returns ``sigma`` as a float; raises ConfigError unless it is positive (or zero if allowed)."""
+    """Returns ``sigma`` as a float; raises ConfigError unless it is > 0 (>= 0 if allowed)."""
     sigma = float(sigma)
     ok = sigma >= 0 if allow_zero else sigma > 0
     bound = ">= 0" if allow_zero else "> 0"
@@ -52,5 +52,6 @@ def check_unit_range(x, name: str = "input") -> None:
     require(
         lo >= 0.0 and hi <= 1.0,
         f"{name} values span [{lo:.3g}, {hi:.3g}] but must lie in [0, 1]: remove normalization "
-        "from the data transforms (the model normalizes in its first layer) and scale pixels to [0, 1]",
+        "from the data transforms (the model normalizes in its first layer) and scale pixels "
+        "to [0, 1]",
     )

@@ -1,4 +1,4 @@
-"""Base classifiers: normalization as the first layer, a small digits CNN, timm with a CIFAR stem."""
+"""Base classifiers: normalization as first layer, a small digits CNN, timm with a CIFAR stem."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class NormalizedClassifier(nn.Module):
 
 
 def adapt_cifar_stem(net: nn.Module) -> nn.Module:
-    """Replaces a ResNet's ImageNet stem (7x7/2 conv + max-pool) with a 3x3/1 conv, for 32x32 inputs.
+    """Replaces a ResNet's ImageNet stem (7x7/2 conv + max-pool) by a 3x3/1 conv for 32x32 inputs.
 
     Works for timm's ResNet family (``conv1`` + ``maxpool``); raises ConfigError otherwise.
     """
@@ -70,8 +70,11 @@ class DigitsCNN(nn.Module):
         super().__init__()
 
         def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-            return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-                    nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
 
         self.features = nn.Sequential(
             *block(in_channels, width, 1),
@@ -80,7 +83,10 @@ class DigitsCNN(nn.Module):
             nn.AdaptiveAvgPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * width, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes)
+            nn.Flatten(),
+            nn.Linear(16 * width, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:

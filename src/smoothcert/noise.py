@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from smoothcert.errors import check_sigma
 
-# A stream draws its noise in chunks of a fixed number of elements (rounded to whole samples), so the
-# k-th noise sample of an example is the same whatever batch size consumes the stream.
+# A stream draws its noise in chunks of a fixed number of elements (rounded to whole samples), so
+# the k-th noise sample of an example is the same whatever batch size consumes the stream.
 NOISE_CHUNK_ELEMENTS = 1 << 18
 
 
@@ -50,8 +50,8 @@ class GaussianNoise(nn.Module):
 class GaussianNoiseStream:
     """An endless stream of N(0, sigma^2 I) samples of a fixed shape, drawn from one generator.
 
-    ``take(m)`` returns the next ``m`` samples. Noise is generated in fixed-size chunks (a function of
-    the sample shape only), so concatenating ``take`` calls of any sizes yields the same sequence.
+    ``take(m)`` returns the next ``m`` samples. Noise is generated in fixed-size chunks (a function
+    of the sample shape only), so concatenating ``take`` calls of any sizes gives the same sequence.
     """
 
     def __init__(

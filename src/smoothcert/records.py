@@ -26,8 +26,14 @@ class CohenRecord:
     def to_row(self) -> str:
         # repr keeps the radius at full precision (shortest string that round-trips).
         return "\t".join(
-            [str(self.idx), str(self.label), str(self.predict), repr(float(self.radius)),
-             str(self.correct), f"{self.time:.6f}"]
+            [
+                str(self.idx),
+                str(self.label),
+                str(self.predict),
+                repr(float(self.radius)),
+                str(self.correct),
+                f"{self.time:.6f}",
+            ]
         )
 
 
@@ -44,8 +50,8 @@ def parse_time(text: str) -> float:
 class RecordWriter:
     """Writes a ``#`` metadata header, the column row, then one flushed line per record.
 
-    Each row is flushed (and fsync'ed every ``sync_every`` rows) as soon as it is written, so a crash
-    loses at most the example in progress.
+    Each row is flushed (and fsync'ed every ``sync_every`` rows) as soon as it is written, so a
+    crash loses at most the example in progress.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Monte-Carlo sampling of a base classifier under Gaussian noise, counting classes on the device."""
+"""Monte-Carlo sampling of a base classifier under Gaussian noise, counting on the device."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def sample_class_counts(
         channels_last: feed the batch in channels_last memory format.
 
     Returns:
-        ``(counts, all_finite)``: int64 counts ``[K]`` and a bool scalar that is False if any logit was
-        NaN or infinite, both on the model's device. Nothing is copied to the host, so the loop never
-        waits for the device.
+        ``(counts, all_finite)``: int64 counts ``[K]`` and a bool scalar that is False if any
+        logit was NaN or infinite, both on the model's device. Nothing is copied to the host, so
+        the loop never waits for the device.
     """
     device = x.device
     counts = torch.zeros(num_classes, dtype=torch.long, device=device)

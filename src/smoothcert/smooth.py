@@ -22,7 +22,7 @@ ABSTAIN = -1
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Puts ``model`` in eval mode (independent draws, no BatchNorm batch statistics), then restores."""
+    """Puts ``model`` in eval mode (independent draws, no batch statistics), then restores it."""
     was_training = model.training
     model.eval()
     try:
@@ -34,11 +34,11 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 class Smooth:
     """The smoothed classifier g(x) = argmax_c P(f(x + eps) = c), eps ~ N(0, sigma^2 I).
 
-    Drop-in for the reference ``core.Smooth``: ``Smooth(base_classifier, num_classes, sigma)`` with
-    ``predict`` and ``certify``. Inputs are single examples ``[C, H, W]`` in [0, 1] pixel space (the
-    base classifier normalizes in its first layer). Each call takes an optional ``generator``; without
-    one, noise comes from a generator seeded by torch's global RNG, so ``torch.manual_seed`` makes
-    calls reproducible.
+    Drop-in for the reference ``core.Smooth``: ``Smooth(base_classifier, num_classes, sigma)``
+    with ``predict`` and ``certify``. Inputs are single examples ``[C, H, W]`` in [0, 1] pixel
+    space (the base classifier normalizes in its first layer). Each call takes an optional
+    ``generator``; without one, noise comes from a generator seeded by torch's global RNG, so
+    ``torch.manual_seed`` makes calls reproducible.
     """
 
     ABSTAIN = ABSTAIN
@@ -109,7 +109,9 @@ class Smooth:
         c_hat = int(counts0.argmax())
         return self.bound_to_certificate(int(counts[c_hat]), n, alpha, c_hat)
 
-    def bound_to_certificate(self, count: int, n: int, alpha: float, c_hat: int) -> tuple[int, float]:
+    def bound_to_certificate(
+        self, count: int, n: int, alpha: float, c_hat: int
+    ) -> tuple[int, float]:
         """Turns the count of the selected class among ``n`` samples into ``(class, radius)``."""
         p_lower = clopper_pearson_lower(count, n, alpha)
         if p_lower <= 0.5:
@@ -124,8 +126,8 @@ class Smooth:
         batch_size: int,
         generator: torch.Generator | None = None,
     ) -> int:
-        """PREDICT: the top class, or ABSTAIN unless a two-sided binomial test of the top two counts
-        rejects equality at level alpha (then the answer differs from g(x) with probability <= alpha).
+        """PREDICT: the top class, or ABSTAIN unless a two-sided binomial test of the top two
+        counts rejects equality at level alpha (then the answer is wrong with probability <= alpha).
         """
         n, alpha = check_count(n, "n"), check_alpha(alpha)
         batch_size = check_count(batch_size, "batch_size")
