@@ -25,9 +25,9 @@ def main(cfg: DictConfig) -> float | None:
             run = build_run(cfg)
             run.trainer.fit(run.module, datamodule=run.datamodule)
             rank_zero_info(f"run directory: {cfg.paths.output_dir}")
-            best = getattr(run.trainer.checkpoint_callback, "best_model_path", "")
-            if best:
-                rank_zero_info(f"best checkpoint: {best}")
+            for checkpoint in run.trainer.checkpoint_callbacks:
+                if getattr(checkpoint, "best_model_path", ""):
+                    rank_zero_info(f"checkpoint: {checkpoint.best_model_path}")
             for callback in run.callbacks:
                 summary = getattr(callback, "summary", None)
                 if summary:

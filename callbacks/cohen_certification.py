@@ -95,8 +95,10 @@ class CohenCertification(Callback):
     def _load_weights(self, trainer: Trainer, pl_module: LightningModule) -> str:
         if self.weights == "last":
             return "last weights of this run"
-        ckpt = trainer.checkpoint_callback
-        path = ckpt.best_model_path if isinstance(ckpt, ModelCheckpoint) else ""
+        monitored = [
+            c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor
+        ]
+        path = monitored[0].best_model_path if monitored else ""
         if not path:
             raise ConfigError("certify.weights=best needs a ModelCheckpoint with a monitor")
         state = torch.load(path, map_location=pl_module.device, weights_only=False)

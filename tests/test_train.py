@@ -113,3 +113,36 @@ def test_train_py_end_to_end_and_one_line_errors(tmp_path):
     assert last.startswith("smoothcert: error: certify.alpha=2.0 must lie in (0, 1)")
     assert "Traceback" not in bad.stderr
     assert not (Path(tmp_path / "bad") / "checkpoints").exists()
+
+
+# The best-by-monitor checkpoint is epoch 0 here, so a last.ckpt tied to it would be stale.
+NOT_LAST_IS_BEST = [
+    "trainer.max_epochs=3",
+    "callbacks.best_checkpoint.monitor=epoch",
+    "callbacks.best_checkpoint.mode=min",
+]
+
+
+def test_last_checkpoint_is_the_final_state_and_certify_py_reproduces_rows(make_cfg, tmp_path):
+    run = fit(make_cfg(*TINY, *NOT_LAST_IS_BEST))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+    final = run.module.state_dict()
+    assert all(torch.equal(final[k].cpu(), v) for k, v in last["state_dict"].items())
+    assert (tmp_path / "checkpoints" / "best-epoch000.ckpt").is_file()
+
+    again = tmp_path / "again"
+    result = run_script(
+        "certify.py",
+        *TINY,
+        f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={again}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_rows(again / "certify.tsv") == table_rows(tmp_path / "certify.tsv")
+
+
+def test_weights_best_certifies_the_best_checkpoint(make_cfg, tmp_path):
+    fit(make_cfg(*TINY, *NOT_LAST_IS_BEST, "certify.weights=best"))
+    metadata, _ = read_records(tmp_path / "certify.tsv")
+    assert metadata["checkpoint"].endswith("best-epoch000.ckpt")
