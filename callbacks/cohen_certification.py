@@ -13,11 +13,13 @@ from tqdm.auto import tqdm
 from typing_extensions import override
 
 import smoothcert
+from callbacks.distributed import gather_rows
 from callbacks.reporting import report_curve, wandb_run_dir
 from smoothcert.certification import certify_examples, select_indices
 from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, require
-from smoothcert.records import CohenRecord, RecordWriter, write_records
+from smoothcert.record_store import RecordStore
+from smoothcert.records import CohenRecord
 from smoothcert.smooth import Smooth
 
 RECORD_FIELDS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -27,12 +29,14 @@ class CohenCertification(Callback):
     """Certifies ``num_examples`` examples of ``split`` with CERTIFY(n0, n, alpha).
 
     Runs in ``on_train_end``, and in ``on_test_end`` (how certify.py certifies a checkpoint).
-
     Examples are sharded as ``indices[rank::world_size]``; each example's noise is seeded by
     ``(seed, dataset index)``, so the records do not depend on the device count or batch size. Each
-    rank streams its rows to disk as they finish; rank 0 writes ``certify.tsv`` (Cohen's schema with
-    a ``#`` metadata header), ``certified_accuracy.tsv``/``.png`` and logs ``cert/*`` scalars.
+    rank streams its rows to disk as they finish; ``resume`` skips examples already in the run
+    directory. Rank 0 writes ``certify.tsv`` (Cohen's schema with a ``#`` metadata header),
+    ``certified_accuracy.tsv``/``.png`` and logs ``cert/*`` scalars.
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -50,6 +54,8 @@ class CohenCertification(Callback):
         seed: int = 0,
         bf16: bool = False,
         channels_last: bool = False,
+        resume: bool = False,
+        crash_after: int | None = None,
     ) -> None:
         super().__init__()
         self.sigma = check_sigma(sigma, "certify.sigma")
@@ -60,15 +66,17 @@ class CohenCertification(Callback):
             None if num_examples is None else check_count(num_examples, "certify.num_examples")
         )
         self.skip = check_count(skip, "certify.skip")
-        require(
-            split in ("train", "val", "test"), f"certify.split={split!r}: use train, val or test"
-        )
+        require(split in ("train", "val", "test"), f"certify.split={split!r}: use train/val/test")
         require(weights in ("last", "best"), f"certify.weights={weights!r}: use last or best")
         self.split, self.weights = split, weights
         self.radii = [float(r) for r in radii]
         self.seed = int(seed)
         self.output_dir = Path(output_dir)
         self.bf16, self.channels_last = bf16, channels_last
+        self.resume = bool(resume)
+        self.crash_after = (
+            None if crash_after is None else check_count(crash_after, "certify.crash_after")
+        )
         self.records: list[CohenRecord] = []
         self.summary: dict[str, float] = {}
 
@@ -84,7 +92,13 @@ class CohenCertification(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._indices(trainer)  # fail before training, not after it
+        # Everything that can fail does so here, before training starts.
+        self._indices(trainer)
+        store = RecordStore(self.output_dir, self.metadata(pl_module, ""))
+        if self.resume:
+            store.existing()  # checks the settings of the rows already written
+        else:
+            store.check_fresh()
         train_sigma = pl_module.hparams.get("train_sigma")
         if train_sigma is not None and float(train_sigma) != self.sigma:
             rank_zero_warn(
@@ -134,10 +148,24 @@ class CohenCertification(Callback):
         self.certify(trainer, pl_module, str(trainer.ckpt_path or "weights given to trainer.test"))
 
     def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
-        """Certifies this rank's shard, gathers every record, and (rank 0) writes and logs them."""
+        """Certifies this rank's unfinished examples, gathers every record, and (rank 0) writes
+        the merged file and the curves and logs them."""
         rank, world = trainer.global_rank, trainer.world_size
         indices = self._indices(trainer)
-        shard = indices[rank::world]
+        store = RecordStore(self.output_dir, self.metadata(pl_module, checkpoint))
+        previous = store.existing() if self.resume else []
+        trainer.strategy.barrier("cohen_certification_read")
+        if rank == 0 and previous:
+            store.merge(previous)  # one file of finished rows, a crashed run's shards folded in
+        trainer.strategy.barrier("cohen_certification_merged")
+        done = {record.idx for record in previous}
+        todo = [i for i in indices if i not in done]
+        shard = todo[rank::world]
+        rank_zero_info(
+            f"certifying {len(todo)} of {len(indices)} {self.split} examples "
+            f"({len(indices) - len(todo)} already done): n0={self.n0} n={self.n} "
+            f"alpha={self.alpha} sigma={self.sigma} on {world} process(es)"
+        )
         smooth = Smooth(
             pl_module.model,
             pl_module.hparams.num_classes,
@@ -145,16 +173,8 @@ class CohenCertification(Callback):
             autocast_dtype=torch.bfloat16 if self.bf16 else None,
             channels_last=self.channels_last,
         )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        stream_name = "certify.tsv" if world == 1 else f"certify.rank{rank}.tsv"
-        metadata = self.metadata(pl_module, checkpoint)
-        rank_zero_info(
-            f"certifying {len(indices)} {self.split} examples: n0={self.n0} n={self.n} "
-            f"alpha={self.alpha} sigma={self.sigma} on {world} process(es)"
-        )
-        mine = []
         dataset = trainer.datamodule.dataset(self.split)
-        records = certify_examples(
+        stream = certify_examples(
             smooth,
             dataset,
             shard,
@@ -165,9 +185,10 @@ class CohenCertification(Callback):
             self.seed,
             pl_module.device,
         )
-        with RecordWriter(self.output_dir / stream_name, metadata) as writer:
+        mine: list[CohenRecord] = []
+        with store.writer(rank, world) as writer:
             for record in tqdm(
-                records,
+                stream,
                 total=len(shard),
                 desc="certify",
                 unit="example",
@@ -176,35 +197,24 @@ class CohenCertification(Callback):
             ):
                 writer.write(record)
                 mine.append(record)
-        self.records = self._gather(trainer, mine, len(indices))
+                if self.crash_after is not None and len(mine) >= self.crash_after:
+                    raise RuntimeError(f"certify.crash_after={self.crash_after}: simulated crash")
+        rows = gather_rows(
+            trainer,
+            [[getattr(r, f) for f in RECORD_FIELDS] for r in mine],
+            len(RECORD_FIELDS),
+            len(todo),
+        )
+        new = [
+            CohenRecord(int(i), int(lab), int(p), float(r), int(c), float(t))
+            for i, lab, p, r, c, t in rows
+        ]
+        wanted = set(indices)
+        self.records = sorted((r for r in previous + new if r.idx in wanted), key=lambda r: r.idx)
         if rank == 0:
-            if world > 1:
-                write_records(self.output_dir / "certify.tsv", metadata, self.records)
-                for other in range(world):
-                    (self.output_dir / f"certify.rank{other}.tsv").unlink(missing_ok=True)
+            store.merge(previous + new)
             self._report(trainer)
         trainer.strategy.barrier("cohen_certification_done")
-
-    def _gather(self, trainer: Trainer, mine: list[CohenRecord], total: int) -> list[CohenRecord]:
-        """All ranks' records sorted by index (every rank gets them; padding rows have idx -1)."""
-        world = trainer.world_size
-        if world == 1:
-            return sorted(mine, key=lambda r: r.idx)
-        length = -(-total // world)
-        table = torch.full((length, len(RECORD_FIELDS)), -1.0, dtype=torch.float64)
-        for row, record in enumerate(mine):
-            table[row] = torch.tensor(
-                [float(getattr(record, f)) for f in RECORD_FIELDS], dtype=torch.float64
-            )
-        gathered = trainer.strategy.all_gather(table.to(trainer.strategy.root_device)).cpu()
-        rows = [row for row in gathered.reshape(-1, len(RECORD_FIELDS)).tolist() if row[0] >= 0]
-        return sorted(
-            (
-                CohenRecord(int(i), int(lab), int(p), float(r), int(c), float(t))
-                for i, lab, p, r, c, t in rows
-            ),
-            key=lambda r: r.idx,
-        )
 
     def _report(self, trainer: Trainer) -> None:
         self.summary = summarize(self.records, self.radii)

@@ -108,10 +108,12 @@ class ClassificationModule(LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["smoothcert"] = {
-            "task": "classification",
-            "train_sigma": float(self.hparams.train_sigma),
-            "num_classes": int(self.hparams.num_classes),
-            "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
-            "dataset": self.hparams.dataset,
-        }
+        checkpoint.setdefault("smoothcert", {}).update(
+            {
+                "task": "classification",
+                "train_sigma": float(self.hparams.train_sigma),
+                "num_classes": int(self.hparams.num_classes),
+                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
+                "dataset": self.hparams.dataset,
+            }
+        )

@@ -19,6 +19,11 @@ def wandb_configured() -> bool:
         return False
 
 
+def sweep_group(task_name: str, sweep_dir: str | Path) -> str:
+    """The wandb group shared by every job of one Hydra multirun (and its sweep summary)."""
+    return f"{task_name}-{Path(sweep_dir).name}"
+
+
 def make_wandb_logger(
     save_dir: str,
     project: str = "smoothcert",
@@ -26,13 +31,20 @@ def make_wandb_logger(
     group: str | None = None,
     tags: list[str] | None = None,
     offline: bool | None = None,
+    run_mode: object = None,
+    task_name: str = "train",
+    sweep_dir: str | None = None,
 ) -> WandbLogger:
     """Builds the run's WandbLogger, its files under ``save_dir`` (the Hydra run directory).
 
     ``offline=None`` means: offline unless wandb was configured by the user (see wandb_configured).
+    ``group=None`` in a multirun (``run_mode`` MULTIRUN) means one group per sweep, named after the
+    sweep directory.
     """
     if offline is None:
         offline = not wandb_configured()
+    if group is None and str(run_mode).endswith("MULTIRUN") and sweep_dir:
+        group = sweep_group(task_name, sweep_dir)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(
         save_dir=save_dir,

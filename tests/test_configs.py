@@ -5,9 +5,9 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
-from conftest import CONF
 from omegaconf import OmegaConf
 
+from conftest import CONF
 from lightning_modules.runner import config_error_in
 from smoothcert.errors import ConfigError
 

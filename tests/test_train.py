@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_script, table_rows
 
 import smoothcert.datasets
+from conftest import TINY, run_script, table_rows
 from lightning_modules.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.records import COHEN_COLUMNS, read_records

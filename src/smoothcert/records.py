@@ -51,7 +51,8 @@ class RecordWriter:
     """Writes a ``#`` metadata header, the column row, then one flushed line per record.
 
     Each row is flushed (and fsync'ed every ``sync_every`` rows) as soon as it is written, so a
-    crash loses at most the example in progress.
+    crash loses at most the example in progress. ``append`` continues an existing file (its header
+    stays as it is).
     """
 
     def __init__(
@@ -60,13 +61,16 @@ class RecordWriter:
         metadata: Mapping[str, object],
         columns: Iterable[str] = COHEN_COLUMNS,
         sync_every: int = 20,
+        append: bool = False,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-        for key, value in metadata.items():
-            self._file.write(f"# {key}: {value}\n")
-        self._file.write("\t".join(columns) + "\n")
+        continuing = append and self.path.is_file() and self.path.stat().st_size > 0
+        self._file: TextIO = open(self.path, "a" if continuing else "w", encoding="utf-8")  # noqa: SIM115
+        if not continuing:
+            for key, value in metadata.items():
+                self._file.write(f"# {key}: {value}\n")
+            self._file.write("\t".join(columns) + "\n")
         self._file.flush()
         self._sync_every = sync_every
         self._count = 0
@@ -92,10 +96,14 @@ class RecordWriter:
 
 
 def write_records(path: str | Path, metadata: Mapping[str, object], records: Iterable[CohenRecord]):
-    """Writes a complete TSV file of ``records`` (header included)."""
-    with RecordWriter(path, metadata) as writer:
+    """Writes a complete TSV file of ``records`` (header included), atomically: the file is either
+    the old one or the complete new one, never a half-written mix."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with RecordWriter(partial, metadata, sync_every=10**9) as writer:
         for record in records:
             writer.write(record)
+    os.replace(partial, path)
 
 
 def read_records(path: str | Path) -> tuple[dict[str, str], list[CohenRecord]]:

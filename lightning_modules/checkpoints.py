@@ -1,0 +1,70 @@
+"""Reading what a smoothcert checkpoint says about itself, for certify.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from smoothcert.errors import ConfigError
+
+
+def checkpoint_metadata(path: str | Path | None) -> dict[str, Any]:
+    """``checkpoint["smoothcert"]`` of the file at ``path``; one-line ConfigError if the file is
+    missing, unreadable, or not written by smoothcert."""
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"ckpt_path={path} is not a file: pass ckpt_path=PATH/TO/last.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise ConfigError(
+            f"ckpt_path={path} is not a readable checkpoint (torch.load: {type(error).__name__}): "
+            "pass a .ckpt file written by train.py"
+        ) from error
+    meta = checkpoint.get("smoothcert") if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"ckpt_path={path} was not written by smoothcert's train.py")
+    return meta
+
+
+def _overridden(overrides: Sequence[str], key: str) -> bool:
+    for override in overrides:
+        name = override.split("=", 1)[0].lstrip("+~")
+        if name == key or name.startswith(key + ".") or name in ("experiment", "+experiment"):
+            return True
+    return False
+
+
+def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Makes ``cfg`` certify the checkpoint described by ``meta``.
+
+    The model and data configs and sigma come from the checkpoint unless the command line set
+    them (or chose an experiment). Raises ConfigError if the certifier is for another task.
+    """
+    certify_target = (cfg.get("certify") or {}).get("_target_")
+    if not certify_target:
+        raise ConfigError(
+            "certify=none leaves nothing to do: choose a certifier, e.g. certify=cohen"
+        )
+    wanted = getattr(hydra.utils.get_class(certify_target), "task", None)
+    task = meta.get("task")
+    if wanted and task and wanted != task:
+        raise ConfigError(
+            f"the checkpoint is a {task} model but certify={certify_target.rsplit('.', 1)[-1]} "
+            f"certifies {wanted} models: choose the certifier for {task}"
+        )
+    stored = meta.get("config") or {}
+    with open_dict(cfg):
+        for key in ("model", "data"):
+            if key in stored and not _overridden(overrides, key):
+                cfg[key] = OmegaConf.create(stored[key])
+        if (
+            "train_sigma" in meta
+            and not _overridden(overrides, "sigma")
+            and not _overridden(overrides, "certify.sigma")
+        ):
+            cfg.sigma = float(meta["train_sigma"]) if meta["train_sigma"] else cfg.sigma
