@@ -38,7 +38,13 @@ def report_curve(
     """
     rows = list(zip(xs, ys, strict=True))
     tsv = write_curve_tsv(output_dir / f"{stem}.tsv", [x_name, y_name], rows)
-    png = plot_curves(output_dir / f"{stem}.png", {title: (xs, ys)}, title, x_name, y_name)
+    png = plot_curves(
+        output_dir / f"{stem}.png",
+        {title: (xs, ys)},
+        title,
+        x_name.replace("_", " "),
+        y_name.replace("_", " "),
+    )
     step = trainer.global_step
     for logger in trainer.loggers:
         logger.log_metrics(dict(scalars), step=step)
