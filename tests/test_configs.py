@@ -25,8 +25,14 @@ def test_experiment_composes_and_resolves(make_cfg, name):
     container = OmegaConf.to_container(cfg, resolve=True)
     assert "${" not in str(container)
     assert cfg.task_name == name
-    # The experiment's sigma feeds training noise, the module and the certifier.
-    assert cfg.noise.sigma == cfg.model.train_sigma == cfg.certify.sigma == cfg.sigma
+    # The experiment's sigma feeds the smoothing noise and the certifier; the module records the
+    # noise it was really trained with (digits_clean trains without noise on purpose).
+    assert cfg.noise.sigma == cfg.sigma
+    if "sigma" in cfg.certify:
+        assert cfg.certify.sigma == cfg.sigma
+    if "noise" in cfg.get("regime", {}) and "train_sigma" in cfg.model:
+        assert cfg.regime.noise.sigma == cfg.model.train_sigma
+        assert cfg.model.train_sigma == (0.0 if name == "digits_clean" else cfg.sigma)
 
 
 @pytest.mark.parametrize(

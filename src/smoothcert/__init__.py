@@ -14,6 +14,7 @@ from smoothcert.curves import (
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, GaussianNoiseStream, example_generator
 from smoothcert.records import CohenRecord, read_records
+from smoothcert.segcertify import indivclass, jointclass, segcertify  # certified segmentation
 from smoothcert.smooth import ABSTAIN, Smooth
 from smoothcert.statistics import binom_test_two_sided, clopper_pearson_lower
 
@@ -35,6 +36,9 @@ __all__ = [
     "clopper_pearson_lower",
     "example_generator",
     "read_records",
+    "segcertify",
+    "indivclass",
+    "jointclass",
     "select_indices",
     "summarize",
 ]

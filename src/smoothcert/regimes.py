@@ -2,13 +2,19 @@
 
 An objective is called as ``objective(model, x, y) -> loss`` with ``x`` in [0, 1] pixel space; the
 module calls ``objective.on_epoch_start(epoch)`` so schedules (warm-ups) need no module changes.
+Here: Gaussian augmentation (Cohen et al. 2019) and consistency regularization (Jeong & Shin 2020);
+SmoothAdv (Salman et al. 2019) is in :mod:`smoothcert.regimes_adv`.
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smoothcert.errors import check_count, require
 from smoothcert.noise import GaussianNoise
 
 
@@ -31,3 +37,61 @@ class GaussianAugmentation(TrainingObjective):
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(model(self.noise(x)), y)
+
+
+def consistency_loss(logits: Tensor, y: Tensor, lbd: float, eta: float) -> Tensor:
+    """Jeong & Shin's loss on the logits ``[m, B, K]`` of m noisy copies of a batch.
+
+    Returns ``mean CE + lbd * mean_i KL(F_hat || F_i) + eta * H(F_hat)``, every term averaged over
+    the batch (and the CE and KL terms over the copies), where ``F_i = softmax(logits[i])`` and
+    ``F_hat`` is their mean. ``F_hat`` is not detached (as in the reference code), and its log is
+    computed with a log-sum-exp, so the loss stays finite even when a probability underflows.
+    """
+    m, batch, num_classes = logits.shape
+    log_probs = logits.log_softmax(dim=-1)
+    cross_entropy = F.nll_loss(log_probs.reshape(m * batch, num_classes), y.repeat(m))
+    log_mean = torch.logsumexp(log_probs, dim=0) - math.log(m)  # log F_hat, [B, K]
+    mean_probs = log_mean.exp()
+    kl = (mean_probs * (log_mean - log_probs)).sum(dim=-1).mean()
+    entropy = -(mean_probs * log_mean).sum(dim=-1).mean()
+    return cross_entropy + lbd * kl + eta * entropy
+
+
+class ConsistencyRegularization(TrainingObjective):
+    """Jeong & Shin (2020): Gaussian augmentation with m copies plus a consistency penalty.
+
+    Each step draws m independent noises per example, runs the m x B noisy batch through the model
+    in one forward pass (as the reference does, so BatchNorm sees all copies), and returns
+    :func:`consistency_loss`. Costs about m times a Gaussian-augmentation step.
+
+    Args:
+        noise: the training noise (its sigma is the smoothing sigma).
+        m: noisy copies per example (>= 1; m = 1 makes the KL term zero).
+        lbd: weight lambda of the KL term (>= 0); the paper uses 5-20 on CIFAR-10.
+        eta: weight of the entropy term (>= 0).
+
+    Raises:
+        ConfigError: on m < 1 or a negative weight, when constructed.
+    """
+
+    def __init__(self, noise: GaussianNoise, m: int = 2, lbd: float = 10.0, eta: float = 0.5):
+        super().__init__()
+        self.noise = noise
+        self.m = check_count(m, "regime.m")
+        self.lbd = check_weight(lbd, "regime.lbd")
+        self.eta = check_weight(eta, "regime.eta")
+
+    def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        copies = x.repeat(self.m, *([1] * (x.dim() - 1)))  # [m * B, ...], copy-major
+        logits = model(self.noise(copies))
+        return consistency_loss(logits.view(self.m, x.shape[0], -1), y, self.lbd, self.eta)
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}, lbd={self.lbd}, eta={self.eta}"
+
+
+def check_weight(value: float, name: str) -> float:
+    """Returns ``value`` as a float; raises ConfigError unless it is finite and >= 0."""
+    value = float(value)
+    require(math.isfinite(value) and value >= 0, f"{name}={value} must be a number >= 0")
+    return value

@@ -1,0 +1,403 @@
+"""SegCertify on held-out images at the end of fitting (or testing), sharded across ranks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from tqdm.auto import tqdm
+from typing_extensions import override
+
+import smoothcert
+from callbacks.distributed import gather_rows
+from callbacks.reporting import report_curve, wandb_run_dir
+from smoothcert.certification import select_indices
+from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, require
+from smoothcert.noise import example_generator
+from smoothcert.plots import plt
+from smoothcert.records import RecordWriter
+from smoothcert.seg_models import check_scales
+from smoothcert.segcertify import (
+    check_correction,
+    check_tau,
+    score_segmentation,
+    segcertify,
+    segmentation_radius,
+    summarize_scores,
+)
+from smoothcert.smooth import eval_mode
+
+SEG_COLUMNS = ("idx", "tau", "radius", "pixel_acc", "miou", "abstain", "time")
+BASE = -1.0  # the ``kind`` of rows of the base model (certified rows carry their tau)
+TITLES = ("input", "ground truth", "base model", "certified (white: abstain)")
+
+
+@dataclass(frozen=True)
+class SegRecord:
+    """One image at one tau (tau = nan for the base model): metrics and seconds spent."""
+
+    idx: int
+    tau: float
+    radius: float
+    pixel_acc: float
+    miou: float
+    abstain: float
+    time: float
+
+    def to_row(self) -> str:
+        values = [self.tau, self.radius, self.pixel_acc, self.miou, self.abstain]
+        return "\t".join([str(self.idx), *(repr(float(v)) for v in values), f"{self.time:.6f}"])
+
+
+@dataclass
+class Row:
+    """One image under one model: ``kind`` is tau (certified) or BASE; ``scores`` the counts of
+    ``score_segmentation`` (kept to pool pixel accuracy and mIoU over images exactly)."""
+
+    kind: float
+    idx: int
+    radius: float
+    seconds: float
+    scores: torch.Tensor
+
+    def record(self) -> SegRecord:
+        metrics = summarize_scores(self.scores)
+        tau = float("nan") if self.kind == BASE else self.kind
+        values = (metrics["pixel_acc"], metrics["miou"], metrics["abstain"])
+        return SegRecord(self.idx, tau, self.radius, *values, self.seconds)
+
+    def pack(self) -> torch.Tensor:
+        head = torch.tensor([self.kind, self.idx, self.radius, self.seconds], dtype=torch.float64)
+        return torch.cat([head, self.scores])
+
+    @staticmethod
+    def unpack(values: torch.Tensor) -> Row:
+        kind, idx, radius, seconds = values[:4].tolist()
+        return Row(kind, int(idx), radius, seconds, values[4:].clone())
+
+
+def palette(num_classes: int) -> torch.Tensor:
+    """Colours per class, then white (abstain) and black (ignored pixels)."""
+    colours = plt.get_cmap("tab20")(torch.arange(num_classes).numpy() % 20)[:, :3]
+    return torch.cat([torch.tensor(colours), torch.tensor([[1.0, 1, 1], [0, 0, 0]])]).float()
+
+
+def save_overlay(path: Path, image, mask, base, certified, num_classes: int, ignore: int) -> Path:
+    """Image, ground truth, base prediction and certified prediction (abstained pixels white)."""
+    colours = palette(num_classes)
+
+    def paint(labels: torch.Tensor) -> torch.Tensor:
+        index = labels.clone()
+        index[labels == -1], index[labels == ignore] = num_classes, num_classes + 1
+        return colours[index.clamp(0, num_classes + 1)]
+
+    panels = [image.permute(1, 2, 0), paint(mask), paint(base), paint(certified)]
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4), dpi=100)
+    for ax, panel, title in zip(axes, panels, TITLES, strict=True):
+        ax.imshow(panel.numpy())
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+class SegCertifyCertification(Callback):
+    """Certifies ``num_examples`` images of ``split`` with SegCertify(n0, n, tau, alpha).
+
+    Runs in ``on_train_end``, and in ``on_test_end`` (how certify.py certifies a checkpoint). One
+    sampling pass per image serves every tau in ``tau`` (each certificate holds at level alpha on
+    its own). Images are sharded as ``indices[rank::world_size]`` and image ``i``'s noise is seeded
+    by ``(seed, i)``, so results depend on neither the device count nor the batch size. Rows stream
+    to ``segcertify.tsv`` (``idx tau radius pixel_acc miou abstain time``, ``#`` header) and
+    ``segcertify_base.tsv`` (the base model without smoothing, tau nan); rank 0 writes the
+    radius-vs-certified-accuracy curve (TSV, PNG, wandb), ``cert/*`` scalars and overlays.
+    """
+
+    task = "segmentation"
+
+    def __init__(
+        self,
+        sigma: float,
+        output_dir: str,
+        n0: int = 10,
+        n: int = 100,
+        tau: float | Sequence[float] = 0.75,
+        alpha: float = 0.001,
+        correction: str = "holm",
+        budget: int = 0,
+        scale: float | Sequence[float] = 1.0,
+        flip: bool = False,
+        batch_size: int = 16,
+        num_examples: int | None = 100,
+        skip: int = 1,
+        split: str = "val",
+        weights: str = "last",
+        seed: int = 0,
+        num_overlays: int = 4,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.sigma = check_sigma(sigma, "certify.sigma")
+        self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
+        taus = list(tau) if isinstance(tau, Sequence) else [tau]
+        require(len(taus) > 0, "certify.tau is empty: give a tau in [0.5, 1) or a list of them")
+        self.taus = [check_tau(t, "certify.tau") for t in taus]
+        self.alpha = check_alpha(alpha, "certify.alpha")
+        self.correction, self.budget = check_correction(correction, budget)
+        scales = check_scales(scale, "certify.scale")
+        self.scale, self.flip = (scales[0] if len(scales) == 1 else list(scales)), bool(flip)
+        self.batch_size = check_count(batch_size, "certify.batch_size")
+        self.num_examples = (
+            None if num_examples is None else check_count(num_examples, "certify.num_examples")
+        )
+        self.skip = check_count(skip, "certify.skip")
+        require(split in ("train", "val", "test"), f"certify.split={split!r}: use val or test")
+        require(weights in ("last", "best"), f"certify.weights={weights!r}: use last or best")
+        self.split, self.weights, self.seed = split, weights, int(seed)
+        self.num_overlays = check_count(num_overlays, "certify.num_overlays", minimum=0)
+        self.output_dir, self.bf16 = Path(output_dir), bf16
+        self.records: list[SegRecord] = []
+        self.summary: dict[str, float] = {}
+
+    def _indices(self, trainer: Trainer) -> list[int]:
+        size = len(trainer.datamodule.dataset(self.split))
+        available = len(range(0, size, self.skip))
+        if self.num_examples is not None and self.num_examples > available:
+            raise ConfigError(
+                f"certify.num_examples={self.num_examples} exceeds the {available} images of "
+                f"split={self.split} (size {size}, skip {self.skip}): lower certify.num_examples"
+            )
+        return select_indices(size, self.num_examples, self.skip)
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Everything that can fail does so here, before training starts.
+        if not hasattr(pl_module, "inference_model"):
+            raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
+        self._indices(trainer)
+        if self.correction == "fdr":
+            rank_zero_warn("certify.correction=fdr bounds the false discovery rate only, not FWER")
+        train_sigma = pl_module.hparams.get("train_sigma")
+        if train_sigma is not None and float(train_sigma) != self.sigma:
+            rank_zero_warn(
+                f"certifying at sigma={self.sigma} a model trained at sigma={train_sigma}: "
+                "certificates are valid, but usually worse than at the training sigma"
+            )
+
+    def _load_weights(self, trainer: Trainer, pl_module: LightningModule) -> str:
+        if self.weights == "last":
+            return "last weights of this run"
+        monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+        path = monitored[0].best_model_path if monitored else ""
+        if not path:
+            raise ConfigError("certify.weights=best needs a ModelCheckpoint with a monitor")
+        state = torch.load(path, map_location=pl_module.device, weights_only=False)
+        pl_module.load_state_dict(state["state_dict"])
+        return path
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.certify(trainer, pl_module, self._load_weights(trainer, pl_module))
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # certify.py: trainer.test(ckpt_path=...) has restored the checkpoint's weights.
+        self.certify(trainer, pl_module, str(trainer.ckpt_path or "weights given to trainer.test"))
+
+    def metadata(self, pl_module: LightningModule, checkpoint: str) -> dict[str, object]:
+        h = pl_module.hparams
+        return {
+            "smoothcert": smoothcert.__version__,
+            "certifier": "segcertify",
+            "guarantee": "family-wise" if self.correction != "fdr" else "FDR only (not FWER)",
+            "sigma": self.sigma,
+            "train_sigma": h.get("train_sigma"),
+            "n0": self.n0,
+            "n": self.n,
+            "tau": self.taus,
+            "radius": [segmentation_radius(self.sigma, t) for t in self.taus],
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "budget": self.budget,
+            "scale": self.scale,
+            "flip": self.flip,
+            "seed": self.seed,
+            "split": self.split,
+            "skip": self.skip,
+            "num_examples": self.num_examples,
+            "dataset": h.get("dataset"),
+            "num_classes": h.get("num_classes"),
+            "ignore_index": h.get("ignore_index"),
+            "checkpoint": checkpoint,
+            "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
+        }
+
+    def _autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _image(self, model, x: torch.Tensor, mask: torch.Tensor, idx: int, h) -> tuple:
+        """Rows of one image (the base model's, then one per tau) and the two maps to overlay."""
+        device = x.device
+        start = time.perf_counter()
+        with eval_mode(model), torch.inference_mode(), self._autocast(device):
+            base = model(x[None]).argmax(dim=1)[0]
+        base_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        with self._autocast(device):
+            classes, radii = segcertify(
+                model,
+                x,
+                self.sigma,
+                self.n0,
+                self.n,
+                self.taus,
+                self.alpha,
+                self.correction,
+                self.batch_size,
+                example_generator(self.seed, idx, device),
+                self.budget,
+            )
+        seconds = time.perf_counter() - start
+
+        def score(labels: torch.Tensor) -> torch.Tensor:
+            return score_segmentation(labels, mask, h.num_classes, h.ignore_index)
+
+        rows = [Row(BASE, idx, 0.0, base_seconds, score(base))]
+        for tau, radius, certified in zip(self.taus, radii, classes, strict=True):
+            rows.append(Row(tau, idx, radius, seconds, score(certified)))
+        return rows, base, classes[0]
+
+    def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
+        """Certifies this rank's shard, gathers every row, and (rank 0) writes and logs them."""
+        rank, world, h = trainer.global_rank, trainer.world_size, pl_module.hparams
+        indices = self._indices(trainer)
+        shard, dataset = indices[rank::world], trainer.datamodule.dataset(self.split)
+        model = pl_module.inference_model(self.scale, self.flip)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        suffix = "" if world == 1 else f".rank{rank}"
+        metadata = self.metadata(pl_module, checkpoint)
+        rank_zero_info(
+            f"segcertify: {len(indices)} {self.split} images, n0={self.n0} n={self.n} "
+            f"tau={self.taus} alpha={self.alpha} {self.correction} sigma={self.sigma} "
+            f"scale={self.scale} on {world} process(es)"
+        )
+        mine, overlays = [], []
+        cert_path = self.output_dir / f"segcertify{suffix}.tsv"
+        base_path = self.output_dir / f"segcertify_base{suffix}.tsv"
+        with (
+            RecordWriter(cert_path, metadata, SEG_COLUMNS) as cert_writer,
+            RecordWriter(base_path, metadata, SEG_COLUMNS) as base_writer,
+        ):
+            for idx in tqdm(shard, desc="segcertify", unit="image", disable=rank != 0):
+                x, mask = dataset[idx]
+                x = torch.as_tensor(x).to(pl_module.device)
+                rows, base, certified = self._image(model, x, mask, idx, h)
+                for row in rows:
+                    (base_writer if row.kind == BASE else cert_writer).write(row.record())
+                mine += rows
+                if rank == 0 and len(overlays) < self.num_overlays:
+                    overlays.append((idx, x.cpu(), mask, base.cpu(), certified.cpu()))
+        rows = self._gather_rows(trainer, mine, len(indices))
+        self.records = [row.record() for row in rows]
+        if rank == 0:
+            if world > 1:
+                self._merge(metadata, world)
+            self._report(trainer, rows, overlays, h)
+        trainer.strategy.barrier("segcertify_done")
+
+    def _gather_rows(self, trainer: Trainer, mine: list[Row], images: int) -> list[Row]:
+        """Every rank's rows sorted by (image, kind), on every rank: one gathered row per image
+        (index first, then each of its ``1 + len(tau)`` packed rows), as ``gather_rows`` wants."""
+        if trainer.world_size == 1:
+            return sorted(mine, key=lambda row: (row.idx, row.kind))
+        per_image = 1 + len(self.taus)
+        packed = [
+            [float(mine[i].idx)] + torch.cat([r.pack() for r in mine[i : i + per_image]]).tolist()
+            for i in range(0, len(mine), per_image)
+        ]
+        width = 1 + per_image * (4 + 4 + 2 * trainer.lightning_module.hparams.num_classes)
+        gathered = gather_rows(trainer, packed, width, images)
+        rows = []
+        for values in gathered:
+            chunks = torch.tensor(values[1:], dtype=torch.float64).chunk(per_image)
+            rows += [Row.unpack(chunk) for chunk in chunks]
+        return sorted(rows, key=lambda row: (row.idx, row.kind))
+
+    def _merge(self, metadata: dict, world: int) -> None:
+        """Rank 0 rewrites the shards' rows as one file per model and removes the shards."""
+        for stem, base in (("segcertify", False), ("segcertify_base", True)):
+            with RecordWriter(self.output_dir / f"{stem}.tsv", metadata, SEG_COLUMNS) as writer:
+                for record in self.records:
+                    if (record.tau != record.tau) == base:  # tau is nan for the base model
+                        writer.write(record)
+            for other in range(world):
+                (self.output_dir / f"{stem}.rank{other}.tsv").unlink(missing_ok=True)
+
+    def _report(self, trainer: Trainer, rows: list[Row], overlays: list, h) -> None:
+        kinds = (*self.taus, BASE)
+        pooled = {
+            k: summarize_scores(torch.stack([r.scores for r in rows if r.kind == k])) for k in kinds
+        }
+        images = len(rows) // len(kinds)
+        seconds = {k: sum(r.seconds for r in rows if r.kind == k) / images for k in kinds}
+        first = self.taus[0]
+        self.summary = {f"cert/{name}": value for name, value in pooled[first].items()}
+        self.summary["cert/radius"] = segmentation_radius(self.sigma, first)
+        self.summary["cert/time_per_image"] = seconds[first]
+        for name in ("pixel_acc", "miou"):
+            self.summary[f"cert/base_{name}"] = pooled[BASE][name]
+        self.summary["cert/base_time_per_image"] = seconds[BASE]
+        for tau in self.taus:
+            self.summary.update({f"cert/{k}@tau{tau:g}": v for k, v in pooled[tau].items()})
+        self.summary["cert/num_examples"] = float(images)
+        order = sorted(self.taus)
+        paths = report_curve(
+            trainer,
+            self.output_dir,
+            "certified_pixel_accuracy",
+            "radius",
+            "certified_pixel_accuracy",
+            [segmentation_radius(self.sigma, t) for t in order],
+            [pooled[t]["pixel_acc"] for t in order],
+            f"SegCertify ({self.correction}), sigma={self.sigma}, n={self.n}",
+            self.summary,
+        )
+        self._overlays(trainer, overlays, h)
+        cert, base = pooled[first], pooled[BASE]
+        rank_zero_info(
+            f"tau={first} radius={self.summary['cert/radius']:.4f}: certified pixel accuracy "
+            f"{cert['pixel_acc']:.4f} (base model {base['pixel_acc']:.4f}), mIoU "
+            f"{cert['miou']:.4f} (base {base['miou']:.4f}), abstain {cert['abstain']:.4f}, "
+            f"{seconds[first]:.2f} s/image (base {seconds[BASE]:.3f})"
+        )
+        rank_zero_info(f"records: {self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv")
+        rank_zero_info(f"curve:   {paths['tsv']} and {paths['png']}")
+        run_dir = wandb_run_dir(trainer)
+        if run_dir:
+            rank_zero_info(f"wandb:   {run_dir} (offline runs upload with `wandb sync {run_dir}`)")
+
+    def _overlays(self, trainer: Trainer, overlays: list, h) -> None:
+        """PNG overlays in ``overlays/`` (and to wandb) for the first images of rank 0's shard."""
+        folder = self.output_dir / "overlays"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for idx, x, mask, base, certified in overlays:
+            path = folder / f"segcertify_{idx:05d}.png"
+            paths.append(
+                save_overlay(path, x, mask, base, certified, h.num_classes, h.ignore_index)
+            )
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and paths:
+                import wandb
+
+                images = [wandb.Image(str(p), caption=p.stem) for p in paths]
+                step = trainer.global_step
+                logger.experiment.log({"cert/overlays": images, "trainer/global_step": step})

@@ -1,0 +1,202 @@
+"""LightningModule for denoised smoothing: train a denoiser D in front of a frozen classifier f.
+
+Salman et al. (2020), "Denoised Smoothing" / "Black-box Smoothing". The classifier is a checkpoint
+written by ``train.py`` (``classifier_ckpt``); it is frozen (no gradients to its weights, eval mode
+forever), so its parameters and BatchNorm statistics stay bit-identical. ``.model`` is the
+composition ``f(D(x))``, which the Cohen certification callback smooths like any base classifier.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
+
+from smoothcert.denoisers import (
+    DenoisedClassifier,
+    FrozenClassifier,
+    denoiser_loss_terms,
+    load_classifier,
+    load_denoiser,
+)
+from smoothcert.errors import ConfigError, check_sigma, check_unit_range, require
+from smoothcert.noise import GaussianNoise
+from smoothcert.regimes import check_weight
+
+OBJECTIVES = ("mse", "stability", "mse+stability")
+ACCESS_MODES = ("full", "query")
+# Modules and factories stay out of hparams, so checkpoints load with torch.load(weights_only=True).
+NOT_HYPERPARAMETERS = [
+    "denoiser",
+    "classifier_net",
+    "surrogate_net",
+    "noise",
+    "optimizer",
+    "scheduler",
+]
+
+
+class DenoiserModule(LightningModule):
+    """Trains ``D`` so that ``f(D(x + delta))`` is accurate; ``f`` never changes.
+
+    Objectives (``delta ~ N(0, sigma^2 I)``; no labels are used, as in the paper):
+    ``mse`` = ||D(x + delta) - x||^2 (mean); ``stability`` = CE(f(D(x + delta)), argmax f(x));
+    ``mse+stability`` = mse + ``stability_weight`` * stability (one joint loss). The paper's
+    "Stab+MSE" denoisers are MSE-trained denoisers fine-tuned with the stability loss: train with
+    ``mse``, then with ``stability`` and ``denoiser_init_ckpt`` = the first run's checkpoint
+    (D starts from its weights; nothing else is read from it). Access modes:
+    ``full``: the stability loss back-propagates through the frozen target classifier;
+    ``query``: it uses a frozen surrogate classifier (``surrogate_ckpt``) instead, so the target is
+    only ever evaluated, never differentiated.
+
+    Logs ``train/loss`` (and its terms), ``val/loss``, ``val/mse``, ``val/acc`` (f(D(x)) on clean
+    inputs) and ``val/acc_noisy`` (f(D(x + delta))). The frozen classifier (and surrogate) are in
+    the state dict, so checkpoints certify without re-reading ``classifier_ckpt`` weights.
+
+    Raises:
+        ConfigError: one line, when constructed, for an unknown objective or access mode, sigma <=
+            0, a negative stability weight, or a missing/unreadable/incompatible checkpoint.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        classifier_net: nn.Module,
+        noise: GaussianNoise,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_classes: int,
+        channels: int,
+        train_sigma: float,
+        classifier_ckpt: str | None = None,
+        objective: str = "mse",
+        access: str = "full",
+        surrogate_ckpt: str | None = None,
+        surrogate_net: nn.Module | None = None,
+        stability_weight: float = 1.0,
+        denoiser_init_ckpt: str | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        dataset: str = "",
+    ) -> None:
+        super().__init__()
+        require(objective in OBJECTIVES, f"model.objective={objective!r}: use one of {OBJECTIVES}")
+        require(access in ACCESS_MODES, f"model.access={access!r}: use full or query")
+        train_sigma = check_sigma(train_sigma, "sigma")
+        stability_weight = check_weight(stability_weight, "model.stability_weight")
+        needs_surrogate = access == "query" and "stability" in objective
+        surrogate_net = copy.deepcopy(surrogate_net or classifier_net) if needs_surrogate else None
+        fit = {"num_classes": num_classes, "channels": channels, "dataset": dataset}
+        classifier, meta = load_classifier(
+            classifier_ckpt, classifier_net, "classifier_ckpt", **fit
+        )
+        if denoiser_init_ckpt:
+            load_denoiser(denoiser_init_ckpt, denoiser, "model.denoiser_init_ckpt")
+        surrogate = None
+        if needs_surrogate:
+            surrogate, _ = load_classifier(surrogate_ckpt, surrogate_net, "surrogate_ckpt", **fit)
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        # The certification callback reads the normalization from hparams: the classifier's own.
+        self.hparams.update(mean=list(meta["normalization"]["mean"]))
+        self.hparams.update(std=list(meta["normalization"]["std"]))
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = DenoisedClassifier(denoiser, FrozenClassifier(classifier))
+        self.surrogate = FrozenClassifier(surrogate) if surrogate is not None else None
+        self.noise = noise
+        self.eval_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleList(
+                    [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    @override
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def objective_terms(self, x: Tensor, denoised: Tensor) -> dict[str, Tensor]:
+        """The configured loss terms for clean ``x`` and ``denoised = D(x + delta)``: the stability
+        term uses the target classifier (full access) or the surrogate (query access)."""
+        classifier = self.surrogate if self.surrogate is not None else self.model.classifier
+        h = self.hparams
+        return denoiser_loss_terms(classifier, x, denoised, h.objective, h.stability_weight)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:
+            x = batch[0]
+            check_unit_range(x, "training batch")
+            try:
+                with torch.no_grad():
+                    outputs = self.model.classifier(x[:1])
+            except RuntimeError as error:
+                message = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise ConfigError(
+                    f"classifier_ckpt does not accept {tuple(x.shape[1:])} inputs ({message})"
+                ) from None
+            require(
+                outputs.shape[-1] == self.hparams.num_classes,
+                f"classifier_ckpt gives {outputs.shape[-1]} outputs, expected "
+                f"{self.hparams.num_classes} classes",
+            )
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, _ = batch  # labels are not used: the denoiser learns from f's own predictions
+        terms = self.objective_terms(x, self.model.denoiser(self.noise(x)))
+        for name, value in terms.items():
+            key = "train/loss" if name == "loss" else f"train/{name}"
+            self.log(key, value, on_step=False, on_epoch=True, prog_bar=name == "loss")
+        return terms["loss"]
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        denoised = self.model.denoiser(self.noise(x))
+        terms = self.objective_terms(x, denoised)
+        accuracy, noisy_accuracy = self.eval_metrics[stage]
+        accuracy(self.model(x), y)
+        noisy_accuracy(self.model.classifier(denoised), y)
+        self.log(f"{stage}/loss", terms["loss"], sync_dist=True)
+        self.log(f"{stage}/mse", F.mse_loss(denoised, x), sync_dist=True)
+        self.log(f"{stage}/acc", accuracy, prog_bar=True)
+        self.log(f"{stage}/acc_noisy", noisy_accuracy, prog_bar=True)
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @override
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.model.denoiser.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        h = self.hparams
+        checkpoint["smoothcert"] = {
+            "task": "denoised_classification",
+            "train_sigma": float(h.train_sigma),
+            "num_classes": int(h.num_classes),
+            "normalization": {"mean": list(h.mean), "std": list(h.std)},
+            "dataset": h.dataset,
+            "classifier_ckpt": str(h.classifier_ckpt),
+            "objective": h.objective,
+            "access": h.access,
+        }

@@ -1,0 +1,154 @@
+"""LightningModule for semantic segmentation with a pluggable, per-pixel training objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from typing_extensions import override
+
+from smoothcert.errors import check_sigma, check_unit_range
+from smoothcert.noise import GaussianNoise
+from smoothcert.regimes import TrainingObjective
+from smoothcert.seg_models import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
+from smoothcert.segmentation_data import check_label_map
+
+
+class SegmentationModule(LightningModule):
+    """Trains ``normalize -> net`` (logits ``[B, K, H, W]``) with ``objective(model, x, y)``.
+
+    The objective sees targets whose ignored pixels are -100 (F.cross_entropy's default), so the
+    classification regimes (``regime=gaussian``) are per-pixel cross-entropy averaged over the
+    pixels that are not ignored. Training runs at the data's resolution; validation and testing
+    run at ``scale`` (one scale or a list, plus mirrored views if ``flip``) with logits upsampled
+    to full resolution, and log ``val/loss``, ``val/pixel_acc``, ``val/miou`` (torchmetrics,
+    ignored pixels excluded) and ``val/pixel_acc_noisy`` (inputs with the smoothing noise).
+    Checkpoints carry the task, training sigma, normalization, class count and dataset under
+    ``checkpoint["smoothcert"]``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        objective: TrainingObjective,
+        noise: GaussianNoise,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train_sigma: float,
+        ignore_index: int = 255,
+        scale: float | Sequence[float] = 1.0,
+        flip: bool = False,
+        scheduler: Callable[..., Any] | None = None,
+        dataset: str = "",
+    ) -> None:
+        super().__init__()
+        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
+        scales = check_scales(scale, "model.scale")
+        scale = scales[0] if len(scales) == 1 else list(scales)
+        self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = NormalizedSegmenter(net, mean, std)
+        self.objective, self.noise = objective, noise
+        metrics = {
+            "pixel_acc": lambda: MulticlassAccuracy(
+                num_classes, average="micro", ignore_index=ignore_index
+            ),
+            "miou": lambda: MulticlassJaccardIndex(
+                num_classes, average="macro", ignore_index=ignore_index
+            ),
+            "pixel_acc_noisy": lambda: MulticlassAccuracy(
+                num_classes, average="micro", ignore_index=ignore_index
+            ),
+        }
+        self.eval_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({name: make() for name, make in metrics.items()})
+                for stage in ("val", "test")
+            }
+        )
+
+    def inference_model(
+        self, scale: float | Sequence[float] | None = None, flip: bool | None = None
+    ) -> nn.Module:
+        """The base model f used for evaluation and certification: [0, 1] pixels -> full-resolution
+        logits at ``scale`` (default: the module's). Shares this module's weights."""
+        scale = self.hparams.scale if scale is None else scale
+        flip = self.hparams.flip if flip is None else flip
+        return ScaledInference(self.model, scale, flip)
+
+    @override
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inference_model()(x)
+
+    def _targets(self, y: Tensor) -> Tensor:
+        return y.masked_fill(y == self.hparams.ignore_index, IGNORE)
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        self.objective.on_epoch_start(self.current_epoch)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:
+            check_unit_range(batch[0], "training batch")
+            check_label_map(batch[1], self.hparams.num_classes, self.hparams.ignore_index)
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.objective(self.model, x, self._targets(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        model = self.inference_model()
+        logits = model(x)
+        metrics = self.eval_metrics[stage]
+        metrics["pixel_acc"](logits, y)
+        metrics["miou"](logits, y)
+        metrics["pixel_acc_noisy"](model(self.noise(x)), y)
+        loss = nn.functional.cross_entropy(logits, self._targets(y), ignore_index=IGNORE)
+        self.log(f"{stage}/loss", loss, sync_dist=True)
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name != "pixel_acc_noisy")
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @override
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.setdefault("smoothcert", {}).update(
+            {
+                "task": "segmentation",
+                "train_sigma": float(self.hparams.train_sigma),
+                "num_classes": int(self.hparams.num_classes),
+                "ignore_index": int(self.hparams.ignore_index),
+                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
+                "dataset": self.hparams.dataset,
+            }
+        )

@@ -1,0 +1,242 @@
+"""SegCertify: statistics against scipy/statsmodels, soundness against analytic truth, power."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom, binomtest, norm
+from statsmodels.stats.multitest import multipletests
+from torch import nn
+
+from seg.toy import ThresholdOracle, certified_rates, toy_probabilities
+from smoothcert import ABSTAIN, ConfigError, segcertify
+from smoothcert.segcertify import (
+    indivclass,
+    jointclass,
+    pvalue_table,
+    reject_counts,
+    reject_levels,
+    sample_modes_and_counts,
+)
+
+STATSMODELS = {"holm": "holm", "bonferroni": "bonferroni", "fdr": "fdr_bh"}
+
+
+@pytest.fixture(autouse=True)
+def no_full_gc_per_call(monkeypatch):
+    """statsmodels' Holm calls gc.collect() every time (0.2 s with torch loaded): skip it here."""
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+
+
+def decisions(pvalues: np.ndarray, alpha: float, correction: str, budget: int = 0) -> np.ndarray:
+    levels, inverse, sizes = np.unique(pvalues, return_inverse=True, return_counts=True)
+    rejected = reject_levels(torch.tensor(levels), torch.tensor(sizes), alpha, correction, budget)
+    return rejected.numpy()[inverse]
+
+
+def random_pvalues(rng: np.random.Generator) -> np.ndarray:
+    size = int(rng.integers(1, 80))
+    if rng.random() < 0.5:  # many ties: few distinct values
+        return rng.choice(rng.uniform(0, 0.02, size=int(rng.integers(1, 6))), size=size)
+    return rng.uniform(0, 0.05, size=size) ** rng.uniform(1, 3)
+
+
+def test_pvalue_table_equals_binom_sf_and_binomtest():
+    for n, tau in [(1, 0.5), (100, 0.75), (1000, 0.95), (37, 0.6)]:
+        table = pvalue_table(n, tau).numpy()
+        expected = np.array([binom.sf(k - 1, n, tau) for k in range(n + 1)])
+        assert np.array_equal(table, expected)
+    for k in (0, 50, 75, 76, 90, 100):
+        greater = binomtest(k, 100, 0.75, alternative="greater").pvalue
+        assert pvalue_table(100, 0.75)[k].item() == pytest.approx(greater, rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("correction", ["holm", "bonferroni", "fdr"])
+def test_corrections_equal_statsmodels_multipletests_ties_included(correction):
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        pvalues, alpha = random_pvalues(rng), float(rng.choice([0.001, 0.05, 0.1, 0.3]))
+        expected = multipletests(pvalues, alpha, STATSMODELS[correction])[0]
+        assert np.array_equal(decisions(pvalues, alpha, correction), expected)
+
+
+def test_count_histogram_path_equals_statsmodels_on_the_pixel_pvalues():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        n, tau = int(rng.integers(20, 300)), float(rng.uniform(0.5, 0.95))
+        counts = torch.as_tensor(rng.binomial(n, rng.uniform(0.6, 1.0), size=(12, 9)))
+        pvalues = pvalue_table(n, tau).numpy()[counts.numpy()].ravel()
+        for correction, name in STATSMODELS.items():
+            expected = multipletests(pvalues, 0.01, name)[0].reshape(12, 9)
+            got = reject_counts(counts, n, tau, 0.01, correction).numpy()
+            assert np.array_equal(got, expected)
+
+
+def lehmann_romano_reference(pvalues: np.ndarray, alpha: float, k: int) -> np.ndarray:
+    """Generalized Holm step-down of Lehmann & Romano (2005, Thm 2.2), written plainly."""
+    order = np.argsort(pvalues, kind="stable")
+    total, rejected = len(pvalues), np.zeros(len(pvalues), dtype=bool)
+    for i, index in enumerate(order, start=1):
+        critical = k * alpha / total if i <= k else k * alpha / (total + k - i)
+        if pvalues[index] > critical:
+            break
+        rejected[index] = True
+    # Ties share one decision: a hypothesis tied with a rejected one is rejected too.
+    return rejected | np.isin(pvalues, pvalues[rejected])
+
+
+def test_kfwer_equals_lehmann_romano_and_holm_at_budget_zero():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        pvalues, alpha = random_pvalues(rng), 0.05
+        budget = int(rng.integers(0, 5))
+        got = decisions(pvalues, alpha, "kfwer", budget)
+        assert np.array_equal(got, lehmann_romano_reference(pvalues, alpha, budget + 1))
+        assert np.array_equal(
+            decisions(pvalues, alpha, "kfwer", 0), decisions(pvalues, alpha, "holm")
+        )
+
+
+def test_holm_rejects_a_superset_of_bonferroni_and_kfwer_of_holm():
+    rng = np.random.default_rng(4)
+    strictly = 0
+    for _ in range(300):
+        pvalues = random_pvalues(rng)
+        holm, bonferroni = decisions(pvalues, 0.05, "holm"), decisions(pvalues, 0.05, "bonferroni")
+        assert np.all(holm >= bonferroni)
+        assert np.all(decisions(pvalues, 0.05, "kfwer", 2) >= holm)
+        strictly += int(holm.sum() > bonferroni.sum())
+    assert strictly > 0
+
+
+def false_certificate_rates(corrections, trials: int = 1000, tau: float = 0.75):
+    """Over ``trials`` SegCertify runs on the oracle (10 pixels at p = tau, the worst case for H0,
+    30 at p = 0.99), how often the certificate names >= 1 (or >= 3) pixels with p <= tau."""
+    p = torch.cat([torch.full((10,), tau), torch.full((30,), 0.99)]).view(4, 10)
+    model, x, alpha = ThresholdOracle(p, 0.25), torch.zeros(1, 4, 10), 0.1
+    generator = torch.Generator().manual_seed(0)
+    any_false = dict.fromkeys(corrections, 0)
+    three_false = dict.fromkeys(corrections, 0)
+    for _ in range(trials):
+        modes, counts = sample_modes_and_counts(model, x, 0.25, 20, 100, 140, generator)
+        for name, budget in corrections:
+            false = int(reject_counts(counts, 100, tau, alpha, name, budget)[0].sum())
+            any_false[(name, budget)] += false >= 1
+            three_false[(name, budget)] += false >= 3
+    return (
+        alpha,
+        {c: v / trials for c, v in any_false.items()},
+        {c: v / trials for c, v in three_false.items()},
+    )
+
+
+def test_family_wise_error_rate_stays_within_alpha_on_the_oracle():
+    trials = 1000
+    corrections = [("holm", 0), ("bonferroni", 0), ("kfwer", 2), ("fdr", 0)]
+    alpha, any_false, three_false = false_certificate_rates(corrections, trials)
+    slack = 3 * np.sqrt(alpha * (1 - alpha) / trials)  # three standard errors of the rate
+    print(f"FWER over {trials} trials (alpha={alpha}): {any_false}; P(>=3 false): {three_false}")
+    assert any_false[("holm", 0)] <= alpha + slack
+    assert any_false[("bonferroni", 0)] < any_false[("holm", 0)]
+    assert three_false[("kfwer", 2)] <= alpha + slack  # k-FWER with k = budget + 1 = 3
+    assert any_false[("kfwer", 2)] >= any_false[("holm", 0)]
+    # The test can fail: Benjamini-Hochberg is not family-wise and breaks the bound here.
+    assert any_false[("fdr", 0)] > alpha + slack
+
+
+def test_toy_power_study_reproduces_the_papers_ordering():
+    rates = {
+        gamma: certified_rates(toy_probabilities(100, 1, gamma), 100, 100, 0.75, 0.001, 60)
+        for gamma in (0.0, 0.02, 0.05, 0.08)
+    }
+    print({g: {m: round(v, 3) for m, v in r.items()} for g, r in rates.items()})
+    assert all(r == 1.0 for r in rates[0.0].values())
+    for gamma, r in rates.items():
+        assert r["holm"] >= r["bonferroni"]  # same samples: Holm rejects a superset
+        if gamma > 0:
+            assert r["jointclass"] == 0.0  # a single bad component breaks JointClass
+    for gamma in (0.05, 0.08):
+        assert rates[gamma]["bonferroni"] > rates[gamma]["indivclass"]
+    assert rates[0.08]["holm"] > 0.4 and rates[0.08]["indivclass"] < 0.1
+
+
+class TinySegmenter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        return self.net(x * 4 - 2)
+
+
+def test_results_do_not_depend_on_batch_size_and_taus_share_one_pass():
+    model, x = TinySegmenter(), torch.rand(3, 12, 10)
+
+    def run(batch_size, tau):
+        generator = torch.Generator().manual_seed(7)
+        return segcertify(
+            model, x, 0.25, 10, 150, tau, 0.01, batch_size=batch_size, generator=generator
+        )
+
+    classes, radius = run(1000, [0.6, 0.75])
+    for batch_size in (1, 7, 64):
+        assert torch.equal(run(batch_size, [0.6, 0.75])[0], classes)
+    single, single_radius = run(33, 0.75)
+    assert torch.equal(single, classes[1]) and single_radius == radius[1]
+    assert radius[1] == pytest.approx(0.25 * norm.ppf(0.75))
+    assert classes.dtype == torch.long and classes.shape == (2, 12, 10)
+    assert (classes[0] != ABSTAIN).sum() >= (classes[1] != ABSTAIN).sum() > 0
+
+
+def test_baselines_fail_on_a_single_bad_component_where_segcertify_does_not():
+    p = torch.full((5, 8), 0.999)
+    p[0, 0] = 0.6  # one unstable pixel
+    model, x = ThresholdOracle(p, 0.25), torch.zeros(1, 5, 8)
+    gen = torch.Generator().manual_seed(1)
+    classes, _ = segcertify(model, x, 0.25, 50, 500, 0.75, 0.001, generator=gen)
+    assert classes[0, 0] == ABSTAIN and (classes == 0).sum() == 39
+    for baseline in (jointclass, indivclass):
+        classes, radius = baseline(model, x, 0.25, 50, 500, 0.001, generator=gen)
+        certified = (classes != ABSTAIN).sum()
+        assert baseline is indivclass or (certified == 0 and radius == 0.0)
+    stable = ThresholdOracle(torch.ones(5, 8), 0.25)
+    for baseline in (jointclass, indivclass):
+        classes, radius = baseline(stable, x, 0.25, 10, 100, 0.001, generator=gen)
+        assert (classes == 0).all() and radius > 0
+
+
+BAD = [
+    (dict(tau=0.4), "tau=0.4 must lie in [0.5, 1)"),
+    (dict(tau=1.0), "tau=1.0 must lie in [0.5, 1)"),
+    (dict(tau=[0.75, 1.2]), "tau=1.2"),
+    (dict(alpha=0.0), "alpha=0.0 must lie in (0, 1)"),
+    (dict(n0=0), "n0=0 must be an integer >= 1"),
+    (dict(n=0), "n=0 must be an integer >= 1"),
+    (dict(sigma=0.0), "sigma=0.0 must be > 0"),
+    (dict(correction="sidak"), "correction='sidak' is unknown"),
+    (dict(correction="kfwer", budget=-1), "budget=-1 must be an integer >= 0"),
+    (dict(budget=2), "budget=2 needs correction=kfwer"),
+    (dict(x=torch.full((3, 4, 4), 2.0)), "must lie in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_input_is_a_one_line_config_error(override, message):
+    kwargs = dict(x=torch.rand(3, 4, 4), sigma=0.25, n0=5, n=10, tau=0.75, alpha=0.01)
+    kwargs.update(override)
+    with pytest.raises(ConfigError) as info:
+        segcertify(TinySegmenter(), **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_nan_logits_raise_floating_point_error():
+    class NaNModel(TinySegmenter):
+        def forward(self, x):
+            return super().forward(x) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="NaN or infinite logits"):
+        segcertify(NaNModel(), torch.rand(3, 4, 4), 0.25, 5, 10, 0.75, 0.01)
