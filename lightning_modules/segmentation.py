@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
-from smoothcert.errors import check_sigma, check_unit_range
+from smoothcert.errors import ConfigError, check_sigma, check_unit_range
 from smoothcert.noise import GaussianNoise
-from smoothcert.regimes import TrainingObjective
+from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
 from smoothcert.seg_models import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
 from smoothcert.segmentation_data import check_label_map
 
@@ -51,6 +51,8 @@ class SegmentationModule(LightningModule):
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
         train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
+        if type(objective) is ConsistencyRegularization:  # per example: [B, K] logits only
+            raise ConfigError("regime=consistency is per example: use regime=seg_consistency")
         scales = check_scales(scale, "model.scale")
         scale = scales[0] if len(scales) == 1 else list(scales)
         self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])

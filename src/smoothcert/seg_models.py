@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from smoothcert.errors import ConfigError
 from smoothcert.models import Normalize
 from smoothcert.noise import GaussianNoise
-from smoothcert.regimes import TrainingObjective
+from smoothcert.regimes import ConsistencyRegularization, consistency_loss
 
 # Targets the segmentation module hands to objectives use this for ignored pixels, which is
 # F.cross_entropy's default ignore_index: classification objectives then work per pixel unchanged.
@@ -158,29 +158,20 @@ class ScaledInference(nn.Module):
         return torch.log(probs / len(views))
 
 
-class SegmentationConsistency(TrainingObjective):
-    """Jeong & Shin's consistency regularization computed per pixel and averaged over the pixels
-    that are not ignored (App. B.3): with ``num_noise`` noisy copies, mean cross-entropy +
-    ``lbd`` * mean KL(p_avg || p_i) + ``eta`` * entropy(p_avg). Targets use ``IGNORE`` (-100)."""
+class SegmentationConsistency(ConsistencyRegularization):
+    """Jeong & Shin's consistency regularization per pixel (App. B.3): ``consistency_loss`` with
+    every pixel that is not ignored (target ``IGNORE``) as one example, so each term is averaged
+    over those pixels (and the copies). Defaults are the paper's m=2, lambda=1, eta=0.5."""
 
-    def __init__(
-        self, noise: GaussianNoise, num_noise: int = 2, lbd: float = 1.0, eta: float = 0.5
-    ):
-        super().__init__()
-        if int(num_noise) < 1:
-            raise ConfigError(f"regime.num_noise={num_noise} must be >= 1")
-        self.noise, self.num_noise, self.lbd, self.eta = noise, int(num_noise), lbd, eta
+    def __init__(self, noise: GaussianNoise, m: int = 2, lbd: float = 1.0, eta: float = 0.5):
+        super().__init__(noise, m, lbd, eta)
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        m = self.num_noise
-        logits = model(self.noise(x.repeat(m, 1, 1, 1)))
-        cross_entropy = F.cross_entropy(logits, y.repeat(m, 1, 1), ignore_index=IGNORE)
-        valid = (y != IGNORE).float()
-        log_p = logits.float().log_softmax(dim=1).unflatten(0, (m, x.shape[0]))  # [m, B, K, H, W]
-        mean_p = log_p.exp().mean(dim=0)
-        log_mean = mean_p.clamp_min(1e-12).log()
-        kl = (mean_p * (log_mean - log_p)).sum(dim=2).mean(dim=0)  # [B, H, W]
-        entropy = -(mean_p * log_mean).sum(dim=1)
-        pixels = valid.sum().clamp_min(1.0)
-        regularizer = self.lbd * (kl * valid).sum() + self.eta * (entropy * valid).sum()
-        return cross_entropy + regularizer / pixels
+        logits = model(self.noise(x.repeat(self.m, 1, 1, 1)))  # [m * B, K, H, W], copy-major
+        num_classes = logits.shape[1]
+        per_pixel = logits.flatten(2).transpose(1, 2).reshape(self.m, -1, num_classes)
+        target = y.reshape(-1)
+        valid = target != IGNORE
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        return consistency_loss(per_pixel[:, valid], target[valid], self.lbd, self.eta)

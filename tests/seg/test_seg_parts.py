@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from smoothcert import ABSTAIN, ConfigError
 from smoothcert.noise import GaussianNoise
+from smoothcert.regimes import consistency_loss
 from smoothcert.seg_models import (
     IGNORE,
     NormalizedSegmenter,
@@ -109,16 +110,18 @@ def test_segmenter_returns_full_resolution_logits_at_every_scale():
 
 def test_consistency_objective_is_per_pixel_and_skips_ignored_pixels():
     torch.manual_seed(0)
-    net = timm_segmenter("lcnet_050", 3, out_indices=[1, 2], head_channels=8).eval()
-    objective = SegmentationConsistency(GaussianNoise(0.25), num_noise=2)
-    x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
-    y[:, :8] = IGNORE
-    torch.manual_seed(1)
-    loss = objective(net, x, y)
-    other = y.clone()
-    other[:, :8] = IGNORE  # same pixels ignored, labels elsewhere unchanged
-    torch.manual_seed(1)
-    assert torch.isfinite(loss) and torch.equal(objective(net, x, other), loss)
+    pixelwise = torch.nn.Conv2d(3, 4, 1)  # each pixel's logits depend on that pixel only
+    objective = SegmentationConsistency(GaussianNoise(0.0), m=2, lbd=1.0, eta=0.5)
+    x, y = torch.rand(2, 3, 5, 6), torch.randint(0, 4, (2, 5, 6))
+    y[:, :2] = IGNORE
+    loss = objective(pixelwise, x, y)
+    # The classification loss with every non-ignored pixel as one example gives the same value.
+    logits = pixelwise(x).permute(0, 2, 3, 1)[y != IGNORE]  # [P, K]
+    expected = consistency_loss(logits.expand(2, -1, -1), y[y != IGNORE], 1.0, 0.5)
+    assert torch.allclose(loss, expected)
+    changed = x.clone()
+    changed[:, :, :2] = torch.rand(2, 3, 2, 6)  # ignored pixels do not matter
+    assert torch.allclose(objective(pixelwise, changed, y), loss)
 
 
 def test_scores_pool_pixel_accuracy_and_miou_as_in_appendix_a1():

@@ -84,6 +84,7 @@ def test_certify_py_on_two_processes_reproduces_the_rows(trained, tmp_path):
         ("certify.correction=sidak", "correction='sidak' is unknown"),
         ("certify.budget=-1", "budget=-1 must be an integer >= 0"),
         ("certify.num_examples=100", "certify.num_examples=100 exceeds the 8 images"),
+        ("regime=consistency", "regime=consistency is per example: use regime=seg_consistency"),
     ],
 )
 def test_bad_certify_settings_fail_before_training(make_cfg, tmp_path, override, message):
