@@ -169,13 +169,7 @@ class SegCertifyCertification(Callback):
 
     def _indices(self, trainer: Trainer) -> list[int]:
         size = len(trainer.datamodule.dataset(self.split))
-        available = len(range(0, size, self.skip))
-        if self.num_examples is not None and self.num_examples > available:
-            raise ConfigError(
-                f"certify.num_examples={self.num_examples} exceeds the {available} images of "
-                f"split={self.split} (size {size}, skip {self.skip}): lower certify.num_examples"
-            )
-        return select_indices(size, self.num_examples, self.skip)
+        return select_indices(size, self.num_examples, self.skip, self.split, "images")
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lightning_modules.optimization import optimizers_config
 from smoothcert.denoisers import (
     DenoisedClassifier,
     FrozenClassifier,
@@ -178,14 +179,9 @@ class DenoiserModule(LightningModule):
 
     @override
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.model.denoiser.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return optimizers_config(
+            self.model.denoiser.parameters(), self.optimizer_factory, self.scheduler_factory
+        )
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

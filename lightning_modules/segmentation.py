@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
+from lightning_modules.optimization import optimizers_config
 from smoothcert.errors import ConfigError, check_sigma, check_unit_range
 from smoothcert.noise import GaussianNoise
 from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
@@ -133,14 +134,7 @@ class SegmentationModule(LightningModule):
 
     @override
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from smoothcert.errors import ConfigError
 from smoothcert.noise import example_generator
 from smoothcert.records import CohenRecord
 from smoothcert.smooth import Smooth
@@ -42,7 +43,21 @@ def certify_examples(
         yield CohenRecord(idx, label, prediction, radius, int(prediction == label), elapsed)
 
 
-def select_indices(dataset_size: int, num_examples: int | None, skip: int = 1) -> list[int]:
-    """Every ``skip``-th index of the split, the first ``num_examples`` of them (all if None)."""
+def select_indices(
+    dataset_size: int,
+    num_examples: int | None,
+    skip: int = 1,
+    split: str = "test",
+    noun: str = "examples",
+) -> list[int]:
+    """Every ``skip``-th index of the split, the first ``num_examples`` of them (all if None).
+
+    Raises ConfigError (naming ``certify.num_examples``) if the split has fewer ``noun``.
+    """
     indices = list(range(0, dataset_size, skip))
+    if num_examples is not None and num_examples > len(indices):
+        raise ConfigError(
+            f"certify.num_examples={num_examples} exceeds the {len(indices)} {noun} of "
+            f"split={split} (size {dataset_size}, skip {skip}): lower certify.num_examples"
+        )
     return indices if num_examples is None else indices[:num_examples]
