@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_modules.splits_data import SplitsDataModule
 from smoothcert.datasets import Splits, build_splits, check_dataset
 from smoothcert.errors import check_unit_range
 
 RANGE_CHECK_EXAMPLES = 64
 
 
-class ClassificationDataModule(LightningDataModule):
+class ClassificationDataModule(SplitsDataModule):
     """Train/val/test loaders for digits, MNIST, CIFAR-10 or ImageNet.
 
     A missing dataset is reported when the module is built (before any training), and the first
@@ -69,33 +68,3 @@ class ClassificationDataModule(LightningDataModule):
             count = min(RANGE_CHECK_EXAMPLES, len(dataset))
             first = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
             check_unit_range(first, f"data={h.name} {split} images")
-
-    def dataset(self, split: str) -> Dataset:
-        """The dataset of ``split`` (train, val or test), set up on first use."""
-        self.setup()
-        assert self.splits is not None
-        return self.splits.get(split)
-
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            self.dataset(split),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=False,
-        )
-
-    @override
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.hparams.batch_size)
-
-    @override
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.hparams.eval_batch_size or self.hparams.batch_size)
-
-    @override
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.hparams.eval_batch_size or self.hparams.batch_size)

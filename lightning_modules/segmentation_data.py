@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_modules.splits_data import SplitsDataModule
 from smoothcert.datasets import Splits
 from smoothcert.errors import check_unit_range
 from smoothcert.segmentation_data import (
@@ -20,13 +18,15 @@ from smoothcert.segmentation_data import (
 RANGE_CHECK_EXAMPLES = 8
 
 
-class SegmentationDataModule(LightningDataModule):
+class SegmentationDataModule(SplitsDataModule):
     """Train/val/test loaders for ``shapes`` (generated) or ``cityscapes`` (official layout).
 
     A missing dataset is a one-line ConfigError when the module is built (before any training);
     when it is set up, the first examples of each split are checked: pixels in [0, 1] and labels in
     {0, ..., num_classes - 1, ignore_index}.
     """
+
+    drop_incomplete_train_batch = True
 
     def __init__(
         self,
@@ -82,33 +82,3 @@ class SegmentationDataModule(LightningDataModule):
                 image, mask = dataset[i]
                 check_unit_range(image, f"data={h.name} {split} images")
                 check_label_map(mask, h.num_classes, h.ignore_index, f"data={h.name} {split} mask")
-
-    def dataset(self, split: str) -> Dataset:
-        """The dataset of ``split`` (train, val or test), set up on first use."""
-        self.setup()
-        assert self.splits is not None
-        return self.splits.get(split)
-
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            self.dataset(split),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle and len(self.dataset(split)) > batch_size,
-        )
-
-    @override
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.hparams.batch_size)
-
-    @override
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.hparams.eval_batch_size or self.hparams.batch_size)
-
-    @override
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.hparams.eval_batch_size or self.hparams.batch_size)
