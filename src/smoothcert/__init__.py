@@ -3,6 +3,7 @@
 The core (this package) is pure PyTorch: no Lightning, Hydra or wandb imports.
 """
 
+from smoothcert.center import CenterSmooth  # certified structured outputs
 from smoothcert.certification import certify_examples, select_indices
 from smoothcert.curves import (
     abstain_rate,
@@ -11,6 +12,7 @@ from smoothcert.curves import (
     certified_accuracy_curve,
     summarize,
 )
+from smoothcert.distances import build_distance
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, GaussianNoiseStream, example_generator
 from smoothcert.records import CohenRecord, read_records
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABSTAIN",
+    "CenterSmooth",
     "CohenRecord",
     "ConfigError",
     "GaussianNoise",
@@ -30,6 +33,7 @@ __all__ = [
     "abstain_rate",
     "average_certified_radius",
     "binom_test_two_sided",
+    "build_distance",
     "certified_accuracy",
     "certified_accuracy_curve",
     "certify_examples",
