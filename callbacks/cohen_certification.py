@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-import smoothcert
+from callbacks.certification_common import (
+    CertificationCallback,
+    check_records,
+    log_locations,
+    previous_records,
+)
 from callbacks.distributed import gather_rows
-from callbacks.reporting import report_curve, wandb_run_dir
-from smoothcert.certification import certify_examples, select_indices
+from callbacks.reporting import report_curve
+from smoothcert.certification import certify_examples
 from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, require
+from smoothcert.errors import check_alpha, check_count
 from smoothcert.record_store import RecordStore
 from smoothcert.records import CohenRecord
 from smoothcert.smooth import Smooth
@@ -25,7 +28,7 @@ from smoothcert.smooth import Smooth
 RECORD_FIELDS = ("idx", "label", "predict", "radius", "correct", "time")
 
 
-class CohenCertification(Callback):
+class CohenCertification(CertificationCallback):
     """Certifies ``num_examples`` examples of ``split`` with CERTIFY(n0, n, alpha).
 
     Runs in ``on_train_end``, and in ``on_test_end`` (how certify.py certifies a checkpoint).
@@ -57,101 +60,36 @@ class CohenCertification(Callback):
         resume: bool = False,
         crash_after: int | None = None,
     ) -> None:
-        super().__init__()
-        self.sigma = check_sigma(sigma, "certify.sigma")
+        super().__init__(
+            sigma, output_dir, batch_size, num_examples, skip, split, weights, seed, bf16
+        )
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha = check_alpha(alpha, "certify.alpha")
-        self.batch_size = check_count(batch_size, "certify.batch_size")
-        self.num_examples = (
-            None if num_examples is None else check_count(num_examples, "certify.num_examples")
-        )
-        self.skip = check_count(skip, "certify.skip")
-        require(split in ("train", "val", "test"), f"certify.split={split!r}: use train/val/test")
-        require(weights in ("last", "best"), f"certify.weights={weights!r}: use last or best")
-        self.split, self.weights = split, weights
         self.radii = [float(r) for r in radii]
-        self.seed = int(seed)
-        self.output_dir = Path(output_dir)
-        self.bf16, self.channels_last = bf16, channels_last
+        self.channels_last = channels_last
         self.resume = bool(resume)
         self.crash_after = (
             None if crash_after is None else check_count(crash_after, "certify.crash_after")
         )
         self.records: list[CohenRecord] = []
-        self.summary: dict[str, float] = {}
-
-    def _indices(self, trainer: Trainer) -> list[int]:
-        size = len(trainer.datamodule.dataset(self.split))
-        return select_indices(size, self.num_examples, self.skip, self.split)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Everything that can fail does so here, before training starts.
-        self._indices(trainer)
-        store = RecordStore(self.output_dir, self.metadata(pl_module, ""))
-        if self.resume:
-            store.existing()  # checks the settings of the rows already written
-        else:
-            store.check_fresh()
-        train_sigma = pl_module.hparams.get("train_sigma")
-        if train_sigma is not None and float(train_sigma) != self.sigma:
-            rank_zero_warn(
-                f"certifying at sigma={self.sigma} a model trained at sigma={train_sigma}: "
-                "certificates are valid, but usually worse than at the training sigma"
-            )
-
-    def _load_weights(self, trainer: Trainer, pl_module: LightningModule) -> str:
-        if self.weights == "last":
-            return "last weights of this run"
-        monitored = [
-            c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor
-        ]
-        path = monitored[0].best_model_path if monitored else ""
-        if not path:
-            raise ConfigError("certify.weights=best needs a ModelCheckpoint with a monitor")
-        state = torch.load(path, map_location=pl_module.device, weights_only=False)
-        pl_module.load_state_dict(state["state_dict"])
-        return path
+        self.check_selection(trainer, pl_module)
+        check_records([RecordStore(self.output_dir, self.metadata(pl_module, ""))], self.resume)
 
     def metadata(self, pl_module: LightningModule, checkpoint: str) -> dict[str, object]:
-        h = pl_module.hparams
-        return {
-            "smoothcert": smoothcert.__version__,
-            "certifier": "cohen",
-            "sigma": self.sigma,
-            "train_sigma": h.get("train_sigma"),
-            "n0": self.n0,
-            "n": self.n,
-            "alpha": self.alpha,
-            "seed": self.seed,
-            "split": self.split,
-            "skip": self.skip,
-            "num_examples": self.num_examples,
-            "dataset": h.get("dataset"),
-            "checkpoint": checkpoint,
-            "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
-        }
-
-    @override
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.certify(trainer, pl_module, self._load_weights(trainer, pl_module))
-
-    @override
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # certify.py: trainer.test(ckpt_path=...) has restored the checkpoint's weights.
-        self.certify(trainer, pl_module, str(trainer.ckpt_path or "weights given to trainer.test"))
+        settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
+        return self.header(pl_module, checkpoint, "cohen", settings)
 
     def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
         """Certifies this rank's unfinished examples, gathers every record, and (rank 0) writes
         the merged file and the curves and logs them."""
         rank, world = trainer.global_rank, trainer.world_size
-        indices = self._indices(trainer)
+        indices = self.indices(trainer)
         store = RecordStore(self.output_dir, self.metadata(pl_module, checkpoint))
-        previous = store.existing() if self.resume else []
-        trainer.strategy.barrier("cohen_certification_read")
-        if rank == 0 and previous:
-            store.merge(previous)  # one file of finished rows, a crashed run's shards folded in
-        trainer.strategy.barrier("cohen_certification_merged")
+        (previous,) = previous_records(trainer, [store], self.resume)
         done = {record.idx for record in previous}
         todo = [i for i in indices if i not in done]
         shard = todo[rank::world]
@@ -227,8 +165,4 @@ class CohenCertification(Callback):
         )
         table = ", ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in self.summary.items())
         rank_zero_info(f"certified: {table}")
-        rank_zero_info(f"records: {self.output_dir / 'certify.tsv'}")
-        rank_zero_info(f"curve:   {paths['tsv']} and {paths['png']}")
-        run_dir = wandb_run_dir(trainer)
-        if run_dir:
-            rank_zero_info(f"wandb:   {run_dir} (offline runs upload with `wandb sync {run_dir}`)")
+        log_locations(trainer, str(self.output_dir / "certify.tsv"), [paths])

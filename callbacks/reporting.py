@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,14 +37,46 @@ def report_curve(
 
     Call on global rank zero only. Returns the written paths.
     """
-    rows = list(zip(xs, ys, strict=True))
-    tsv = write_curve_tsv(output_dir / f"{stem}.tsv", [x_name, y_name], rows)
+    return report_curves(trainer, output_dir, stem, x_name, xs, {y_name: ys}, title, scalars)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no inf or nan: wandb tables get None (a gap) for them."""
+    return float(value) if math.isfinite(float(value)) else None
+
+
+def report_curves(
+    trainer: Trainer,
+    output_dir: Path,
+    stem: str,
+    x_name: str,
+    xs: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    title: str,
+    scalars: Mapping[str, float],
+    y_label: str | None = None,
+    certified_accuracy: bool = True,
+) -> dict[str, Path]:
+    """``report_curve`` for one or more ``series`` (name -> ys) over the same ``xs``.
+
+    ``stem.tsv`` has the columns ``x_name`` and one per series; ``stem.png`` draws them all (step
+    lines on [0, 1] if ``certified_accuracy``, else lines with markers on a y axis fitting the
+    data); wandb gets a line plot of one series over a ``wandb.Table``, or of several with
+    ``wandb.plot.line_series`` (non-finite values become gaps). Call on global rank zero only.
+    """
+    names = list(series)
+    rows = [[x, *ys] for x, *ys in zip(xs, *series.values(), strict=True)]
+    tsv = write_curve_tsv(output_dir / f"{stem}.tsv", [x_name, *names], rows)
+    y_label = y_label or names[0]
+    curves = {name: (xs, ys) for name, ys in series.items()} if len(names) > 1 else None
     png = plot_curves(
         output_dir / f"{stem}.png",
-        {title: (xs, ys)},
+        curves or {title: (xs, series[names[0]])},
         title,
         x_name.replace("_", " "),
-        y_name.replace("_", " "),
+        y_label.replace("_", " "),
+        step=certified_accuracy,
+        unit_interval=certified_accuracy,
     )
     step = trainer.global_step
     for logger in trainer.loggers:
@@ -51,12 +84,17 @@ def report_curve(
         if isinstance(logger, WandbLogger):
             import wandb
 
-            table = wandb.Table(
-                columns=[x_name, y_name], data=[[float(a), float(b)] for a, b in rows]
-            )
             # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own
             # step may be ahead of the trainer's (certify.py); wandb drops data logged behind it.
-            plot = wandb.plot.line(table, x_name, y_name, title=title)
+            if len(names) == 1:
+                data = [[_finite_or_none(v) for v in row] for row in rows]
+                table = wandb.Table(columns=[x_name, names[0]], data=data)
+                plot = wandb.plot.line(table, x_name, names[0], title=title)
+            else:
+                ys = [[_finite_or_none(v) for v in series[name]] for name in names]
+                plot = wandb.plot.line_series(
+                    [float(x) for x in xs], ys, keys=names, title=title, xname=x_name
+                )
             logger.experiment.log({f"cert/{stem}": plot, "trainer/global_step": step})
             logger.experiment.summary.update(dict(scalars))
         logger.save()

@@ -8,19 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-import smoothcert
+from callbacks.certification_common import CertificationCallback, log_images, log_locations
 from callbacks.distributed import gather_rows
-from callbacks.reporting import report_curve, wandb_run_dir
-from smoothcert.certification import select_indices
-from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, require
+from callbacks.reporting import report_curve
+from smoothcert.errors import ConfigError, check_alpha, check_count, require
 from smoothcert.noise import example_generator
-from smoothcert.plots import plt
+from smoothcert.plots import palette, plt
 from smoothcert.records import RecordWriter
 from smoothcert.seg_models import check_scales
 from smoothcert.segcertify import (
@@ -82,12 +80,6 @@ class Row:
         return Row(kind, int(idx), radius, seconds, values[4:].clone())
 
 
-def palette(num_classes: int) -> torch.Tensor:
-    """Colours per class, then white (abstain) and black (ignored pixels)."""
-    colours = plt.get_cmap("tab20")(torch.arange(num_classes).numpy() % 20)[:, :3]
-    return torch.cat([torch.tensor(colours), torch.tensor([[1.0, 1, 1], [0, 0, 0]])]).float()
-
-
 def save_overlay(path: Path, image, mask, base, certified, num_classes: int, ignore: int) -> Path:
     """Image, ground truth, base prediction and certified prediction (abstained pixels white)."""
     colours = palette(num_classes)
@@ -109,7 +101,7 @@ def save_overlay(path: Path, image, mask, base, certified, num_classes: int, ign
     return path
 
 
-class SegCertifyCertification(Callback):
+class SegCertifyCertification(CertificationCallback):
     """Certifies ``num_examples`` images of ``split`` with SegCertify(n0, n, tau, alpha).
 
     Runs in ``on_train_end``, and in ``on_test_end`` (how certify.py certifies a checkpoint). One
@@ -122,6 +114,7 @@ class SegCertifyCertification(Callback):
     """
 
     task = "segmentation"
+    noun = "images"
 
     def __init__(
         self,
@@ -144,8 +137,9 @@ class SegCertifyCertification(Callback):
         num_overlays: int = 4,
         bf16: bool = False,
     ) -> None:
-        super().__init__()
-        self.sigma = check_sigma(sigma, "certify.sigma")
+        super().__init__(
+            sigma, output_dir, batch_size, num_examples, skip, split, weights, seed, bf16
+        )
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         taus = list(tau) if isinstance(tau, Sequence) else [tau]
         require(len(taus) > 0, "certify.tau is empty: give a tau in [0.5, 1) or a list of them")
@@ -154,66 +148,21 @@ class SegCertifyCertification(Callback):
         self.correction, self.budget = check_correction(correction, budget)
         scales = check_scales(scale, "certify.scale")
         self.scale, self.flip = (scales[0] if len(scales) == 1 else list(scales)), bool(flip)
-        self.batch_size = check_count(batch_size, "certify.batch_size")
-        self.num_examples = (
-            None if num_examples is None else check_count(num_examples, "certify.num_examples")
-        )
-        self.skip = check_count(skip, "certify.skip")
-        require(split in ("train", "val", "test"), f"certify.split={split!r}: use val or test")
-        require(weights in ("last", "best"), f"certify.weights={weights!r}: use last or best")
-        self.split, self.weights, self.seed = split, weights, int(seed)
         self.num_overlays = check_count(num_overlays, "certify.num_overlays", minimum=0)
-        self.output_dir, self.bf16 = Path(output_dir), bf16
         self.records: list[SegRecord] = []
-        self.summary: dict[str, float] = {}
-
-    def _indices(self, trainer: Trainer) -> list[int]:
-        size = len(trainer.datamodule.dataset(self.split))
-        return select_indices(size, self.num_examples, self.skip, self.split, "images")
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Everything that can fail does so here, before training starts.
         if not hasattr(pl_module, "inference_model"):
             raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
-        self._indices(trainer)
+        self.check_selection(trainer, pl_module)
         if self.correction == "fdr":
             rank_zero_warn("certify.correction=fdr bounds the false discovery rate only, not FWER")
-        train_sigma = pl_module.hparams.get("train_sigma")
-        if train_sigma is not None and float(train_sigma) != self.sigma:
-            rank_zero_warn(
-                f"certifying at sigma={self.sigma} a model trained at sigma={train_sigma}: "
-                "certificates are valid, but usually worse than at the training sigma"
-            )
-
-    def _load_weights(self, trainer: Trainer, pl_module: LightningModule) -> str:
-        if self.weights == "last":
-            return "last weights of this run"
-        monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
-        path = monitored[0].best_model_path if monitored else ""
-        if not path:
-            raise ConfigError("certify.weights=best needs a ModelCheckpoint with a monitor")
-        state = torch.load(path, map_location=pl_module.device, weights_only=False)
-        pl_module.load_state_dict(state["state_dict"])
-        return path
-
-    @override
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.certify(trainer, pl_module, self._load_weights(trainer, pl_module))
-
-    @override
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # certify.py: trainer.test(ckpt_path=...) has restored the checkpoint's weights.
-        self.certify(trainer, pl_module, str(trainer.ckpt_path or "weights given to trainer.test"))
 
     def metadata(self, pl_module: LightningModule, checkpoint: str) -> dict[str, object]:
-        h = pl_module.hparams
-        return {
-            "smoothcert": smoothcert.__version__,
-            "certifier": "segcertify",
+        settings = {
             "guarantee": "family-wise" if self.correction != "fdr" else "FDR only (not FWER)",
-            "sigma": self.sigma,
-            "train_sigma": h.get("train_sigma"),
             "n0": self.n0,
             "n": self.n,
             "tau": self.taus,
@@ -223,29 +172,19 @@ class SegCertifyCertification(Callback):
             "budget": self.budget,
             "scale": self.scale,
             "flip": self.flip,
-            "seed": self.seed,
-            "split": self.split,
-            "skip": self.skip,
-            "num_examples": self.num_examples,
-            "dataset": h.get("dataset"),
-            "num_classes": h.get("num_classes"),
-            "ignore_index": h.get("ignore_index"),
-            "checkpoint": checkpoint,
-            "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
         }
-
-    def _autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        model_keys = ("num_classes", "ignore_index")
+        return self.header(pl_module, checkpoint, "segcertify", settings, model_keys)
 
     def _image(self, model, x: torch.Tensor, mask: torch.Tensor, idx: int, h) -> tuple:
         """Rows of one image (the base model's, then one per tau) and the two maps to overlay."""
         device = x.device
         start = time.perf_counter()
-        with eval_mode(model), torch.inference_mode(), self._autocast(device):
+        with eval_mode(model), torch.inference_mode(), self.autocast(device):
             base = model(x[None]).argmax(dim=1)[0]
         base_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        with self._autocast(device):
+        with self.autocast(device):
             classes, radii = segcertify(
                 model,
                 x,
@@ -272,7 +211,7 @@ class SegCertifyCertification(Callback):
     def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
         """Certifies this rank's shard, gathers every row, and (rank 0) writes and logs them."""
         rank, world, h = trainer.global_rank, trainer.world_size, pl_module.hparams
-        indices = self._indices(trainer)
+        indices = self.indices(trainer)
         shard, dataset = indices[rank::world], trainer.datamodule.dataset(self.split)
         model = pl_module.inference_model(self.scale, self.flip)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -372,11 +311,8 @@ class SegCertifyCertification(Callback):
             f"{cert['miou']:.4f} (base {base['miou']:.4f}), abstain {cert['abstain']:.4f}, "
             f"{seconds[first]:.2f} s/image (base {seconds[BASE]:.3f})"
         )
-        rank_zero_info(f"records: {self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv")
-        rank_zero_info(f"curve:   {paths['tsv']} and {paths['png']}")
-        run_dir = wandb_run_dir(trainer)
-        if run_dir:
-            rank_zero_info(f"wandb:   {run_dir} (offline runs upload with `wandb sync {run_dir}`)")
+        records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
+        log_locations(trainer, records, [paths])
 
     def _overlays(self, trainer: Trainer, overlays: list, h) -> None:
         """PNG overlays in ``overlays/`` (and to wandb) for the first images of rank 0's shard."""
@@ -388,10 +324,4 @@ class SegCertifyCertification(Callback):
             paths.append(
                 save_overlay(path, x, mask, base, certified, h.num_classes, h.ignore_index)
             )
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and paths:
-                import wandb
-
-                images = [wandb.Image(str(p), caption=p.stem) for p in paths]
-                step = trainer.global_step
-                logger.experiment.log({"cert/overlays": images, "trainer/global_step": step})
+        log_images(trainer, "cert/overlays", paths)

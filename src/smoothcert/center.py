@@ -213,7 +213,7 @@ class CenterSmooth:
         best, radius = min_median_sample(
             self.distance, self.distance.embed(outputs), self.chunk_elements
         )
-        return outputs[best], radius
+        return outputs[best].clone(), radius  # a copy: the n outputs can be freed
 
     def _center_candidates(
         self, x: Tensor, stream: GaussianNoiseStream, candidates: int
@@ -227,7 +227,7 @@ class CenterSmooth:
             parts.append(self.distance.pairwise(rows, self.distance.embed(out)))
         medians = torch.cat(parts, dim=1).kthvalue((self.n + 1) // 2, dim=1).values
         best = int(medians.argmin())
-        return kept[best], float(medians[best])
+        return kept[best].clone(), float(medians[best])
 
     def _num_candidates(self, probe: Tensor) -> int:
         """All n if n outputs and their embeddings fit the memory budget, else as many candidates

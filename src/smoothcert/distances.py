@@ -163,8 +163,9 @@ class BoxJaccardDistance(Distance):
     name = "jaccard_box"
 
     def embed(self, outputs: Tensor) -> Tensor:
-        require(outputs.shape[-1] == 4, f"boxes must be [N, 4], got {tuple(outputs.shape)}")
-        return outputs.reshape(-1, 4).float()
+        shape = tuple(outputs.shape)
+        require(len(shape) == 2 and shape[1] == 4, f"boxes must be [N, 4], got {shape}")
+        return outputs.float()
 
     @staticmethod
     def _area(box: Tensor) -> Tensor:

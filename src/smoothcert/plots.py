@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,14 +19,28 @@ def plot_curves(
     title: str,
     xlabel: str = "l2 radius",
     ylabel: str = "certified accuracy",
+    step: bool = True,
+    unit_interval: bool = True,
 ) -> Path:
-    """Draws one step line per named ``(radii, accuracies)`` curve and saves it as PNG."""
+    """Draws one line per named ``(x, y)`` curve and saves it as PNG.
+
+    Step lines on a y axis of [0, 1] by default (certified accuracy); with ``step=False`` the
+    points are joined by straight lines with markers, and with ``unit_interval=False`` the y axis
+    starts at 0 and fits the data. Non-finite values are left out of the drawing.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
     for name, (x, y) in curves.items():
-        ax.step(list(x), list(y), where="post", label=name)
+        ys = [v if math.isfinite(v) else math.nan for v in map(float, y)]
+        if step:
+            ax.step(list(x), ys, where="post", label=name)
+        else:
+            ax.plot(list(x), ys, marker="o", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.02)
+    if unit_interval:
+        ax.set_ylim(0, 1.02)
+    else:
+        ax.set_ylim(bottom=0)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.set_title(title)
@@ -35,3 +51,10 @@ def plot_curves(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def palette(num_classes: int) -> torch.Tensor:
+    """RGB colours ``[num_classes + 2, 3]`` for label maps: one per class, then white (abstain)
+    and black (ignored pixels)."""
+    colours = plt.get_cmap("tab20")(torch.arange(num_classes).numpy() % 20)[:, :3]
+    return torch.cat([torch.tensor(colours), torch.tensor([[1.0, 1, 1], [0, 0, 0]])]).float()

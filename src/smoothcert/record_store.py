@@ -7,11 +7,17 @@ and a later run with ``resume`` continues from whatever rows exist, skipping fin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from smoothcert.errors import ConfigError
-from smoothcert.records import CohenRecord, RecordWriter, read_records, write_records
+from smoothcert.records import (
+    COHEN_COLUMNS,
+    Record,
+    RecordWriter,
+    read_records,
+    write_records,
+)
 
 # Settings that must agree for rows of two runs to belong to one certification.
 RESUME_KEYS = (
@@ -29,15 +35,27 @@ RESUME_KEYS = (
 
 
 class RecordStore:
-    """``certify.tsv`` and its shard files in ``directory``, for a run with ``metadata``."""
+    """``certify.tsv`` and its shard files in ``directory``, for a run with ``metadata``.
+
+    Cohen-schema records by default; another record type passes its file ``name``, ``columns``,
+    ``reader`` (path -> metadata and the complete records in it) and the metadata keys that must
+    agree for a resume (``resume_keys``). Records are deduplicated by their ``idx``.
+    """
 
     def __init__(
-        self, directory: str | Path, metadata: Mapping[str, object], name: str = "certify.tsv"
+        self,
+        directory: str | Path,
+        metadata: Mapping[str, object],
+        name: str = "certify.tsv",
+        columns: Iterable[str] = COHEN_COLUMNS,
+        reader: Callable[[Path], tuple[dict[str, str], Sequence[Record]]] = read_records,
+        resume_keys: Iterable[str] = RESUME_KEYS,
     ) -> None:
         self.directory = Path(directory)
         self.metadata = dict(metadata)
         self.final = self.directory / name
         self._stem = name.removesuffix(".tsv")
+        self.columns, self.reader, self.resume_keys = tuple(columns), reader, tuple(resume_keys)
 
     def shard(self, rank: int) -> Path:
         return self.directory / f"{self._stem}.rank{rank}.tsv"
@@ -55,15 +73,15 @@ class RecordStore:
                 "choose a new hydra.run.dir"
             )
 
-    def existing(self) -> list[CohenRecord]:
+    def existing(self) -> list[Record]:
         """All finished rows (deduplicated by index) after checking every file's settings.
 
         Raises ConfigError naming the first setting whose value differs from this run's.
         """
-        by_index: dict[int, CohenRecord] = {}
+        by_index: dict[int, Record] = {}
         for path in self.files():
-            metadata, records = read_records(path)
-            for key in RESUME_KEYS:
+            metadata, records = self.reader(path)
+            for key in self.resume_keys:
                 theirs, ours = metadata.get(key), self.metadata.get(key)
                 if theirs is not None and theirs != str(ours):
                     raise ConfigError(
@@ -74,14 +92,15 @@ class RecordStore:
                 by_index.setdefault(record.idx, record)
         return sorted(by_index.values(), key=lambda r: r.idx)
 
-    def merge(self, records: Sequence[CohenRecord]) -> None:
+    def merge(self, records: Sequence[Record]) -> None:
         """Atomically writes ``records`` sorted by index into the merged file, then drops shards."""
-        write_records(self.final, self.metadata, sorted(records, key=lambda r: r.idx))
+        ordered = sorted(records, key=lambda r: r.idx)
+        write_records(self.final, self.metadata, ordered, self.columns)
         for path in self.directory.glob(f"{self._stem}.rank*.tsv"):
             path.unlink()
 
     def writer(self, rank: int, world_size: int) -> RecordWriter:
         """Where this process streams its rows: appended to the merged file with one process."""
         if world_size == 1:
-            return RecordWriter(self.final, self.metadata, append=True)
-        return RecordWriter(self.shard(rank), self.metadata)
+            return RecordWriter(self.final, self.metadata, self.columns, append=True)
+        return RecordWriter(self.shard(rank), self.metadata, self.columns)

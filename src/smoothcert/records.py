@@ -7,9 +7,18 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+
+
+class Record(Protocol):
+    """What ``RecordWriter`` and ``RecordStore`` need of a record: its example index and its
+    TSV line(s) (a record may span several lines, e.g. one per certified radius)."""
+
+    idx: int
+
+    def to_row(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class RecordWriter:
         self._sync_every = sync_every
         self._count = 0
 
-    def write(self, record: CohenRecord) -> None:
+    def write(self, record: Record) -> None:
         self._file.write(record.to_row() + "\n")
         self._file.flush()
         self._count += 1
@@ -95,30 +104,37 @@ class RecordWriter:
         self.close()
 
 
-def write_records(path: str | Path, metadata: Mapping[str, object], records: Iterable[CohenRecord]):
+def write_records(
+    path: str | Path,
+    metadata: Mapping[str, object],
+    records: Iterable[Record],
+    columns: Iterable[str] = COHEN_COLUMNS,
+) -> None:
     """Writes a complete TSV file of ``records`` (header included), atomically: the file is either
     the old one or the complete new one, never a half-written mix."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    with RecordWriter(partial, metadata, sync_every=10**9) as writer:
+    with RecordWriter(partial, metadata, columns, sync_every=10**9) as writer:
         for record in records:
             writer.write(record)
     os.replace(partial, path)
 
 
-def read_records(path: str | Path) -> tuple[dict[str, str], list[CohenRecord]]:
-    """Reads a Cohen-schema TSV (ours, or the reference implementation's) into records.
+def read_table(
+    path: str | Path, required: Iterable[str], schema: str, drop_unterminated: bool = False
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The ``#`` metadata and the rows (column name -> text) of a TSV with a header row.
 
-    Returns the ``#`` metadata (empty for reference files) and the rows. The time column may hold
-    seconds or ``H:MM:SS.ffffff``.
+    Raises ValueError naming ``schema`` if a ``required`` column is missing. With
+    ``drop_unterminated``, a last line without its newline (cut short by a crash) is dropped.
     """
     metadata: dict[str, str] = {}
-    records: list[CohenRecord] = []
+    rows: list[dict[str, str]] = []
     columns: list[str] | None = None
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.rstrip("\n")
-            if not line.strip():
+        for raw in handle:
+            line = raw.rstrip("\n")
+            if not line.strip() or (drop_unterminated and not raw.endswith("\n")):
                 continue
             if line.startswith("#"):
                 key, _, value = line[1:].partition(":")
@@ -127,21 +143,32 @@ def read_records(path: str | Path) -> tuple[dict[str, str], list[CohenRecord]]:
             fields = line.split("\t")
             if columns is None:
                 columns = fields
-                missing = set(COHEN_COLUMNS) - set(columns)
+                missing = set(required) - set(columns)
                 if missing:
-                    raise ValueError(f"{path}: not a Cohen-schema TSV, missing {sorted(missing)}")
+                    raise ValueError(f"{path}: not a {schema} TSV, missing {sorted(missing)}")
                 continue
-            row = dict(zip(columns, fields, strict=False))
-            records.append(
-                CohenRecord(
-                    idx=int(row["idx"]),
-                    label=int(row["label"]),
-                    predict=int(row["predict"]),
-                    radius=float(row["radius"]),
-                    correct=int(row["correct"]),
-                    time=parse_time(row["time"]),
-                )
-            )
+            rows.append(dict(zip(columns, fields, strict=False)))
+    return metadata, rows
+
+
+def read_records(path: str | Path) -> tuple[dict[str, str], list[CohenRecord]]:
+    """Reads a Cohen-schema TSV (ours, or the reference implementation's) into records.
+
+    Returns the ``#`` metadata (empty for reference files) and the rows. The time column may hold
+    seconds or ``H:MM:SS.ffffff``.
+    """
+    metadata, rows = read_table(path, COHEN_COLUMNS, "Cohen-schema")
+    records = [
+        CohenRecord(
+            idx=int(row["idx"]),
+            label=int(row["label"]),
+            predict=int(row["predict"]),
+            radius=float(row["radius"]),
+            correct=int(row["correct"]),
+            time=parse_time(row["time"]),
+        )
+        for row in rows
+    ]
     return metadata, records
 
 
