@@ -145,7 +145,8 @@ def _predictions(
                     f"expected [batch, K, {x.shape[1]}, {x.shape[2]}]: certification is at full "
                     "resolution, so upsample the logits to the input size"
                 )
-            finite &= torch.isfinite(logits).all()
+            low, high = torch.aminmax(logits)  # NaN propagates; no logits-sized temporaries
+            finite &= torch.isfinite(low) & torch.isfinite(high)
             yield logits.argmax(dim=1), logits.shape[1]
             remaining -= size
     if not bool(finite):
@@ -177,10 +178,12 @@ def sample_modes_and_counts(
     with eval_mode(model):
         for preds, num_classes in _predictions(model, x, n0, batch_size, stream):
             if class_counts is None:
-                class_counts = x.new_zeros((num_classes, *preds.shape[1:]), dtype=torch.long)
-            class_counts.scatter_add_(0, preds, torch.ones_like(preds))
+                class_counts = x.new_zeros((num_classes, *preds.shape[1:]), dtype=torch.int32)
+                ones = torch.ones((1, 1, 1), dtype=torch.int32, device=x.device)
+            class_counts.scatter_add_(0, preds, ones.expand(preds.shape))
         assert class_counts is not None
         modes = class_counts.argmax(dim=0)
+        del class_counts  # only the modes are needed from here on (frees K x H x W counts)
         counts = torch.zeros_like(modes)
         for preds, _ in _predictions(model, x, n, batch_size, stream):
             counts += (preds == modes).sum(dim=0)
