@@ -7,11 +7,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from typing_extensions import override
 
+from callbacks.center_checks import (
+    build_smoothers,
+    check_outputs_fit,
+    noise_grid,
+    warn_uncertifiable,
+)
 from callbacks.center_report import report_center
 from callbacks.certification_common import (
     CertificationCallback,
@@ -19,11 +25,11 @@ from callbacks.certification_common import (
     previous_records,
 )
 from callbacks.distributed import gather_rows
-from smoothcert.center import CenterSmooth, output_factor, quantile_level, smallest_m
+from smoothcert.center import CenterSmooth, output_factor
 from smoothcert.center_records import (
     CENTER_COLUMNS,
     CENTER_RESUME_KEYS,
-    CenterRecord,
+    CenterExample,
     certify_example,
     read_center_records,
 )
@@ -35,33 +41,30 @@ from smoothcert.smooth import eval_mode
 OUTPUT_KINDS = ("image", "label_map", "box")
 
 
-def _float_list(value: float | Sequence[float], setting: str) -> list[float]:
-    """Sorted distinct non-negative floats from a number or a list; ConfigError otherwise."""
-    values = sorted({float(v) for v in (value if isinstance(value, Sequence) else [value])})
-    require(len(values) > 0, f"{setting} is empty: give a number or a list of numbers")
-    require(values[0] >= 0, f"{setting}={values[0]} must be >= 0")
-    return values
-
-
 class CenterCertification(CertificationCallback):
     """Certifies ``num_examples`` examples of ``split`` with center smoothing under each of
-    ``distance`` (each with its own center), for every input radius ``eps_in`` (or ``h * sigma``).
+    ``distance`` (each with its own center) at each noise level of ``sigma`` (a number or a list),
+    for every input radius ``eps_in`` or, with ``h``, at eps_in = h * sigma (the paper grows sigma
+    with eps_in at a fixed h).
 
     Works for any model with ``structured_output(x)`` (the base function f) and ``output_kind``
     ("image", "label_map" or "box"). Every setting is checked in ``setup``, before training: among
-    them q > 1 at every eps_in (naming the smallest m that works) and whether each distance fits
-    the model's outputs. Examples are sharded as ``indices[rank::world_size]`` and example ``i``'s
-    noise is seeded by ``(seed, i)`` (the same noise for every distance), so results depend on
-    neither the device count nor the batch size. Rows stream to ``center_<distance>.tsv``
-    (``idx eps_in eps_out smoothing_error abstain time p_hat center_radius quantile_radius``, ``#``
-    header); ``resume`` skips examples already there. Rank 0 writes per distance the curves of the
-    median eps_out and the median smoothing error d(f(x), smoothed f(x)) against eps_in (TSV, PNG,
-    wandb), ``cert/*`` scalars and ``num_images`` example figures in ``center_examples/``.
+    them q > 1 at every eps_in of a sigma (naming the smallest m that works) and whether each
+    distance fits the model's outputs. Examples are sharded as ``indices[rank::world_size]`` and
+    example ``i``'s noise is seeded by ``(seed, i)`` (the same standard normal draws for every
+    distance and sigma, scaled by sigma), so results depend on neither the device count nor the
+    batch size. Rows stream to ``center_<distance>.tsv`` (``idx eps_in eps_out smoothing_error
+    abstain time sigma p_hat center_radius quantile_radius``, ``#`` header), all sigmas of an
+    example together; ``resume`` skips the examples finished at every sigma. Rank 0 writes per
+    distance the curves of the median eps_out and the median smoothing error d(f(x), smoothed
+    f(x)) against eps_in (TSV, PNG, wandb; with several sigmas and ``h``, one pair per h across the
+    sigmas), ``cert/*`` scalars and ``num_images`` example figures (at the first sigma) in
+    ``center_examples/``.
     """
 
     def __init__(
         self,
-        sigma: float,
+        sigma: float | Sequence[float],
         output_dir: str,
         eps_in: float | Sequence[float] | None = None,
         h: float | Sequence[float] | None = None,
@@ -84,18 +87,11 @@ class CenterCertification(CertificationCallback):
         bf16: bool = False,
         resume: bool = False,
     ) -> None:
+        sigmas, self.h, self.grid = noise_grid(sigma, eps_in, h)  # grid: (sigma, its eps_in)
         super().__init__(
-            sigma, output_dir, batch_size, num_examples, skip, split, weights, seed, bf16
+            sigmas[0], output_dir, batch_size, num_examples, skip, split, weights, seed, bf16
         )
-        require(
-            (eps_in is None) != (h is None),
-            f"certify.eps_in={eps_in} and certify.h={h}: set exactly one of them (eps_in = h * "
-            "sigma) and the other to null",
-        )
-        self.h = None if h is None else _float_list(h, "certify.h")
-        self.eps_in = (
-            _float_list(eps_in, "certify.eps_in") if h is None else [v * self.sigma for v in self.h]
-        )
+        self.sigmas = sigmas
         self.distances = [distance] if isinstance(distance, str) else [str(d) for d in distance]
         require(
             len(self.distances) == len(set(self.distances)) > 0,
@@ -106,8 +102,8 @@ class CenterCertification(CertificationCallback):
         self.feature_network = feature_network
         self.num_images = check_count(num_images, "certify.num_images", minimum=0)
         self.resume = bool(resume)
-        self.smoothers: dict[str, CenterSmooth] = {}
-        self.records: dict[str, list[CenterRecord]] = {}
+        self.smoothers: dict[str, list[CenterSmooth]] = {}  # one per sigma, in grid order
+        self.records: dict[str, list[CenterExample]] = {}
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -120,27 +116,17 @@ class CenterCertification(CertificationCallback):
         kind = getattr(pl_module, "output_kind", None)
         require(kind in OUTPUT_KINDS, f"model output_kind={kind!r} is not one of {OUTPUT_KINDS}")
         self.check_selection(trainer, pl_module)
-        self.smoothers = {name: self._smoother(pl_module, name) for name in self.distances}
+        self.smoothers = {name: self._smoothers(pl_module, name) for name in self.distances}
         self._check_first_example(trainer, pl_module)
         check_records(self._stores(pl_module, "").values(), self.resume)
-        self._warn_uncertifiable()
+        warn_uncertifiable(next(iter(self.smoothers.values()))[0], self.grid)
 
-    def _smoother(self, pl_module: LightningModule, name: str) -> CenterSmooth:
+    def _smoothers(self, pl_module: LightningModule, name: str) -> list[CenterSmooth]:
         num_classes = pl_module.hparams.get("num_classes")
         network = self.feature_network
         distance = build_distance(name, num_classes, network, setting="certify.distance")
-        try:
-            smoother = CenterSmooth(
-                self._base_function(pl_module),
-                distance,
-                self.sigma,
-                batch_size=self.batch_size,
-                **self.settings,
-            )
-            smoother.check_certifiable(self.eps_in)
-        except ConfigError as error:  # its messages start with the setting's name
-            raise ConfigError(f"certify.{error}") from None
-        return smoother
+        base = self._base_function(pl_module)
+        return build_smoothers(base, distance, self.grid, self.batch_size, self.settings)
 
     def _base_function(self, pl_module: LightningModule) -> Callable[[Tensor], Tensor]:
         def base(x: Tensor) -> Tensor:
@@ -157,36 +143,18 @@ class CenterCertification(CertificationCallback):
         check_unit_range(x, f"{self.split} example {idx}")
         with eval_mode(pl_module), torch.inference_mode():
             out = self._base_function(pl_module)(x[None].to(pl_module.device))
-        for name, smoother in self.smoothers.items():
-            try:
-                shape = tuple(smoother.distance(out, out).shape)
-                problem = "" if shape == (1,) else f"it gives {shape} distances for one output"
-            except (ConfigError, RuntimeError) as error:
-                problem = str(error)
-            require(
-                not problem,
-                f"certify.distance={name} does not fit the model's {pl_module.output_kind} "
-                f"outputs {tuple(out.shape[1:])}: {problem}",
-            )
-
-    def _warn_uncertifiable(self) -> None:
-        smoother = next(iter(self.smoothers.values()))
-        args = (self.sigma, smoother.delta, smoother.m, smoother.alpha2)
-        lost = [e for e in self.eps_in if quantile_level(e, *args) > 1]
-        if lost:
-            need = smallest_m(lost[-1], self.sigma, smoother.delta, smoother.alpha2)
-            rank_zero_warn(
-                f"certify.m={smoother.m} gives no certificate (eps_out = inf) at eps_in={lost}: "
-                f"q > 1 there; m >= {need} would certify them all"
-            )
+        distances = {name: smoothers[0].distance for name, smoothers in self.smoothers.items()}
+        check_outputs_fit(distances, out, pl_module.output_kind)
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, name: str) -> dict:
-        smoother = self.smoothers[name]
+        """The record file's header: ``sigma`` and ``eps_in`` as a number and a list with one
+        sigma; with several, the list of sigmas and one list of eps_in per sigma."""
+        smoother, several = self.smoothers[name][0], len(self.grid) > 1
         settings = {
             "distance": name,
             "gamma": smoother.gamma,
             "eps_out_factor": output_factor(smoother.gamma),
-            "eps_in": self.eps_in,
+            "eps_in": [eps_in for _, eps_in in self.grid] if several else self.grid[0][1],
             "h": self.h,
             "n": smoother.n,
             "m": smoother.m,
@@ -198,7 +166,9 @@ class CenterCertification(CertificationCallback):
             "output_kind": pl_module.output_kind,
         }
         model_keys = ("num_classes",) if pl_module.output_kind == "label_map" else ()
-        return self.header(pl_module, checkpoint, "center", settings, model_keys)
+        header = self.header(pl_module, checkpoint, "center", settings, model_keys)
+        header["sigma"] = self.sigmas if several else self.sigma
+        return header
 
     def _stores(self, pl_module: LightningModule, checkpoint: str) -> dict[str, RecordStore]:
         return {
@@ -223,29 +193,32 @@ class CenterCertification(CertificationCallback):
         previous = dict(zip(self.distances, records, strict=True))
         done = {name: {record.idx for record in records} for name, records in previous.items()}
         todo = [i for i in indices if any(i not in finished for finished in done.values())]
+        radii = f"eps_in={self.grid[0][1]}" if self.h is None else f"eps_in = h * sigma, h={self.h}"
+        sigma = self.sigmas if len(self.sigmas) > 1 else self.sigma
         rank_zero_info(
             f"center smoothing: {len(todo)} of {len(indices)} {self.split} examples to certify "
-            f"under {self.distances} at eps_in={self.eps_in}: sigma={self.sigma} "
-            f"{self.settings} on {world} process(es)"
+            f"under {self.distances} at sigma={sigma}, {radii}: {self.settings} on {world} "
+            "process(es)"
         )
         mine, figures = self._certify_shard(trainer, pl_module, stores, todo[rank::world], done)
-        width, wanted = CenterRecord.packed_width(len(self.eps_in)), set(indices)
+        width, wanted = CenterExample.packed_width(self.grid), set(indices)
         for name in self.distances:
             rows = gather_rows(trainer, [r.pack() for r in mine[name]], width, len(todo))
-            new = [CenterRecord.unpack(row, self.eps_in) for row in rows]
+            new = [CenterExample.unpack(row, self.grid) for row in rows]
             merged = [r for r in previous[name] + new if r.idx in wanted]
             self.records[name] = sorted(merged, key=lambda r: r.idx)
             if rank == 0:
                 stores[name].merge(previous[name] + new)
         if rank == 0:
             self.summary = report_center(
-                trainer, self.output_dir, self.records, self.sigma, pl_module, figures
+                trainer, self.output_dir, self.records, self.h, pl_module, figures
             )
         trainer.strategy.barrier("center_certification_done")
 
     def _certify_shard(self, trainer, pl_module, stores, shard, done) -> tuple[dict, dict]:
-        """Certifies ``shard`` (streaming each record); returns the records per distance and, on
-        rank 0, the first ``num_images`` examples' (idx, x, base output, center) per distance."""
+        """Certifies ``shard`` at every sigma (streaming each example's records once all its
+        sigmas are done); returns the records per distance and, on rank 0, the first
+        ``num_images`` examples' (idx, x, base output, center at the first sigma) per distance."""
         rank, device = trainer.global_rank, pl_module.device
         mine = {name: [] for name in self.distances}
         figures = {name: [] for name in self.distances}
@@ -263,14 +236,20 @@ class CenterCertification(CertificationCallback):
                 x = torch.as_tensor(dataset[idx][0]).to(device)
                 check_unit_range(x, f"{self.split} example {idx}")
                 with torch.inference_mode():
-                    base = self.smoothers[self.distances[0]].base_function(x[None])
+                    base = self.smoothers[self.distances[0]][0].base_function(x[None])
                 for name in self.distances:
                     if idx in done[name]:
                         continue
-                    smoother = self.smoothers[name]
-                    record, center = certify_example(smoother, x, idx, self.eps_in, self.seed, base)
-                    writers[name].write(record)
-                    mine[name].append(record)
+                    levels = [
+                        certify_example(smoother, x, idx, eps_in, self.seed, base)
+                        for smoother, (_, eps_in) in zip(
+                            self.smoothers[name], self.grid, strict=True
+                        )
+                    ]  # (record, center) per sigma
+                    example = CenterExample(idx, tuple(record for record, _ in levels))
+                    writers[name].write(example)
+                    mine[name].append(example)
+                    center = levels[0][1]
                     if rank == 0 and len(figures[name]) < self.num_images:
                         smoothed = None if center is None else center.cpu()
                         figures[name].append((idx, x.cpu(), base[0].cpu(), smoothed))

@@ -11,8 +11,8 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification_common import log_images, log_locations
-from callbacks.reporting import report_curves
-from smoothcert.center_records import CenterRecord, median_curves
+from callbacks.reporting import report_curves, report_series
+from smoothcert.center_records import CenterExample, CenterRecord, median_curves
 from smoothcert.plots import palette, plt
 
 # As in the paper's Fig. 3b: base box green, smoothed box blue (dashed, so both stay visible).
@@ -97,47 +97,82 @@ def save_center_example(
     return path
 
 
+def _say(values: Sequence[float]) -> str:
+    return " / ".join(f"{float(v):.4g}" for v in values)
+
+
+def _series(
+    medians: Sequence[dict[str, list[float]]], sigmas: Sequence[float], h: Sequence[float] | None
+) -> tuple[list[str], list[list[float]], dict[str, tuple[list[float], list[float]]]]:
+    """The long curve table (columns, rows) and the plotted series for several sigmas: with
+    ``h``, one pair (eps_out, smoothing error) per h across the sigmas at eps_in = h * sigma (the
+    paper's Figs. 3-5); with explicit radii, one pair per sigma across its eps_in."""
+    rows, curves = [], {}
+    if h is not None:
+        for j, value in enumerate(h):
+            xs = [level["eps_in"][j] for level in medians]
+            eps_out = [level["eps_out"][j] for level in medians]
+            errors = [level["smoothing_error"][j] for level in medians]
+            curves[f"eps_out (h={value:g})"] = (xs, eps_out)
+            curves[f"smoothing error (h={value:g})"] = (xs, errors)
+            rows += [[value, *point] for point in zip(sigmas, xs, eps_out, errors, strict=True)]
+        return ["h", "sigma", "eps_in", "eps_out", "smoothing_error"], rows, curves
+    for sigma, level in zip(sigmas, medians, strict=True):
+        curves[f"eps_out (sigma={sigma:g})"] = (level["eps_in"], level["eps_out"])
+        curves[f"smoothing error (sigma={sigma:g})"] = (level["eps_in"], level["smoothing_error"])
+        points = zip(level["eps_in"], level["eps_out"], level["smoothing_error"], strict=True)
+        rows += [[sigma, *point] for point in points]
+    return ["sigma", "eps_in", "eps_out", "smoothing_error"], rows, curves
+
+
 def report_distance(
     trainer: Trainer,
     output_dir: Path,
     name: str,
-    records: Sequence[CenterRecord],
-    title: str,
+    examples: Sequence[CenterExample],
+    h: Sequence[float] | None,
     extra_scalars: Mapping[str, float],
 ) -> tuple[dict[str, float], dict[str, Path]]:
     """Writes and logs (rank 0) the curves of the median eps_out and the median smoothing error
     against eps_in under the distance ``name`` (``center_curve_<name>.tsv``/``.png``, wandb) with
     the scalars ``cert/<name>/eps_out@<eps_in>``, ``cert/<name>/smoothing_error`` and
-    ``cert/<name>/abstain`` (plus ``extra_scalars``), and says them in one line.
+    ``cert/<name>/abstain`` (each ending in ``/sigma<sigma>`` when several sigmas were certified;
+    plus ``extra_scalars``), and says them in one line per sigma.
 
-    Returns the scalars and the curve's paths.
+    One sigma: the curve TSV has the columns ``eps_in eps_out smoothing_error``. Several: a long
+    table, one row per point, ``h sigma eps_in eps_out smoothing_error`` (rows by h, then sigma)
+    with ``h``, else ``sigma eps_in eps_out smoothing_error``. Returns the scalars and the
+    curve's paths.
     """
-    medians = median_curves(records)
-    eps_in = medians["eps_in"]
-    scalars = {
-        f"cert/{name}/eps_out@{eps:g}": value
-        for eps, value in zip(eps_in, medians["eps_out"], strict=True)
-    }
-    scalars[f"cert/{name}/smoothing_error"] = error = medians["smoothing_error"][0]
-    scalars[f"cert/{name}/abstain"] = abstain = sum(r.abstain for r in records) / len(records)
+    levels = [list(level) for level in zip(*(example.levels for example in examples), strict=True)]
+    sigmas = [level[0].sigma for level in levels]
+    several = len(sigmas) > 1
+    medians, scalars = [median_curves(level) for level in levels], {}
+    for sigma, level, median in zip(sigmas, levels, medians, strict=True):
+        at = f"/sigma{sigma:g}" if several else ""
+        for eps, value in zip(median["eps_in"], median["eps_out"], strict=True):
+            scalars[f"cert/{name}/eps_out@{eps:g}{at}"] = value
+        scalars[f"cert/{name}/smoothing_error{at}"] = error = median["smoothing_error"][0]
+        scalars[f"cert/{name}/abstain{at}"] = abstain = sum(r.abstain for r in level) / len(level)
+        per_example = sum(r.time for r in level) / len(level)
+        rank_zero_info(
+            f"center {name}, sigma={sigma:g}: eps_in {_say(median['eps_in'])} -> median eps_out "
+            f"{_say(median['eps_out'])}; median smoothing error {error:.4g}, abstain "
+            f"{abstain:.3f}, {per_example:.2f} s/example"
+        )
     scalars.update(extra_scalars)
-    series = {key: medians[key] for key in ("eps_out", "smoothing_error")}
-    paths = report_curves(
-        trainer,
-        output_dir,
-        f"center_curve_{name}",
-        "eps_in",
-        eps_in,
-        series,
-        title,
-        scalars,
-        f"{name} distance",
-        certified_accuracy=False,
-    )
-    per_example = sum(r.time for r in records) / len(records)
-    rank_zero_info(
-        f"center {name}: median eps_out {medians['eps_out']} at eps_in {eps_in}, median "
-        f"smoothing error {error:.4g}, abstain {abstain:.3f}, {per_example:.2f} s/example"
+    title = f"center smoothing ({name}), sigma={', '.join(f'{s:g}' for s in sigmas)}"
+    stem, y_label = f"center_curve_{name}", f"{name} distance"
+    if not several:
+        series = {key: medians[0][key] for key in ("eps_out", "smoothing_error")}
+        xs = medians[0]["eps_in"]
+        paths = report_curves(
+            trainer, output_dir, stem, "eps_in", xs, series, title, scalars, y_label, False
+        )
+        return scalars, paths
+    columns, rows, curves = _series(medians, sigmas, h)
+    paths = report_series(
+        trainer, output_dir, stem, columns, rows, curves, title, scalars, "eps_in", y_label
     )
     return scalars, paths
 
@@ -152,13 +187,15 @@ def save_examples(
     num_classes: int | None = None,
 ) -> list[Path]:
     """PNGs ``folder/center_<name>_<idx>.png`` of ``examples`` ((idx, x, base output, center or
-    None) each), also logged to wandb as ``cert/<name>/examples``."""
+    None) each, smoothed at the sigma of ``records``), also logged to wandb as
+    ``cert/<name>/examples``."""
     folder.mkdir(parents=True, exist_ok=True)
     errors = {r.idx: r.smoothing_error for r in records}
+    sigma = records[0].sigma if records else None
     paths = []
     for idx, x, base, center in examples:
         error = "abstained" if center is None else f"{errors[idx]:.4g}"
-        title = f"{name} #{idx}: d(base, smoothed) = {error}"
+        title = f"{name} #{idx}, sigma={sigma:g}: d(base, smoothed) = {error}"
         path = folder / f"center_{name}_{idx:05d}.png"
         paths.append(save_center_example(path, kind, x, base, center, num_classes, title))
     log_images(trainer, f"cert/{name}/examples", paths)
@@ -168,18 +205,19 @@ def save_examples(
 def report_center(
     trainer: Trainer,
     output_dir: Path,
-    records: Mapping[str, Sequence[CenterRecord]],
-    sigma: float,
+    records: Mapping[str, Sequence[CenterExample]],
+    h: Sequence[float] | None,
     pl_module: LightningModule,
     examples: Mapping[str, Sequence[tuple]],
 ) -> dict[str, float]:
-    """Everything rank 0 reports for ``records`` (per distance): curves, scalars (with
-    ``cert/time_per_example``, the seconds per example under all distances, and
-    ``cert/num_examples``), example figures and where the files are. Returns the scalars."""
+    """Everything rank 0 reports for ``records`` (per distance): curves (per h across the sigmas
+    with ``h``), scalars (with ``cert/time_per_example``, the seconds per example under all
+    distances and sigmas, and ``cert/num_examples``), the example figures (smoothed at the first
+    sigma) and where the files are. Returns the scalars."""
     seconds: dict[int, float] = {}
     for certified in records.values():
-        for record in certified:
-            seconds[record.idx] = seconds.get(record.idx, 0.0) + record.time
+        for example in certified:
+            seconds[example.idx] = seconds.get(example.idx, 0.0) + example.time
     overall = {
         "cert/time_per_example": sum(seconds.values()) / len(seconds),
         "cert/num_examples": float(len(seconds)),
@@ -187,13 +225,13 @@ def report_center(
     summary, curves = {}, []
     kind, num_classes = pl_module.output_kind, pl_module.hparams.get("num_classes")
     for position, (name, certified) in enumerate(records.items()):
-        title = f"center smoothing ({name}), sigma={sigma}"
         extra = overall if position == 0 else {}
-        scalars, paths = report_distance(trainer, output_dir, name, certified, title, extra)
+        scalars, paths = report_distance(trainer, output_dir, name, certified, h, extra)
         summary.update(scalars)
         curves.append(paths)
         folder = output_dir / "center_examples"
-        save_examples(trainer, folder, name, kind, examples[name], certified, num_classes)
+        first = [example.levels[0] for example in certified]
+        save_examples(trainer, folder, name, kind, examples[name], first, num_classes)
     files = ", ".join(f"center_{name}.tsv" for name in records)
     log_locations(trainer, f"{files} in {output_dir}", curves)
     return summary

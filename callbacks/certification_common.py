@@ -58,6 +58,7 @@ class CertificationCallback(Callback):
         self.split, self.weights, self.seed = split, weights, int(seed)
         self.output_dir, self.bf16 = Path(output_dir), bool(bf16)
         self.summary: dict[str, float] = {}
+        self.sigmas = [self.sigma]  # every noise level certified (a subclass may certify several)
 
     def indices(self, trainer: Trainer) -> list[int]:
         """The dataset indices to certify; ConfigError if the split has too few examples."""
@@ -65,13 +66,19 @@ class CertificationCallback(Callback):
         return select_indices(size, self.num_examples, self.skip, self.split, self.noun)
 
     def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Checks the example selection, and warns if sigma is not the model's training sigma."""
+        """Checks the example selection, and warns about the noise levels (``sigmas``) the model
+        was not trained at (its ``hparams.train_sigma``: a number or a list)."""
         self.indices(trainer)
         train_sigma = pl_module.hparams.get("train_sigma")
-        if train_sigma is not None and float(train_sigma) != self.sigma:
+        if train_sigma is None:
+            return
+        trained = sigma_levels(train_sigma)
+        untrained = [sigma for sigma in self.sigmas if sigma not in trained]
+        if untrained:
             rank_zero_warn(
-                f"certifying at sigma={self.sigma} a model trained at sigma={train_sigma}: "
-                "certificates are valid, but usually worse than at the training sigma"
+                f"certifying at sigma={_number_or_list(untrained)} a model trained at "
+                f"sigma={_number_or_list(trained)}: certificates are valid, but usually worse "
+                f"than at {'the training sigma' if len(trained) == 1 else 'a training sigma'}"
             )
 
     def load_weights(self, trainer: Trainer, pl_module: LightningModule) -> str:
@@ -133,6 +140,15 @@ class CertificationCallback(Callback):
     def autocast(self, device: torch.device):
         """bfloat16 autocast of the forward passes if ``bf16`` (a no-op otherwise)."""
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
+def sigma_levels(value: float | Iterable[float]) -> list[float]:
+    """A noise level or several (a number or a list, e.g. a model's ``train_sigma``) as floats."""
+    return [float(value)] if isinstance(value, (int, float, str)) else [float(v) for v in value]
+
+
+def _number_or_list(values: Sequence[float]) -> float | list[float]:
+    return values[0] if len(values) == 1 else list(values)
 
 
 def check_records(stores: Iterable[RecordStore], resume: bool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pytorch_lightning import Trainer
@@ -78,6 +78,58 @@ def report_curves(
         step=certified_accuracy,
         unit_interval=certified_accuracy,
     )
+    if len(names) == 1:
+
+        def plot(wandb):
+            data = [[_finite_or_none(v) for v in row] for row in rows]
+            table = wandb.Table(columns=[x_name, names[0]], data=data)
+            return wandb.plot.line(table, x_name, names[0], title=title)
+    else:
+        plot = _line_series(curves, title, x_name)
+    _log(trainer, stem, plot, scalars)
+    return {"tsv": tsv, "png": png}
+
+
+def report_series(
+    trainer: Trainer,
+    output_dir: Path,
+    stem: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[float]],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    scalars: Mapping[str, float],
+    x_name: str,
+    y_label: str,
+) -> dict[str, Path]:
+    """Curves whose series have x values of their own: ``stem.tsv`` holds ``rows`` under
+    ``columns`` (a long table, one row per point), ``stem.png`` draws ``curves`` (label -> (xs,
+    ys)) as lines with markers on a y axis fitting the data, wandb gets them as one
+    ``wandb.plot.line_series`` (non-finite values become gaps) and every logger the ``scalars``.
+
+    Call on global rank zero only. Returns the written paths.
+    """
+    tsv = write_curve_tsv(output_dir / f"{stem}.tsv", columns, rows)
+    axes = (x_name.replace("_", " "), y_label.replace("_", " "))
+    png = plot_curves(output_dir / f"{stem}.png", dict(curves), title, *axes, False, False)
+    _log(trainer, stem, _line_series(curves, title, x_name), scalars)
+    return {"tsv": tsv, "png": png}
+
+
+def _line_series(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title, x_name):
+    """A function of the wandb module making a line plot of ``curves``, each on its own xs."""
+
+    def plot(wandb):
+        xs = [[float(x) for x in points[0]] for points in curves.values()]
+        ys = [[_finite_or_none(v) for v in points[1]] for points in curves.values()]
+        return wandb.plot.line_series(xs, ys, keys=list(curves), title=title, xname=x_name)
+
+    return plot
+
+
+def _log(trainer: Trainer, stem: str, plot: Callable, scalars: Mapping[str, float]) -> None:
+    """Logs the scalars to every logger and, for wandb, ``plot(wandb)`` under ``cert/{stem}``
+    with the scalars in the run summary."""
     step = trainer.global_step
     for logger in trainer.loggers:
         logger.log_metrics(dict(scalars), step=step)
@@ -86,19 +138,9 @@ def report_curves(
 
             # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own
             # step may be ahead of the trainer's (certify.py); wandb drops data logged behind it.
-            if len(names) == 1:
-                data = [[_finite_or_none(v) for v in row] for row in rows]
-                table = wandb.Table(columns=[x_name, names[0]], data=data)
-                plot = wandb.plot.line(table, x_name, names[0], title=title)
-            else:
-                ys = [[_finite_or_none(v) for v in series[name]] for name in names]
-                plot = wandb.plot.line_series(
-                    [float(x) for x in xs], ys, keys=names, title=title, xname=x_name
-                )
-            logger.experiment.log({f"cert/{stem}": plot, "trainer/global_step": step})
+            logger.experiment.log({f"cert/{stem}": plot(wandb), "trainer/global_step": step})
             logger.experiment.summary.update(dict(scalars))
         logger.save()
-    return {"tsv": tsv, "png": png}
 
 
 def wandb_run_dir(trainer: Trainer) -> str | None:

@@ -283,7 +283,8 @@ class CenterSmooth:
             f"use m >= {need}" if need is not None else "no m suffices; lower eps_in or raise sigma"
         )
         raise ConfigError(
-            f"m={self.m} cannot certify any eps_in (q > 1 even at eps_in={smallest}); {fix}"
+            f"m={self.m} cannot certify any eps_in at sigma={self.sigma} (q > 1 even at "
+            f"eps_in={smallest}); {fix}"
         )
 
     def certify_details(

@@ -1,9 +1,11 @@
-"""Center-smoothing records: one per example and distance, one TSV line per certified eps_in.
+"""Center-smoothing records: one per example and distance, one TSV line per (sigma, eps_in).
 
 A file ``center_<distance>.tsv`` holds, after a ``#`` metadata header, the columns
-``idx eps_in eps_out smoothing_error abstain time`` (then ``p_hat center_radius quantile_radius``):
-eps_out is inf on abstention or where q > 1, smoothing_error = d(f(x), smoothed f(x)) is nan on
-abstention. Floats are written with ``repr`` (full precision), times with microseconds.
+``idx eps_in eps_out smoothing_error abstain time`` (then ``sigma p_hat center_radius
+quantile_radius``): eps_out is inf on abstention or where q > 1, smoothing_error = d(f(x),
+smoothed f(x)) is nan on abstention. An example's lines are written together, noise level by noise
+level (in the order of the header's ``sigma``), each level's eps_in in the header's order. Floats
+are written with ``repr`` (full precision), times with microseconds.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import ast
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ CENTER_COLUMNS = (
     "smoothing_error",
     "abstain",
     "time",
+    "sigma",
     "p_hat",
     "center_radius",
     "quantile_radius",
@@ -53,62 +56,55 @@ CENTER_RESUME_KEYS = (
     "normalization",
 )
 SCALARS = ("smoothing_error", "abstain", "time", "p_hat", "center_radius")
+# The noise levels certified and each one's input radii, in the order of the file's lines.
+Grid = Sequence[tuple[float, Sequence[float]]]
 
 
 @dataclass(frozen=True)
 class CenterRecord:
-    """One example under one distance: the certificate at every eps_in, from one center."""
+    """One example under one distance at one sigma: the certificate at every eps_in, from one
+    center."""
 
     idx: int
+    sigma: float
     eps_in: tuple[float, ...]
     eps_out: tuple[float, ...]  # inf on abstention or where q > 1
     quantile_radius: tuple[float, ...]  # R per eps_in (eps_out = gamma (1 + 2 gamma) R)
     smoothing_error: float  # d(f(x), smoothed f(x)); nan on abstention
     abstain: int
-    time: float  # seconds to smooth and certify this example under this distance
+    time: float  # seconds to smooth and certify this example under this distance at this sigma
     p_hat: float
     center_radius: float  # median distance r of the center to the first n samples
 
     def to_row(self) -> str:
-        """One line per eps_in (the example's lines are written together)."""
-        lines = []
-        for eps_in, eps_out, radius in zip(
-            self.eps_in, self.eps_out, self.quantile_radius, strict=True
-        ):
-            lines.append(
-                "\t".join(
-                    [
-                        str(self.idx),
-                        repr(float(eps_in)),
-                        repr(float(eps_out)),
-                        repr(float(self.smoothing_error)),
-                        str(int(self.abstain)),
-                        f"{self.time:.6f}",
-                        repr(float(self.p_hat)),
-                        repr(float(self.center_radius)),
-                        repr(float(radius)),
-                    ]
-                )
+        """One line per eps_in."""
+        error, abstain = repr(float(self.smoothing_error)), str(int(self.abstain))
+        shared = [error, abstain, f"{self.time:.6f}", repr(float(self.sigma))]
+        shared += [repr(float(self.p_hat)), repr(float(self.center_radius))]
+        return "\n".join(
+            "\t".join([str(self.idx), repr(float(eps_in)), repr(float(eps_out)), *shared])
+            + f"\t{float(radius)!r}"
+            for eps_in, eps_out, radius in zip(
+                self.eps_in, self.eps_out, self.quantile_radius, strict=True
             )
-        return "\n".join(lines)
+        )
 
     def pack(self) -> list[float]:
-        """Floats for ``gather_rows`` (index first); ``unpack`` inverts it given the eps_in."""
-        head = [float(self.idx), *(float(getattr(self, name)) for name in SCALARS)]
-        return head + [*self.eps_out, *self.quantile_radius]
+        """Floats for ``gather_rows`` (without idx, sigma and eps_in, which the grid gives)."""
+        scalars = [float(getattr(self, name)) for name in SCALARS]
+        return scalars + [*self.eps_out, *self.quantile_radius]
 
     @staticmethod
-    def packed_width(num_eps_in: int) -> int:
-        """How many floats ``pack`` gives for ``num_eps_in`` radii."""
-        return 1 + len(SCALARS) + 2 * num_eps_in
-
-    @staticmethod
-    def unpack(values: Sequence[float], eps_in: Sequence[float]) -> CenterRecord:
+    def unpack(
+        values: Sequence[float], idx: int, sigma: float, eps_in: Sequence[float]
+    ) -> CenterRecord:
+        """Inverts ``pack`` for example ``idx`` at ``sigma`` with radii ``eps_in``."""
         k, scalars = len(eps_in), len(SCALARS)
-        idx, error, abstain, seconds, p_hat, radius = values[: 1 + scalars]
-        tail = values[1 + scalars :]
+        error, abstain, seconds, p_hat, radius = values[:scalars]
+        tail = values[scalars:]
         return CenterRecord(
             int(idx),
+            float(sigma),
             tuple(float(e) for e in eps_in),
             tuple(tail[:k]),
             tuple(tail[k : 2 * k]),
@@ -120,6 +116,40 @@ class CenterRecord:
         )
 
 
+@dataclass(frozen=True)
+class CenterExample:
+    """One example under one distance at every sigma (``levels``, in the grid's order): the unit
+    a record file streams, resumes and merges (an example is finished once all levels are)."""
+
+    idx: int
+    levels: tuple[CenterRecord, ...]
+
+    @property
+    def time(self) -> float:
+        return sum(level.time for level in self.levels)
+
+    def to_row(self) -> str:
+        return "\n".join(level.to_row() for level in self.levels)
+
+    def pack(self) -> list[float]:
+        """Floats for ``gather_rows`` (index first); ``unpack`` inverts it given the grid."""
+        return [float(self.idx)] + [v for level in self.levels for v in level.pack()]
+
+    @staticmethod
+    def packed_width(grid: Grid) -> int:
+        """How many floats ``pack`` gives for an example certified on ``grid``."""
+        return 1 + sum(len(SCALARS) + 2 * len(eps_in) for _, eps_in in grid)
+
+    @staticmethod
+    def unpack(values: Sequence[float], grid: Grid) -> CenterExample:
+        idx, start, levels = int(values[0]), 1, []
+        for sigma, eps_in in grid:
+            width = len(SCALARS) + 2 * len(eps_in)
+            levels.append(CenterRecord.unpack(values[start : start + width], idx, sigma, eps_in))
+            start += width
+        return CenterExample(idx, tuple(levels))
+
+
 def certify_example(
     smoother: CenterSmooth,
     x: Tensor,
@@ -129,9 +159,10 @@ def certify_example(
     base_output: Tensor,
 ) -> tuple[CenterRecord, Tensor | None]:
     """Smooths and certifies dataset example ``idx`` (``x``, whose base output ``f(x)`` is
-    ``base_output`` ``[1, ...]``) at every eps_in; returns its record and the center (None on
-    abstention). The noise comes from a generator seeded by ``(seed, idx)``, so the record depends
-    on neither the batch size nor the order or sharding of the examples."""
+    ``base_output`` ``[1, ...]``) at every eps_in at the smoother's sigma; returns its record and
+    the center (None on abstention). The noise comes from a generator seeded by ``(seed, idx)``
+    (the same standard normal draws at every sigma, scaled by it), so the record depends on
+    neither the batch size nor the order or sharding of the examples."""
     start = time.perf_counter()
     result = smoother.certify_details(x, eps_in, example_generator(seed, idx, x.device))
     center = result.center
@@ -139,6 +170,7 @@ def certify_example(
         error = math.nan if center is None else float(smoother.distance(base_output, center[None]))
     record = CenterRecord(
         idx,
+        smoother.sigma,
         tuple(float(e) for e in eps_in),
         tuple(result.eps_out),
         tuple(result.quantile_radius),
@@ -151,46 +183,74 @@ def certify_example(
     return record, center
 
 
-def read_center_records(path: str | Path) -> tuple[dict[str, str], list[CenterRecord]]:
-    """The ``#`` metadata and the complete records of a ``center_<distance>.tsv``.
+def grid_of(metadata: Mapping[str, str]) -> list[tuple[float, tuple[float, ...]]]:
+    """The (sigma, eps_in) grid a header states: ``sigma`` a number (``eps_in`` a list) or a list
+    of levels (``eps_in`` one list per level)."""
+    sigma = ast.literal_eval(metadata.get("sigma", "None"))
+    eps_in = ast.literal_eval(metadata.get("eps_in", "[]"))
+    if sigma is None or not eps_in:
+        return []
+    if isinstance(sigma, (int, float)):
+        return [(float(sigma), tuple(float(e) for e in eps_in))]
+    return [(float(s), tuple(float(e) for e in es)) for s, es in zip(sigma, eps_in, strict=True)]
 
-    An example counts once its consecutive lines cover exactly the eps_in of the header, so the
-    lines of an example a crash interrupted are dropped (a resume certifies it again and appends
-    its complete lines; the first complete copy of an example wins).
+
+def _record(
+    rows: Sequence[Mapping[str, str]], sigma: float, eps_in: Sequence[float]
+) -> CenterRecord:
+    """The record of one level from its consecutive lines (one per eps_in)."""
+    first = rows[0]
+    return CenterRecord(
+        int(first["idx"]),
+        sigma,
+        tuple(eps_in),
+        tuple(float(r["eps_out"]) for r in rows),
+        tuple(float(r["quantile_radius"]) for r in rows),
+        float(first["smoothing_error"]),
+        int(first["abstain"]),
+        float(first["time"]),
+        float(first["p_hat"]),
+        float(first["center_radius"]),
+    )
+
+
+def read_center_records(path: str | Path) -> tuple[dict[str, str], list[CenterExample]]:
+    """The ``#`` metadata and the complete examples of a ``center_<distance>.tsv``.
+
+    An example counts once its consecutive lines cover exactly the header's (sigma, eps_in) grid,
+    so the lines of an example a crash interrupted (some of its levels, or some of a level's
+    radii) are dropped: a resume certifies it again at every sigma and appends its complete lines;
+    the first complete copy of an example wins.
     """
     metadata, rows = read_table(path, CENTER_COLUMNS, "center-smoothing", drop_unterminated=True)
-    expected = [float(e) for e in ast.literal_eval(metadata.get("eps_in", "[]"))]
-    records: dict[int, CenterRecord] = {}
+    grid = grid_of(metadata)
+    expected = [(sigma, eps) for sigma, eps_in in grid for eps in eps_in]
+    examples: dict[int, CenterExample] = {}
     run: list[dict[str, str]] = []  # consecutive lines of one example
     for row in rows if expected else []:
         if run and (row["idx"] != run[0]["idx"] or len(run) == len(expected)):
             run = []
-        if float(row["eps_in"]) != expected[len(run)]:
+        key = (float(row["sigma"]), float(row["eps_in"]))
+        if key != expected[len(run)]:
             run = []
-            if float(row["eps_in"]) != expected[0]:
+            if key != expected[0]:
                 continue
         run.append(row)
         if len(run) == len(expected):
-            first = run[0]
-            record = CenterRecord(
-                int(first["idx"]),
-                tuple(expected),
-                tuple(float(r["eps_out"]) for r in run),
-                tuple(float(r["quantile_radius"]) for r in run),
-                float(first["smoothing_error"]),
-                int(first["abstain"]),
-                float(first["time"]),
-                float(first["p_hat"]),
-                float(first["center_radius"]),
-            )
-            records.setdefault(record.idx, record)
-    return metadata, list(records.values())
+            levels, start = [], 0
+            for sigma, eps_in in grid:
+                levels.append(_record(run[start : start + len(eps_in)], sigma, eps_in))
+                start += len(eps_in)
+            example = CenterExample(levels[0].idx, tuple(levels))
+            examples.setdefault(example.idx, example)
+    return metadata, list(examples.values())
 
 
 def median_curves(records: Sequence[CenterRecord]) -> dict[str, list[float]]:
-    """Per eps_in, the median eps_out over all examples (abstentions count as inf, so the median
-    is inf once half of them abstain) and the median smoothing error over the examples that did
-    not abstain (nan if all did); the paper's Figs. 3-5 plot both against eps_in."""
+    """For the records of one sigma, per eps_in: the median eps_out over all examples
+    (abstentions count as inf, so the median is inf once half of them abstain) and the median
+    smoothing error over the examples that did not abstain (nan if all did); the paper's Figs.
+    3-5 plot both against eps_in, growing sigma with eps_in at a fixed h = eps_in / sigma."""
     eps_in = list(records[0].eps_in)
     eps_out = np.array([r.eps_out for r in records], dtype=np.float64)
     errors = np.array([r.smoothing_error for r in records if not r.abstain], dtype=np.float64)

@@ -4,8 +4,10 @@ DDP invariance."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -17,7 +19,12 @@ from pytorch_lightning.loggers import CSVLogger
 import callbacks.center_certification as center_callback
 from center.toy import FAST, ROOT, ToyData, ToyStructured, certify, trainer
 from smoothcert.center import CenterSmooth, smallest_m
-from smoothcert.center_records import CENTER_COLUMNS, CenterRecord, read_center_records
+from smoothcert.center_records import (
+    CENTER_COLUMNS,
+    CenterExample,
+    CenterRecord,
+    read_center_records,
+)
 from smoothcert.errors import ConfigError
 from smoothcert.noise import example_generator
 
@@ -123,7 +130,8 @@ def test_config_composes_with_the_papers_defaults_and_builds_the_network(make_cf
     callback = hydra.utils.instantiate(settings)
     assert isinstance(callback.feature_network, torch.nn.Flatten)
     assert callback.distances == ["feature", "l2"] and callback.task is None
-    assert callback.eps_in == [h * cfg.sigma for h in settings.h] and settings.eps_in is None
+    assert callback.grid == [(cfg.sigma, [h * cfg.sigma for h in settings.h])]
+    assert settings.eps_in is None and callback.sigmas == [cfg.sigma]
 
 
 def test_fit_certifies_at_train_end_and_logs_scalars(tmp_path):
@@ -242,27 +250,138 @@ def test_resume_skips_finished_examples_and_refuses_to_overwrite(tmp_path, monke
         certify(crashed, h=[0.5, 1.0], num_examples=3, resume=True, n=1500)
 
 
-def test_reading_keeps_complete_examples_only(tmp_path):
-    header = "# eps_in: [0.1, 0.2]\n" + "\t".join(CENTER_COLUMNS) + "\n"
-
-    def line(idx: int, eps_in: float, eps_out: float) -> str:
-        return f"{idx}\t{eps_in}\t{eps_out}\t0.5\t0\t1.0\t0.9\t0.4\t{eps_out / 3}\n"
-
-    body = [line(0, 0.1, 3.0), line(0, 0.2, 6.0), line(1, 0.1, 3.3)]  # example 1 cut short
-    body += [line(2, 0.1, 2.0), line(2, 0.2, 4.0), line(1, 0.1, 3.0), line(1, 0.2, 6.6)]
-    path = tmp_path / "center_l2.tsv"
-    path.write_text(header + "".join(body) + "3\t0.1\t3")  # a last line without its newline
-    _, records = read_center_records(path)
-    assert [(r.idx, r.eps_out) for r in records] == [
-        (0, (3.0, 6.0)),
-        (2, (2.0, 4.0)),
-        (1, (3.0, 6.6)),
+def test_several_sigmas_with_h_certify_at_eps_in_h_times_sigma(tmp_path):
+    sigmas, h = [0.12, 0.25], [0.5, 1.0]
+    with pytest.warns(UserWarning, match=r"certifying at sigma=0.12 a model trained at sigma=0.25"):
+        callback = certify(tmp_path, sigma=sigmas, h=h, num_examples=3, seed=7)
+    meta, columns, rows = read(tmp_path / "center_l2.tsv")
+    assert tuple(columns) == CENTER_COLUMNS and tuple(columns[:6]) == REQUIRED
+    assert (meta["sigma"], meta["h"], meta["train_sigma"]) == ("[0.12, 0.25]", "[0.5, 1.0]", "0.25")
+    assert meta["eps_in"] == str([[v * s for v in h] for s in sigmas])
+    grid = [(s, v * s) for s in sigmas for v in h]
+    assert [(r["idx"], float(r["sigma"]), float(r["eps_in"])) for r in rows] == [
+        (str(i), s, e) for i in range(3) for s, e in grid
     ]
-    assert records[0] == CenterRecord(0, (0.1, 0.2), (3.0, 6.0), (1.0, 2.0), 0.5, 0, 1.0, 0.9, 0.4)
+    # Example 1 at sigma 0.12 is the core certifier's, with the noise seeded by (seed, 1).
+    sampling = {key: FAST[key] for key in ("n", "m", "delta", "batch_size")}
+    smoother = CenterSmooth(ToyStructured().structured_output, "l2", 0.12, **sampling)
+    with torch.inference_mode():
+        x = ToyData().dataset("test")[1][0]
+        expected = smoother.certify_details(x, [0.06, 0.12], example_generator(7, 1))
+    mine = [r for r in rows if (r["idx"], r["sigma"]) == ("1", "0.12")]
+    assert [float(r["eps_out"]) for r in mine] == expected.eps_out
+    # The same standard normal draws at every sigma: for this linear model under l2, the center
+    # is the same sample and every distance scales with sigma.
+    for low, high in zip(rows[0::4], rows[2::4], strict=True):
+        assert low["p_hat"] == high["p_hat"] and low["abstain"] == high["abstain"] == "0"
+        ratio = float(high["smoothing_error"]) / float(low["smoothing_error"])
+        assert ratio == pytest.approx(0.25 / 0.12, rel=1e-4)
+
+    _, curve_columns, curve = read(tmp_path / "center_curve_l2.tsv")
+    assert curve_columns == ["h", "sigma", "eps_in", "eps_out", "smoothing_error"]
+    assert [(float(p["h"]), float(p["sigma"])) for p in curve] == [
+        (v, s) for v in h for s in sigmas
+    ]
+    for point in curve:
+        sigma, eps = float(point["sigma"]), float(point["eps_in"])
+        assert eps == float(point["h"]) * sigma
+        level = [r for r in rows if float(r["sigma"]) == sigma]
+        eps_out = sorted(float(r["eps_out"]) for r in level if float(r["eps_in"]) == eps)
+        errors = sorted(float(r["smoothing_error"]) for r in level if float(r["eps_in"]) == eps)
+        assert (
+            float(point["eps_out"]) == eps_out[1] and float(point["smoothing_error"]) == errors[1]
+        )
+        assert callback.summary[f"cert/l2/eps_out@{eps:g}/sigma{sigma:g}"] == eps_out[1]
+        assert callback.summary[f"cert/l2/smoothing_error/sigma{sigma:g}"] == errors[1]
+    for first, second in zip(curve[0::2], curve[1::2], strict=True):  # both grow with eps_in
+        for key in ("eps_in", "eps_out", "smoothing_error"):
+            assert float(first[key]) < float(second[key])
+    assert next(iter(callback.summary)) == "cert/l2/eps_out@0.06/sigma0.12"
+    assert callback.summary["cert/l2/abstain/sigma0.25"] == 0.0
+    assert (tmp_path / "center_curve_l2.png").stat().st_size > 1000
+    examples = sorted(p.name for p in (tmp_path / "center_examples").iterdir())
+    assert examples == ["center_l2_00000.png", "center_l2_00001.png"]  # at the first sigma only
+
+
+def test_m_too_small_at_one_sigma_names_it_and_the_m_it_needs(tmp_path):
+    need = smallest_m(0.25, 0.1, FAST["delta"], 0.005)
+    with pytest.raises(ConfigError) as info:
+        certify(tmp_path, sigma=[0.1, 0.25], eps_in=[0.25])
+    expected = rf"certify\.m=2000 cannot certify any eps_in at sigma=0\.1 \(q > 1 even at eps_in=0\.25\); use m >= {need}"  # noqa: E501
+    assert re.fullmatch(expected, str(info.value))
+    assert not list(tmp_path.glob("center_*"))
+
+
+def test_resume_with_several_sigmas_redoes_examples_missing_a_sigma(tmp_path, monkeypatch):
+    settings = {"sigma": [0.12, 0.25], "eps_in": [0.05, 0.1], "num_examples": 3}
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        certify(full, train_sigma=[0.12, 0.25], **settings)
+    assert not [w for w in caught if "a model trained at" in str(w.message)]
+    meta, _, rows = read(full / "center_l2.tsv")
+    assert meta["train_sigma"] == "[0.12, 0.25]" and meta["sigma"] == "[0.12, 0.25]"
+    assert meta["eps_in"] == "[[0.05, 0.1], [0.05, 0.1]]" and meta["h"] == "None"
+    # With explicit radii, one pair of curves per sigma.
+    _, columns, curve = read(full / "center_curve_l2.tsv")
+    assert columns == ["sigma", "eps_in", "eps_out", "smoothing_error"]
+    assert [(p["sigma"], p["eps_in"]) for p in curve] == [
+        (s, e) for s in ("0.12", "0.25") for e in ("0.05", "0.1")
+    ]
+
+    # A crash after example 0 and example 1's first sigma: resume redoes 1 and 2 at both sigmas.
+    crashed.mkdir()
+    lines = (full / "center_l2.tsv").read_text().splitlines(keepends=True)
+    (crashed / "center_l2.tsv").write_text("".join(lines[:-6]))
+    assert [e.idx for e in read_center_records(crashed / "center_l2.tsv")[1]] == [0]
+    seen = []
+    real = center_callback.certify_example
+
+    def spy(smoother, x, idx, *args):
+        seen.append((idx, smoother.sigma))
+        return real(smoother, x, idx, *args)
+
+    monkeypatch.setattr(center_callback, "certify_example", spy)
+    callback = certify(crashed, train_sigma=[0.12, 0.25], resume=True, **settings)
+    assert seen == [(1, 0.12), (1, 0.25), (2, 0.12), (2, 0.25)]
+    assert without_time(crashed / "center_l2.tsv") == without_time(full / "center_l2.tsv")
+    assert [(e.idx, len(e.levels)) for e in callback.records["l2"]] == [(0, 2), (1, 2), (2, 2)]
+
+    message = r"written with sigma=\[0.12, 0.25\], this run has sigma=\[0.12, 0.5\]"
+    with pytest.raises(ConfigError, match=message):
+        certify(crashed, resume=True, **{**settings, "sigma": [0.12, 0.5]})
+
+
+def test_reading_keeps_complete_examples_only(tmp_path):
+    header = "# sigma: [0.1, 0.2]\n# eps_in: [[0.1], [0.1, 0.2]]\n" + "\t".join(CENTER_COLUMNS)
+
+    def lines(idx: int, scale: float) -> list[str]:
+        """An example's lines: eps_in 0.1 at sigma 0.1, then eps_in 0.1 and 0.2 at sigma 0.2."""
+        grid = ((0.1, 0.1, 3.0), (0.2, 0.1, 1.5), (0.2, 0.2, 3.0))
+        return [
+            f"{idx}\t{eps}\t{out * scale}\t0.5\t0\t1.000000\t{sigma}\t0.9\t0.4\t{out / 3}\n"
+            for sigma, eps, out in grid
+        ]
+
+    body = lines(0, 1.0) + lines(1, 9.0)[:1]  # example 1 cut short after its first sigma
+    body += lines(2, 2.0) + lines(1, 9.0)[:2] + lines(1, 1.1)  # then within its second sigma
+    path = tmp_path / "center_l2.tsv"
+    path.write_text(header + "\n" + "".join(body) + "3\t0.1\t3")  # a last line cut short
+    _, examples = read_center_records(path)
+    assert [(e.idx, [level.eps_out for level in e.levels]) for e in examples] == [
+        (0, [(3.0,), (1.5, 3.0)]),
+        (2, [(6.0,), (3.0, 6.0)]),
+        (1, [(3.0 * 1.1,), (1.5 * 1.1, 3.0 * 1.1)]),
+    ]
+    first = CenterRecord(0, 0.1, (0.1,), (3.0,), (1.0,), 0.5, 0, 1.0, 0.9, 0.4)
+    second = CenterRecord(0, 0.2, (0.1, 0.2), (1.5, 3.0), (0.5, 1.0), 0.5, 0, 1.0, 0.9, 0.4)
+    assert examples[0] == CenterExample(0, (first, second))
+    assert examples[0].to_row() == "".join(lines(0, 1.0)).rstrip("\n")
 
 
 def test_two_ddp_processes_write_the_single_process_rows(tmp_path):
     settings = ["h=[0.5, 1.0]", "num_examples=5", "distance=['l2', 'tv']", "batch_size=100"]
+    settings.append("sigma=[0.12, 0.25]")
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "center" / "toy.py"), str(tmp_path / "ddp")]
         + ["image", "2", *settings],
@@ -273,10 +392,11 @@ def test_two_ddp_processes_write_the_single_process_rows(tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    certify(tmp_path / "one", h=[0.5, 1.0], num_examples=5, distance=["l2", "tv"])
+    one = {"h": [0.5, 1.0], "num_examples": 5, "distance": ["l2", "tv"], "sigma": [0.12, 0.25]}
+    certify(tmp_path / "one", **one)
     for name in ("l2", "tv"):
         ddp = without_time(tmp_path / "ddp" / f"center_{name}.tsv")
         assert ddp == without_time(tmp_path / "one" / f"center_{name}.tsv")
-        assert [row[0] for row in ddp[::2]] == ["0", "1", "2", "3", "4"]
+        assert [row[0] for row in ddp[::4]] == ["0", "1", "2", "3", "4"]  # 2 sigmas x 2 h each
     assert not list((tmp_path / "ddp").glob("*.rank*.tsv"))
     assert (tmp_path / "ddp" / "center_curve_tv.png").is_file()

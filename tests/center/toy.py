@@ -53,7 +53,7 @@ class ToyStructured(pl.LightningModule):
     """f(x) = a fixed linear map of x (times a trainable scalar), read as ``kind`` output."""
 
     def __init__(
-        self, kind: str = "image", train_sigma: float = 0.25, num_classes: int = 2
+        self, kind: str = "image", train_sigma: float | list[float] = 0.25, num_classes: int = 2
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -97,10 +97,14 @@ def trainer(devices: int = 1, **kwargs) -> pl.Trainer:
     return pl.Trainer(**options)
 
 
-def certify(out: Path, kind: str = "image", devices: int = 1, **settings) -> CenterCertification:
-    """Certifies the toy model's test split with ``trainer.test`` (as certify.py does)."""
-    callback = CenterCertification(sigma=0.25, output_dir=str(out), **{**FAST, **settings})
-    trainer(devices, callbacks=[callback]).test(ToyStructured(kind), datamodule=ToyData())
+def certify(
+    out: Path, kind: str = "image", devices: int = 1, train_sigma=0.25, **settings
+) -> CenterCertification:
+    """Certifies the toy model (trained at ``train_sigma``) on its test split with
+    ``trainer.test`` (as certify.py does), at sigma 0.25 unless ``settings`` say otherwise."""
+    callback = CenterCertification(output_dir=str(out), **{"sigma": 0.25, **FAST, **settings})
+    module = ToyStructured(kind, train_sigma)
+    trainer(devices, callbacks=[callback]).test(module, datamodule=ToyData())
     return callback
 
 
