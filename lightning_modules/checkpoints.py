@@ -67,4 +67,8 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
             and not _overridden(overrides, "sigma")
             and not _overridden(overrides, "certify.sigma")
         ):
-            cfg.sigma = float(meta["train_sigma"]) if meta["train_sigma"] else cfg.sigma
+            stored_sigma = meta["train_sigma"]  # a number, or a list of training noise levels
+            if isinstance(stored_sigma, (list, tuple)):
+                cfg.sigma = [float(v) for v in stored_sigma]
+            elif stored_sigma:
+                cfg.sigma = float(stored_sigma)

@@ -29,8 +29,11 @@ class SegmentationModule(LightningModule):
     to full resolution, and log ``val/loss``, ``val/pixel_acc``, ``val/miou`` (torchmetrics,
     ignored pixels excluded) and ``val/pixel_acc_noisy`` (inputs with the smoothing noise).
     Checkpoints carry the task, training sigma, normalization, class count and dataset under
-    ``checkpoint["smoothcert"]``.
+    ``checkpoint["smoothcert"]``. ``structured_output`` (label maps) is the base function of
+    center smoothing.
     """
+
+    output_kind = "label_map"
 
     def __init__(
         self,
@@ -90,6 +93,12 @@ class SegmentationModule(LightningModule):
     @override
     def forward(self, x: Tensor) -> Tensor:
         return self.inference_model()(x)
+
+    def structured_output(self, x: Tensor) -> Tensor:
+        """The base function f of center smoothing: label maps ``[B, H, W]`` (int64 in
+        0..num_classes-1) at full resolution, the argmax of ``inference_model()`` (the module's
+        scale and flip) on images ``[B, C, H, W]`` (noisy ones lie outside [0, 1])."""
+        return self.inference_model()(x).argmax(dim=1)
 
     def _targets(self, y: Tensor) -> Tensor:
         return y.masked_fill(y == self.hparams.ignore_index, IGNORE)

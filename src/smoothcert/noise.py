@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from smoothcert.errors import check_sigma
+from smoothcert.errors import ConfigError, check_sigma
 
 # A stream draws its noise in chunks of a fixed number of elements (rounded to whole samples), so
 # the k-th noise sample of an example is the same whatever batch size consumes the stream.
@@ -31,20 +33,40 @@ def example_generator(seed: int, index: int, device: torch.device | str = "cpu")
 
 
 class GaussianNoise(nn.Module):
-    """Adds N(0, sigma^2 I) to inputs in [0, 1] pixel space (no clipping, as in Cohen et al.)."""
+    """Adds N(0, sigma^2 I) to inputs in [0, 1] pixel space (no clipping, as in Cohen et al.).
 
-    def __init__(self, sigma: float) -> None:
+    ``sigma`` may be a list of noise levels (training for certification at several levels, as
+    ``certify=center`` does with a list): each example of a batch then gets a level drawn
+    uniformly from the list. ``self.sigma`` is the number, or the sorted list of levels.
+    """
+
+    def __init__(self, sigma: float | Sequence[float]) -> None:
         super().__init__()
-        self.sigma = check_sigma(sigma, "sigma", allow_zero=True)
+        levels = noise_levels(sigma, "sigma")
+        self.sigma: float | list[float] = levels[0] if len(levels) == 1 else levels
+        self.levels = levels
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self.sigma == 0:
+        if self.levels == [0.0]:
             return x
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + self.sigma * noise
+        if len(self.levels) == 1:
+            return x + self.levels[0] * noise
+        pick = torch.randint(len(self.levels), (x.shape[0],), generator=generator, device=x.device)
+        sigmas = torch.tensor(self.levels, device=x.device, dtype=x.dtype)[pick]
+        return x + sigmas.view(-1, *([1] * (x.dim() - 1))) * noise
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
+
+
+def noise_levels(sigma: float | Sequence[float], name: str = "sigma") -> list[float]:
+    """Sorted distinct noise levels from a number or a list; one-line ConfigError if empty or
+    negative."""
+    values = list(sigma) if isinstance(sigma, Sequence) and not isinstance(sigma, str) else [sigma]
+    if not values:
+        raise ConfigError(f"{name} is an empty list: give a noise level or a list of them")
+    return sorted({check_sigma(v, name, allow_zero=True) for v in values})
 
 
 class GaussianNoiseStream:

@@ -71,6 +71,26 @@ def _boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
     return band
 
 
+def _render(
+    seed: int, index: int, split: str, size: int, max_shapes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image [3, H, W] float32 in [0, 1], class mask [H, W], instance map [H, W]): the instance
+    map holds 1..k for the k-th shape drawn (its visible pixels only), 0 for the background."""
+    rng = np.random.default_rng([int(seed), SPLIT_CODES[split], int(index)])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    image = _background(rng, size, yy, xx)
+    mask = np.zeros((size, size), dtype=np.int64)
+    instances = np.zeros((size, size), dtype=np.int64)
+    for number in range(1, int(rng.integers(1, max_shapes + 1)) + 1):
+        kind = int(rng.integers(1, len(SHAPE_CLASSES)))
+        covered = _shape_mask(kind, rng, size, yy, xx)
+        colour = rng.uniform(0, 1, (3, 1))
+        image[:, covered] = colour + rng.normal(0, 0.03, (3, int(covered.sum())))
+        mask[covered] = kind
+        instances[covered] = number
+    return np.clip(image, 0.0, 1.0).astype(np.float32), mask, instances
+
+
 def render_shapes(
     seed: int,
     index: int,
@@ -82,20 +102,20 @@ def render_shapes(
 ) -> tuple[Tensor, Tensor]:
     """Renders image ``index`` of ``split``: ``(image [3, size, size] float32 in [0, 1],
     mask [size, size] int64 in {0, ..., 4} or ignore_index)``; deterministic in its arguments."""
-    rng = np.random.default_rng([int(seed), SPLIT_CODES[split], int(index)])
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    image = _background(rng, size, yy, xx)
-    mask = np.zeros((size, size), dtype=np.int64)
-    for _ in range(int(rng.integers(1, max_shapes + 1))):
-        kind = int(rng.integers(1, len(SHAPE_CLASSES)))
-        covered = _shape_mask(kind, rng, size, yy, xx)
-        colour = rng.uniform(0, 1, (3, 1))
-        image[:, covered] = colour + rng.normal(0, 0.03, (3, int(covered.sum())))
-        mask[covered] = kind
+    image, mask, _ = _render(seed, index, split, size, max_shapes)
     if ignore_boundary > 0:
         mask[_boundary_band(mask, ignore_boundary)] = ignore_index
-    image = np.clip(image, 0.0, 1.0).astype(np.float32)
     return torch.from_numpy(image), torch.from_numpy(mask)
+
+
+def render_shape_instances(
+    seed: int, index: int, split: str = "train", size: int = 64, max_shapes: int = 4
+) -> tuple[Tensor, Tensor]:
+    """The same image as ``render_shapes`` with the same arguments, and its instance map
+    ``[size, size]`` int64: k > 0 on the visible pixels of the k-th shape drawn (occluded parts
+    belong to the shape in front), 0 on the background."""
+    image, _, instances = _render(seed, index, split, size, max_shapes)
+    return torch.from_numpy(image), torch.from_numpy(instances)
 
 
 class ShapesDataset(Dataset):

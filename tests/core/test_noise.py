@@ -136,3 +136,17 @@ def test_gaussian_noise_module() -> None:
 def test_gaussian_noise_rejects_negative_sigma(sigma: float) -> None:
     with pytest.raises(ConfigError):
         GaussianNoise(sigma)
+
+
+def test_noise_levels_draw_one_level_per_example():
+    noise = GaussianNoise([0.5, 0.1, 0.25, 0.1])
+    assert noise.sigma == [0.1, 0.25, 0.5]
+    x = torch.zeros(600, 3, 16, 16)
+    per_example = noise(x, torch.Generator().manual_seed(0)).flatten(1).std(dim=1)
+    nearest = (per_example[:, None] - torch.tensor([0.1, 0.25, 0.5])).abs().argmin(dim=1)
+    assert torch.allclose(per_example, torch.tensor([0.1, 0.25, 0.5])[nearest], rtol=0.1)
+    assert torch.bincount(nearest, minlength=3).min() > 150  # each level about a third
+    with pytest.raises(ConfigError, match="sigma is an empty list"):
+        GaussianNoise([])
+    with pytest.raises(ConfigError):
+        GaussianNoise([0.25, -0.1])

@@ -1,0 +1,168 @@
+"""LightningModule for single-box regression, the base model of center smoothing under the
+Jaccard distance 1 - IoU (Kumar and Goldstein's Section 5.1, with our own small detector)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from typing_extensions import override
+
+from lightning_modules.optimization import optimizers_config
+from smoothcert.distances import BoxJaccardDistance
+from smoothcert.errors import ConfigError, check_count, check_sigma, check_unit_range, require
+from smoothcert.noise import GaussianNoise
+from smoothcert.smooth import eval_mode
+from smoothcert.structured_models import NormalizedNet
+
+JACCARD = BoxJaccardDistance()
+
+
+def box_iou(predicted: Tensor, target: Tensor) -> Tensor:
+    """IoU ``[B]`` of paired boxes ``[B, 4]`` (x1, y1, x2, y2); differentiable where the boxes
+    overlap; an empty box has IoU 0 with a non-empty one and 1 with another empty one."""
+    return 1.0 - JACCARD.paired(predicted.float(), target.float())
+
+
+class BoxRegressionModule(LightningModule):
+    """Trains ``normalize -> net`` (boxes ``[B, 4]`` in normalized coordinates) on noisy inputs.
+
+    Loss: smooth L1 between the coordinates + ``iou_weight`` * (1 - IoU), on ``x + N(0, sigma^2
+    I)``. Logs ``train/loss``, ``val/loss``, ``val/iou`` (mean IoU on clean inputs) and
+    ``val/iou_noisy`` (inputs with the smoothing noise), and the same under ``test/``.
+    ``structured_output`` is the base function of center smoothing: boxes ``[B, 4]`` float,
+    ``(x1, y1, x2, y2)`` in NORMALIZED [0, 1] image coordinates (not pixels). Checkpoints carry
+    the task, training sigma, normalization and dataset under ``checkpoint["smoothcert"]``.
+
+    Raises:
+        ConfigError: one line, when constructed, for sigma < 0 or a negative ``iou_weight``; when
+            fitting starts, for a network that does not output 4 numbers per image; at the first
+            training step, for a batch outside [0, 1] or targets that are not boxes in [0, 1].
+    """
+
+    output_kind = "box"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        noise: GaussianNoise,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train_sigma: float,
+        iou_weight: float = 1.0,
+        scheduler: Callable[..., Any] | None = None,
+        dataset: str = "",
+    ) -> None:
+        super().__init__()
+        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        channels = check_count(channels, "model.channels")
+        train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
+        iou_weight = float(iou_weight)
+        require(iou_weight >= 0, f"model.iou_weight={iou_weight} must be >= 0")
+        require(
+            len(mean) == channels,
+            f"model.mean has {len(mean)} values for {channels} channels: use data.mean",
+        )
+        self.save_hyperparameters(ignore=["net", "noise", "optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = NormalizedNet(net, mean, std)
+        self.noise = noise
+        self.eval_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({name: MeanMetric() for name in ("loss", "iou", "iou_noisy")})
+                for stage in ("val", "test")
+            }
+        )
+
+    @override
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def structured_output(self, x: Tensor) -> Tensor:
+        """The base function f of center smoothing: boxes ``[B, 4]`` (x1, y1, x2, y2), float, in
+        normalized [0, 1] image coordinates with x1 <= x2 and y1 <= y2, for images ``[B, C, H,
+        W]`` (the certifier passes noisy inputs, outside [0, 1])."""
+        return self.model(x).float()
+
+    def loss_terms(self, predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(loss, IoU per box): smooth L1 over coordinates + iou_weight * mean(1 - IoU)."""
+        iou = box_iou(predicted, target)
+        loss = F.smooth_l1_loss(predicted, target) + self.hparams.iou_weight * (1 - iou).mean()
+        return loss, iou
+
+    @override
+    def on_fit_start(self) -> None:
+        # Before Lightning's sanity validation, so a wrong network fails in one line.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not callable(getattr(datamodule, "dataset", None)):
+            return
+        x = torch.as_tensor(datamodule.dataset("train")[0][0])[None].to(self.device)
+        try:
+            with eval_mode(self), torch.no_grad():
+                shape = tuple(self.model(x).shape[1:])
+        except RuntimeError as error:
+            shape = f"an error ({str(error).splitlines()[0] if str(error) else error!r})"
+        require(shape == (4,), f"model.net gives {shape} per image, expected 4 box coordinates")
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:
+            x, boxes = batch
+            check_unit_range(x, "training batch")
+            if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+                raise ConfigError(
+                    f"box targets must be float [B, 4] (x1, y1, x2, y2), got "
+                    f"{tuple(boxes.shape)} {boxes.dtype}: use data=shapes_boxes"
+                )
+            check_unit_range(boxes, "box targets (normalized coordinates)")
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, boxes = batch
+        loss, _ = self.loss_terms(self.model(self.noise(x)), boxes)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, boxes = batch
+        metrics = self.eval_metrics[stage]
+        loss, iou = self.loss_terms(self.model(x), boxes)
+        metrics["loss"](loss, weight=len(x))
+        metrics["iou"](iou)
+        metrics["iou_noisy"](box_iou(self.model(self.noise(x)), boxes))
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name != "loss")
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @override
+    def configure_optimizers(self) -> Any:
+        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.setdefault("smoothcert", {}).update(
+            {
+                "task": "box_regression",
+                "output_kind": self.output_kind,
+                "box_format": "xyxy_normalized",
+                "train_sigma": float(self.hparams.train_sigma),
+                "channels": int(self.hparams.channels),
+                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
+                "dataset": self.hparams.dataset,
+            }
+        )

@@ -1,0 +1,144 @@
+"""LightningModule for image reconstruction (an autoencoder), the base model of center smoothing
+under image distances (total variation, l2) in Kumar and Goldstein's Section 5.3."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanSquaredError
+from typing_extensions import override
+
+from lightning_modules.optimization import optimizers_config
+from smoothcert.errors import check_count, check_unit_range, require
+from smoothcert.noise import GaussianNoise, noise_levels
+from smoothcert.smooth import eval_mode
+from smoothcert.structured_models import NormalizedNet
+
+
+class ReconstructionModule(LightningModule):
+    """Trains ``normalize -> net`` to map ``x + N(0, sigma^2 I)`` back to the clean ``x``.
+
+    The loss is the mean squared error to the clean image (labels are ignored). Logs
+    ``train/loss``, ``val/mse`` (clean inputs) and ``val/mse_noisy`` (inputs with the smoothing
+    noise), both torchmetrics means over every pixel of the split, and the same under ``test/``.
+    ``structured_output`` is the base function of center smoothing: reconstructions
+    ``[B, C, H, W]`` in [0, 1]. Checkpoints carry the task, training sigma, normalization and
+    dataset under ``checkpoint["smoothcert"]``.
+
+    Raises:
+        ConfigError: one line, when constructed, for sigma < 0 or a bad channel count; when
+            fitting starts, for a network whose output shape differs from its input's; at the
+            first training step, for a batch outside [0, 1].
+    """
+
+    output_kind = "image"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        noise: GaussianNoise,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train_sigma: float | Sequence[float],
+        scheduler: Callable[..., Any] | None = None,
+        dataset: str = "",
+    ) -> None:
+        super().__init__()
+        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        channels = check_count(channels, "model.channels")
+        levels = noise_levels(train_sigma, "sigma")  # a list: training at several noise levels
+        train_sigma = levels[0] if len(levels) == 1 else levels
+        require(
+            len(mean) == channels,
+            f"model.mean has {len(mean)} values for {channels} channels: use data.mean",
+        )
+        self.save_hyperparameters(ignore=["net", "noise", "optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = NormalizedNet(net, mean, std)
+        self.noise = noise
+        self.eval_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({"mse": MeanSquaredError(), "mse_noisy": MeanSquaredError()})
+                for stage in ("val", "test")
+            }
+        )
+
+    @override
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def structured_output(self, x: Tensor) -> Tensor:
+        """The base function f of center smoothing: reconstructions ``[B, C, H, W]`` in [0, 1]
+        of a batch ``[B, C, H, W]`` (the certifier passes noisy inputs, outside [0, 1])."""
+        return self.model(x)
+
+    @override
+    def on_fit_start(self) -> None:
+        # Before Lightning's sanity validation, so a wrong network fails in one line.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not callable(getattr(datamodule, "dataset", None)):
+            return
+        x = torch.as_tensor(datamodule.dataset("train")[0][0])[None].to(self.device)
+        try:
+            with eval_mode(self), torch.no_grad():
+                shape = tuple(self.model(x).shape[1:])
+        except RuntimeError as error:  # e.g. a linear layer sized for other images
+            shape = f"an error ({str(error).splitlines()[0] if str(error) else error!r})"
+        require(
+            shape == tuple(x.shape[1:]),
+            f"model.net maps {tuple(x.shape[1:])} images to {shape}: the reconstruction must "
+            "have the input's shape (check model.net.image_size and in_channels)",
+        )
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:
+            check_unit_range(batch[0], "training batch")
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, _ = batch  # labels are not used: the target is the clean image
+        loss = F.mse_loss(self.model(self.noise(x)), x)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, _ = batch
+        metrics = self.eval_metrics[stage]
+        metrics["mse"](self.model(x), x)
+        metrics["mse_noisy"](self.model(self.noise(x)), x)
+        self.log(f"{stage}/mse", metrics["mse"], prog_bar=True)
+        self.log(f"{stage}/mse_noisy", metrics["mse_noisy"], prog_bar=True)
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @override
+    def configure_optimizers(self) -> Any:
+        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.setdefault("smoothcert", {}).update(
+            {
+                "task": "reconstruction",
+                "output_kind": self.output_kind,
+                "train_sigma": self.hparams.train_sigma,
+                "channels": int(self.hparams.channels),
+                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
+                "dataset": self.hparams.dataset,
+            }
+        )
