@@ -8,16 +8,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_modules.optimization import optimizers_config
+from lightning_modules.base import SmoothcertModule
 from smoothcert.distances import BoxJaccardDistance
 from smoothcert.errors import ConfigError, check_count, check_sigma, check_unit_range, require
 from smoothcert.noise import GaussianNoise
-from smoothcert.smooth import eval_mode
 from smoothcert.structured_models import NormalizedNet
 
 JACCARD = BoxJaccardDistance()
@@ -29,7 +27,7 @@ def box_iou(predicted: Tensor, target: Tensor) -> Tensor:
     return 1.0 - JACCARD.paired(predicted.float(), target.float())
 
 
-class BoxRegressionModule(LightningModule):
+class BoxRegressionModule(SmoothcertModule):
     """Trains ``normalize -> net`` (boxes ``[B, 4]`` in normalized coordinates) on noisy inputs.
 
     Loss: smooth L1 between the coordinates + ``iou_weight`` * (1 - IoU), on ``x + N(0, sigma^2
@@ -45,6 +43,7 @@ class BoxRegressionModule(LightningModule):
             training step, for a batch outside [0, 1] or targets that are not boxes in [0, 1].
     """
 
+    task = "box_regression"
     output_kind = "box"
 
     def __init__(
@@ -101,15 +100,10 @@ class BoxRegressionModule(LightningModule):
     @override
     def on_fit_start(self) -> None:
         # Before Lightning's sanity validation, so a wrong network fails in one line.
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not callable(getattr(datamodule, "dataset", None)):
+        shapes = self.shapes_on_first_training_example()
+        if shapes is None:
             return
-        x = torch.as_tensor(datamodule.dataset("train")[0][0])[None].to(self.device)
-        try:
-            with eval_mode(self), torch.no_grad():
-                shape = tuple(self.model(x).shape[1:])
-        except RuntimeError as error:
-            shape = f"an error ({str(error).splitlines()[0] if str(error) else error!r})"
+        shape = shapes[1]
         require(shape == (4,), f"model.net gives {shape} per image, expected 4 box coordinates")
 
     @override
@@ -141,28 +135,9 @@ class BoxRegressionModule(LightningModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name != "loss")
 
-    @override
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    @override
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    @override
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
-
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("smoothcert", {}).update(
-            {
-                "task": "box_regression",
-                "output_kind": self.output_kind,
-                "box_format": "xyxy_normalized",
-                "train_sigma": float(self.hparams.train_sigma),
-                "channels": int(self.hparams.channels),
-                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
-                "dataset": self.hparams.dataset,
-            }
-        )
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {
+            "output_kind": self.output_kind,
+            "box_format": "xyxy_normalized",
+            "channels": int(self.hparams.channels),
+        }

@@ -6,25 +6,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_modules.optimization import optimizers_config
+from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import check_sigma, check_unit_range
 from smoothcert.models import NormalizedClassifier
 from smoothcert.noise import GaussianNoise
 from smoothcert.regimes import TrainingObjective
 
 
-class ClassificationModule(LightningModule):
+class ClassificationModule(SmoothcertModule):
     """Trains ``normalize -> net`` with ``objective(model, x, y)``; validates clean and under noise.
 
     Logs ``train/loss``, ``val/loss``, ``val/acc`` (clean) and ``val/acc_noisy`` (inputs with the
     smoothing noise), and the same under ``test/`` when tested. Checkpoints carry the training
     sigma, the normalization and the class count under ``checkpoint["smoothcert"]``.
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -88,26 +89,5 @@ class ClassificationModule(LightningModule):
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
         self.log(f"{stage}/acc_noisy", noisy_accuracy, prog_bar=True)
 
-    @override
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    @override
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    @override
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
-
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("smoothcert", {}).update(
-            {
-                "task": "classification",
-                "train_sigma": float(self.hparams.train_sigma),
-                "num_classes": int(self.hparams.num_classes),
-                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
-                "dataset": self.hparams.dataset,
-            }
-        )
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"num_classes": int(self.hparams.num_classes)}

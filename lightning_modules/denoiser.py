@@ -9,17 +9,16 @@ composition ``f(D(x))``, which the Cohen certification callback smooths like any
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_modules.optimization import optimizers_config
+from lightning_modules.base import SmoothcertModule
 from smoothcert.denoisers import (
     DenoisedClassifier,
     FrozenClassifier,
@@ -44,7 +43,7 @@ NOT_HYPERPARAMETERS = [
 ]
 
 
-class DenoiserModule(LightningModule):
+class DenoiserModule(SmoothcertModule):
     """Trains ``D`` so that ``f(D(x + delta))`` is accurate; ``f`` never changes.
 
     Objectives (``delta ~ N(0, sigma^2 I)``; no labels are used, as in the paper):
@@ -65,6 +64,8 @@ class DenoiserModule(LightningModule):
         ConfigError: one line, when constructed, for an unknown objective or access mode, sigma <=
             0, a negative stability weight, or a missing/unreadable/incompatible checkpoint.
     """
+
+    task = "denoised_classification"
 
     def __init__(
         self,
@@ -169,29 +170,13 @@ class DenoiserModule(LightningModule):
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
         self.log(f"{stage}/acc_noisy", noisy_accuracy, prog_bar=True)
 
-    @override
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def trained_parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.denoiser.parameters()  # the classifier stays frozen
 
-    @override
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    @override
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(
-            self.model.denoiser.parameters(), self.optimizer_factory, self.scheduler_factory
-        )
-
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def checkpoint_fields(self) -> dict[str, Any]:
         h = self.hparams
-        checkpoint["smoothcert"] = {
-            "task": "denoised_classification",
-            "train_sigma": float(h.train_sigma),
+        return {
             "num_classes": int(h.num_classes),
-            "normalization": {"mean": list(h.mean), "std": list(h.std)},
-            "dataset": h.dataset,
             "classifier_ckpt": str(h.classifier_ckpt),
             "objective": h.objective,
             "access": h.access,

@@ -8,19 +8,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 from typing_extensions import override
 
-from lightning_modules.optimization import optimizers_config
+from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import check_count, check_unit_range, require
 from smoothcert.noise import GaussianNoise, noise_levels
-from smoothcert.smooth import eval_mode
 from smoothcert.structured_models import NormalizedNet
 
 
-class ReconstructionModule(LightningModule):
+class ReconstructionModule(SmoothcertModule):
     """Trains ``normalize -> net`` to map ``x + N(0, sigma^2 I)`` back to the clean ``x``.
 
     The loss is the mean squared error to the clean image (labels are ignored). Logs
@@ -36,6 +34,7 @@ class ReconstructionModule(LightningModule):
             first training step, for a batch outside [0, 1].
     """
 
+    task = "reconstruction"
     output_kind = "image"
 
     def __init__(
@@ -83,18 +82,13 @@ class ReconstructionModule(LightningModule):
     @override
     def on_fit_start(self) -> None:
         # Before Lightning's sanity validation, so a wrong network fails in one line.
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not callable(getattr(datamodule, "dataset", None)):
+        shapes = self.shapes_on_first_training_example()
+        if shapes is None:
             return
-        x = torch.as_tensor(datamodule.dataset("train")[0][0])[None].to(self.device)
-        try:
-            with eval_mode(self), torch.no_grad():
-                shape = tuple(self.model(x).shape[1:])
-        except RuntimeError as error:  # e.g. a linear layer sized for other images
-            shape = f"an error ({str(error).splitlines()[0] if str(error) else error!r})"
+        x_shape, shape = shapes
         require(
-            shape == tuple(x.shape[1:]),
-            f"model.net maps {tuple(x.shape[1:])} images to {shape}: the reconstruction must "
+            shape == x_shape,
+            f"model.net maps {x_shape} images to {shape}: the reconstruction must "
             "have the input's shape (check model.net.image_size and in_channels)",
         )
 
@@ -118,27 +112,5 @@ class ReconstructionModule(LightningModule):
         self.log(f"{stage}/mse", metrics["mse"], prog_bar=True)
         self.log(f"{stage}/mse_noisy", metrics["mse_noisy"], prog_bar=True)
 
-    @override
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    @override
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    @override
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
-
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("smoothcert", {}).update(
-            {
-                "task": "reconstruction",
-                "output_kind": self.output_kind,
-                "train_sigma": self.hparams.train_sigma,
-                "channels": int(self.hparams.channels),
-                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
-                "dataset": self.hparams.dataset,
-            }
-        )
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"output_kind": self.output_kind, "channels": int(self.hparams.channels)}

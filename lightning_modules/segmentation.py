@@ -6,12 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
-from lightning_modules.optimization import optimizers_config
+from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import ConfigError, check_sigma, check_unit_range
 from smoothcert.noise import GaussianNoise
 from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
@@ -19,7 +18,7 @@ from smoothcert.seg_models import IGNORE, NormalizedSegmenter, ScaledInference, 
 from smoothcert.segmentation_data import check_label_map
 
 
-class SegmentationModule(LightningModule):
+class SegmentationModule(SmoothcertModule):
     """Trains ``normalize -> net`` (logits ``[B, K, H, W]``) with ``objective(model, x, y)``.
 
     The objective sees targets whose ignored pixels are -100 (F.cross_entropy's default), so the
@@ -33,6 +32,7 @@ class SegmentationModule(LightningModule):
     center smoothing.
     """
 
+    task = "segmentation"
     output_kind = "label_map"
 
     def __init__(
@@ -133,27 +133,6 @@ class SegmentationModule(LightningModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name != "pixel_acc_noisy")
 
-    @override
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    @override
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    @override
-    def configure_optimizers(self) -> Any:
-        return optimizers_config(self.parameters(), self.optimizer_factory, self.scheduler_factory)
-
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("smoothcert", {}).update(
-            {
-                "task": "segmentation",
-                "train_sigma": float(self.hparams.train_sigma),
-                "num_classes": int(self.hparams.num_classes),
-                "ignore_index": int(self.hparams.ignore_index),
-                "normalization": {"mean": list(self.hparams.mean), "std": list(self.hparams.std)},
-                "dataset": self.hparams.dataset,
-            }
-        )
+    def checkpoint_fields(self) -> dict[str, Any]:
+        h = self.hparams
+        return {"num_classes": int(h.num_classes), "ignore_index": int(h.ignore_index)}

@@ -1,0 +1,81 @@
+"""What every smoothcert LightningModule shares: evaluation hooks, optimizers, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_modules.optimization import optimizers_config
+from smoothcert.smooth import eval_mode
+
+
+def plain_sigma(value: Any) -> float | list[float]:
+    """The training sigma as plain floats (a number, or a list of noise levels)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    return [float(v) for v in value]
+
+
+class SmoothcertModule(LightningModule):
+    """Base of the task modules. A subclass sets ``task``, implements ``_evaluate(batch, stage)``
+    (validation and test share it), keeps ``optimizer_factory``/``scheduler_factory`` and hparams
+    ``train_sigma``, ``mean``, ``std``, ``dataset``, and adds its own checkpoint fields in
+    ``checkpoint_fields``. Checkpoints carry all of them under ``checkpoint["smoothcert"]``."""
+
+    task = ""
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        raise NotImplementedError
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """Task-specific entries of ``checkpoint["smoothcert"]``."""
+        return {}
+
+    def trained_parameters(self) -> Iterator[nn.Parameter]:
+        """What the optimizer updates (all parameters unless a part stays frozen)."""
+        return self.parameters()
+
+    def shapes_on_first_training_example(self) -> tuple[tuple[int, ...], tuple | str] | None:
+        """(input shape, model output shape) of the first training example without the batch
+        dimension; the output is the error text if the model raised; None without a datamodule."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not callable(getattr(datamodule, "dataset", None)):
+            return None
+        x = torch.as_tensor(datamodule.dataset("train")[0][0])[None].to(self.device)
+        try:
+            with eval_mode(self), torch.no_grad():
+                return tuple(x.shape[1:]), tuple(self.model(x).shape[1:])
+        except RuntimeError as error:  # e.g. a linear layer sized for other images
+            return tuple(x.shape[1:]), f"an error ({(str(error).splitlines() or [repr(error)])[0]})"
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @override
+    def configure_optimizers(self) -> Any:
+        return optimizers_config(
+            self.trained_parameters(), self.optimizer_factory, self.scheduler_factory
+        )
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        h = self.hparams
+        checkpoint.setdefault("smoothcert", {}).update(
+            {
+                "task": self.task,
+                "train_sigma": plain_sigma(h.train_sigma),
+                "normalization": {"mean": list(h.mean), "std": list(h.std)},
+                "dataset": h.dataset,
+                **self.checkpoint_fields(),
+            }
+        )
