@@ -24,7 +24,7 @@ def test_debug_run_trains_and_certifies(make_cfg, tmp_path):
     run = fit(make_cfg(*TINY, "logger=csv"))
     metadata, records = read_records(tmp_path / "certify.tsv")
     assert [r.idx for r in records] == list(range(6))
-    assert metadata["sigma"] == "0.25" and metadata["n0"] == "10" and metadata["n"] == "200"
+    assert metadata["sigma"] == "0.25" and metadata["n0"] == "100" and metadata["n"] == "10000"
     assert metadata["normalization"].startswith("mean=[0.3053]")
     header = [ln for ln in (tmp_path / "certify.tsv").read_text().splitlines() if ln[0] != "#"][0]
     assert tuple(header.split("\t")) == COHEN_COLUMNS

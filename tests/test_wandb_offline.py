@@ -299,7 +299,7 @@ def test_resolved_config_logged(config: dict[str, Any], train_run: TrainRun) -> 
     certify = config["certify"]
     assert certify["_target_"] == "callbacks.cohen_certification.CohenCertification"
     assert certify["sigma"] == SIGMA
-    assert (certify["n0"], certify["n"], certify["num_examples"]) == (10, 200, NUM_EXAMPLES)
+    assert (certify["n0"], certify["n"], certify["num_examples"]) == (100, 10000, NUM_EXAMPLES)
     assert certify["alpha"] == 0.001
     assert certify["radii"] == list(RADII)
     assert certify["output_dir"] == str(train_run.out)
