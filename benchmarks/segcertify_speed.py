@@ -211,9 +211,9 @@ def memory_table(args: argparse.Namespace) -> None:
             f"| {r['cuda'] / 2**20:,.0f} | {peak / GIB:.0%} | {r['seconds']:.1f} "
             f"| {(r['n0'] + r['n']) / r['seconds']:.1f} |"
         )
-    counts_mib = NUM_CLASSES * HEIGHT * WIDTH * 8 / 2**20
+    counts_mib = NUM_CLASSES * HEIGHT * WIDTH * 4 / 2**20
     print(
-        f"\nFor scale: the [19, {HEIGHT}, {WIDTH}] int64 class counts of the n0 phase are "
+        f"\nFor scale: the [19, {HEIGHT}, {WIDTH}] int32 class counts of the n0 phase are "
         f"{counts_mib:.0f} MiB; one noisy batch element costs {3 * HEIGHT * WIDTH * 4 / 2**20:.0f}"
         f" MiB of input and {NUM_CLASSES * HEIGHT * WIDTH * 4 / 2**20:.0f} MiB of float32 logits."
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,14 +12,29 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from callbacks.certification_common import CertificationCallback, log_images, log_locations
+from callbacks.certification_common import (
+    CertificationCallback,
+    check_records,
+    log_images,
+    log_locations,
+    previous_records,
+)
 from callbacks.distributed import gather_rows
 from callbacks.reporting import report_curve
 from smoothcert.errors import ConfigError, check_alpha, check_count, require
 from smoothcert.noise import example_generator
 from smoothcert.plots import palette, plt
-from smoothcert.records import RecordWriter
+from smoothcert.record_store import RecordStore
 from smoothcert.seg_models import check_scales
+from smoothcert.seg_records import (
+    BASE,
+    SEG_COLUMNS,
+    SEG_RESUME_KEYS,
+    Row,
+    SegImage,
+    SegRecord,
+    seg_image_reader,
+)
 from smoothcert.segcertify import (
     check_correction,
     check_tau,
@@ -31,53 +45,7 @@ from smoothcert.segcertify import (
 )
 from smoothcert.smooth import eval_mode
 
-SEG_COLUMNS = ("idx", "tau", "radius", "pixel_acc", "miou", "abstain", "time")
-BASE = -1.0  # the ``kind`` of rows of the base model (certified rows carry their tau)
 TITLES = ("input", "ground truth", "base model", "certified (white: abstain)")
-
-
-@dataclass(frozen=True)
-class SegRecord:
-    """One image at one tau (tau = nan for the base model): metrics and seconds spent."""
-
-    idx: int
-    tau: float
-    radius: float
-    pixel_acc: float
-    miou: float
-    abstain: float
-    time: float
-
-    def to_row(self) -> str:
-        values = [self.tau, self.radius, self.pixel_acc, self.miou, self.abstain]
-        return "\t".join([str(self.idx), *(repr(float(v)) for v in values), f"{self.time:.6f}"])
-
-
-@dataclass
-class Row:
-    """One image under one model: ``kind`` is tau (certified) or BASE; ``scores`` the counts of
-    ``score_segmentation`` (kept to pool pixel accuracy and mIoU over images exactly)."""
-
-    kind: float
-    idx: int
-    radius: float
-    seconds: float
-    scores: torch.Tensor
-
-    def record(self) -> SegRecord:
-        metrics = summarize_scores(self.scores)
-        tau = float("nan") if self.kind == BASE else self.kind
-        values = (metrics["pixel_acc"], metrics["miou"], metrics["abstain"])
-        return SegRecord(self.idx, tau, self.radius, *values, self.seconds)
-
-    def pack(self) -> torch.Tensor:
-        head = torch.tensor([self.kind, self.idx, self.radius, self.seconds], dtype=torch.float64)
-        return torch.cat([head, self.scores])
-
-    @staticmethod
-    def unpack(values: torch.Tensor) -> Row:
-        kind, idx, radius, seconds = values[:4].tolist()
-        return Row(kind, int(idx), radius, seconds, values[4:].clone())
 
 
 def save_overlay(path: Path, image, mask, base, certified, num_classes: int, ignore: int) -> Path:
@@ -136,6 +104,7 @@ class SegCertifyCertification(CertificationCallback):
         seed: int = 0,
         num_overlays: int = 4,
         bf16: bool = False,
+        resume: bool = False,
     ) -> None:
         super().__init__(
             sigma, output_dir, batch_size, num_examples, skip, split, weights, seed, bf16
@@ -149,6 +118,7 @@ class SegCertifyCertification(CertificationCallback):
         scales = check_scales(scale, "certify.scale")
         self.scale, self.flip = (scales[0] if len(scales) == 1 else list(scales)), bool(flip)
         self.num_overlays = check_count(num_overlays, "certify.num_overlays", minimum=0)
+        self.resume = bool(resume)
         self.records: list[SegRecord] = []
 
     @override
@@ -157,6 +127,7 @@ class SegCertifyCertification(CertificationCallback):
         if not hasattr(pl_module, "inference_model"):
             raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
         self.check_selection(trainer, pl_module)
+        check_records(self._stores(pl_module, "").values(), self.resume)
         if self.correction == "fdr":
             rank_zero_warn("certify.correction=fdr bounds the false discovery rate only, not FWER")
 
@@ -175,6 +146,21 @@ class SegCertifyCertification(CertificationCallback):
         }
         model_keys = ("num_classes", "ignore_index")
         return self.header(pl_module, checkpoint, "segcertify", settings, model_keys)
+
+    def _stores(self, pl_module: LightningModule, checkpoint: str) -> dict[str, RecordStore]:
+        """Where the certified rows (``segcertify.tsv``) and the base model's rows go."""
+        metadata = self.metadata(pl_module, checkpoint)
+        return {
+            kind: RecordStore(
+                self.output_dir,
+                metadata,
+                f"segcertify{'_base' if kind == 'base' else ''}.tsv",
+                SEG_COLUMNS,
+                seg_image_reader(base=kind == "base"),
+                SEG_RESUME_KEYS,
+            )
+            for kind in ("cert", "base")
+        }
 
     def _image(self, model, x: torch.Tensor, mask: torch.Tensor, idx: int, h) -> tuple:
         """Rows of one image (the base model's, then one per tau) and the two maps to overlay."""
@@ -209,40 +195,54 @@ class SegCertifyCertification(CertificationCallback):
         return rows, base, classes[0]
 
     def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
-        """Certifies this rank's shard, gathers every row, and (rank 0) writes and logs them."""
+        """Certifies this rank's unfinished images (streaming their rows), gathers every row, and
+        (rank 0) writes the merged files and logs them."""
         rank, world, h = trainer.global_rank, trainer.world_size, pl_module.hparams
-        indices = self.indices(trainer)
-        shard, dataset = indices[rank::world], trainer.datamodule.dataset(self.split)
+        indices, dataset = self.indices(trainer), trainer.datamodule.dataset(self.split)
         model = pl_module.inference_model(self.scale, self.flip)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        suffix = "" if world == 1 else f".rank{rank}"
-        metadata = self.metadata(pl_module, checkpoint)
+        stores = self._stores(pl_module, checkpoint)
+        previous = previous_records(trainer, list(stores.values()), self.resume)
+        wanted = set(indices)
+        done = {image.idx for image in previous[0]} & {image.idx for image in previous[1]} & wanted
+        todo = [i for i in indices if i not in done]
         rank_zero_info(
-            f"segcertify: {len(indices)} {self.split} images, n0={self.n0} n={self.n} "
-            f"tau={self.taus} alpha={self.alpha} {self.correction} sigma={self.sigma} "
-            f"scale={self.scale} on {world} process(es)"
+            f"segcertify: {len(todo)} of {len(indices)} {self.split} images to certify, "
+            f"n0={self.n0} n={self.n} tau={self.taus} alpha={self.alpha} {self.correction} "
+            f"sigma={self.sigma} scale={self.scale} on {world} process(es)"
         )
         mine, overlays = [], []
-        cert_path = self.output_dir / f"segcertify{suffix}.tsv"
-        base_path = self.output_dir / f"segcertify_base{suffix}.tsv"
         with (
-            RecordWriter(cert_path, metadata, SEG_COLUMNS) as cert_writer,
-            RecordWriter(base_path, metadata, SEG_COLUMNS) as base_writer,
+            stores["cert"].writer(rank, world) as cert_writer,
+            stores["base"].writer(rank, world) as base_writer,
         ):
-            for idx in tqdm(shard, desc="segcertify", unit="image", disable=rank != 0):
+            for idx in tqdm(todo[rank::world], desc="segcertify", unit="image", disable=rank != 0):
                 x, mask = dataset[idx]
                 x = torch.as_tensor(x).to(pl_module.device)
                 rows, base, certified = self._image(model, x, mask, idx, h)
-                for row in rows:
-                    (base_writer if row.kind == BASE else cert_writer).write(row.record())
+                base_writer.write(SegImage(idx, (rows[0],)))
+                cert_writer.write(SegImage(idx, tuple(rows[1:])))
                 mine += rows
                 if rank == 0 and len(overlays) < self.num_overlays:
                     overlays.append((idx, x.cpu(), mask, base.cpu(), certified.cpu()))
-        rows = self._gather_rows(trainer, mine, len(indices))
+        kept = [
+            row
+            for images in previous
+            for image in images
+            if image.idx in done
+            for row in image.rows
+        ]
+        rows = sorted(
+            kept + self._gather_rows(trainer, mine, len(todo)), key=lambda row: (row.idx, row.kind)
+        )
         self.records = [row.record() for row in rows]
         if rank == 0:
-            if world > 1:
-                self._merge(metadata, world)
+            for kind, store in stores.items():
+                images: dict[int, list[Row]] = {}
+                for row in rows:
+                    if (row.kind == BASE) == (kind == "base"):
+                        images.setdefault(row.idx, []).append(row)
+                store.merge([SegImage(i, tuple(r)) for i, r in images.items()])
             self._report(trainer, rows, overlays, h)
         trainer.strategy.barrier("segcertify_done")
 
@@ -263,16 +263,6 @@ class SegCertifyCertification(CertificationCallback):
             chunks = torch.tensor(values[1:], dtype=torch.float64).chunk(per_image)
             rows += [Row.unpack(chunk) for chunk in chunks]
         return sorted(rows, key=lambda row: (row.idx, row.kind))
-
-    def _merge(self, metadata: dict, world: int) -> None:
-        """Rank 0 rewrites the shards' rows as one file per model and removes the shards."""
-        for stem, base in (("segcertify", False), ("segcertify_base", True)):
-            with RecordWriter(self.output_dir / f"{stem}.tsv", metadata, SEG_COLUMNS) as writer:
-                for record in self.records:
-                    if (record.tau != record.tau) == base:  # tau is nan for the base model
-                        writer.write(record)
-            for other in range(world):
-                (self.output_dir / f"{stem}.rank{other}.tsv").unlink(missing_ok=True)
 
     def _report(self, trainer: Trainer, rows: list[Row], overlays: list, h) -> None:
         kinds = (*self.taus, BASE)

@@ -77,6 +77,33 @@ def test_certify_py_on_two_processes_reproduces_the_rows(trained, tmp_path):
         assert table_rows(tmp_path / name, COLUMNS) == table_rows(out / name, COLUMNS)
 
 
+def test_certify_py_resumes_where_a_run_stopped(trained, tmp_path):
+    """A run cut short after image 0 (its lines streamed, the rest lost) continues with
+    certify.resume=true: the finished image is not certified again and the merged files hold the
+    rows of a run that was never interrupted; without resume the files are not overwritten."""
+    out, _ = trained
+    run = [*SHAPES, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}"]
+    for name in ("segcertify.tsv", "segcertify_base.tsv"):
+        lines = (out / name).read_text().splitlines(keepends=True)
+        head = [ln for ln in lines if ln.startswith("#") or ln.startswith("idx")]
+        first = [ln for ln in lines if ln.split("\t")[0] == "0"]
+        partial = [ln for ln in lines if ln.split("\t")[0] == "1"][:1]  # cut mid-image
+        text = "".join(head + first + partial).replace(str(out / "checkpoints" / "last.ckpt"), "")
+        (tmp_path / name).write_text(text)
+    refused = run_script("certify.py", *run)
+    assert refused.returncode != 0 and "certify.resume=true" in refused.stderr
+    result = run_script("certify.py", *run, "certify.resume=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "segcertify: 2 of 3 val images to certify" in result.stdout + result.stderr
+    for name in ("segcertify.tsv", "segcertify_base.tsv"):
+        assert table_rows(tmp_path / name, COLUMNS) == table_rows(out / name, COLUMNS)
+    assert (tmp_path / "certified_pixel_accuracy.tsv").read_text() == (
+        out / "certified_pixel_accuracy.tsv"
+    ).read_text()
+    changed = run_script("certify.py", *run, "certify.resume=true", "certify.n=50")
+    assert changed.returncode != 0 and "it was written with n=100" in changed.stderr
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
