@@ -106,10 +106,6 @@ class Smoothed:
     delta1: float
     delta2: float
 
-    @property
-    def abstained(self) -> bool:
-        return self.center is None
-
 
 @dataclass
 class CenterCertificate:
