@@ -1,13 +1,14 @@
-"""Sigma sweeps with a summary, and smoothcert.report on our and the reference's TSV files."""
+"""Sweeps (of sigma, of n) with a summary, and smoothcert.report on our and the reference's TSV
+files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import CONF, TINY, run_script
+from callbacks.sweep_summary import job_results
+from conftest import TINY, run_script
 from smoothcert import report
 from smoothcert.records import read_records
 from tests.wandb_records import read_records as read_wandb
@@ -18,6 +19,11 @@ RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 def by_hand(path: Path, radius: float) -> float:
     _, records = read_records(path)
     return sum(r.correct == 1 and r.radius >= radius for r in records) / len(records)
+
+
+def tsv_rows(path: Path) -> list[dict[str, str]]:
+    header, *rows = (line.split("\t") for line in path.read_text().splitlines())
+    return [dict(zip(header, row, strict=True)) for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +43,50 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_sweep_summary_has_one_curve_per_sigma_and_the_envelope(sweep):
     jobs = sorted(sweep.glob("*/certify.tsv"))
     assert len(jobs) == 2
     summary = sweep / "sweep_summary"
-    runs = (summary / "runs.tsv").read_text().splitlines()
-    assert [line.split("\t")[1] for line in runs[1:]] == ["0.25", "0.5"]
+    runs = tsv_rows(summary / "runs.tsv")
+    assert [(row["run"], row["sigma"]) for row in runs] == [
+        ("sigma=0.25", "0.25"),
+        ("sigma=0.5", "0.5"),
+    ]
     assert (summary / "certified_accuracy.png").stat().st_size > 1000
-    envelope = [line.split("\t") for line in (summary / "envelope.tsv").read_text().splitlines()]
-    header, rows = envelope[0], envelope[1:]
-    sigma_of = {p.parent.name: float(read_records(p)[0]["sigma"]) for p in jobs}
-    for row in rows:
-        entry = dict(zip(header, row, strict=True))
+    file_of = {row["run"]: sweep / row["file"] for row in runs}
+    for entry in tsv_rows(summary / "envelope.tsv"):
         radius = float(entry["radius"])
-        accuracies = {p.parent.name: by_hand(p, radius) for p in jobs}
+        accuracies = {run: by_hand(path, radius) for run, path in file_of.items()}
         best = max(accuracies.values())
+        best_file = file_of[entry["best_run"]]
         assert float(entry["certified_accuracy"]) == pytest.approx(best)
         assert accuracies[entry["best_run"]] == pytest.approx(best)
-        assert float(entry["best_sigma"]) == sigma_of[entry["best_run"]]
-        best_file = next(p for p in jobs if p.parent.name == entry["best_run"])
+        assert float(entry["best_sigma"]) == float(read_records(best_file)[0]["sigma"])
         assert float(entry["clean_accuracy"]) == pytest.approx(by_hand(best_file, 0.0))
     assert "| radius |" in (summary / "envelope.md").read_text()
 
 
+@pytest.mark.slow
+def test_an_n_sweep_has_one_row_per_job_labelled_by_n(tmp_path):
+    out = tmp_path / "sweep"
+    result = run_script("train.py", "-m", "certify.n=1000,100", *TINY, f"hydra.sweep.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = tsv_rows(out / "sweep_summary" / "runs.tsv")
+    assert [(row["run"], row["certify.n"], row["sigma"]) for row in runs] == [
+        ("n=100", "100", "0.25"),
+        ("n=1000", "1000", "0.25"),
+    ]
+    for row in runs:
+        metadata, records = read_records(out / row["file"])
+        assert metadata["n"] == row["certify.n"]
+        assert float(row["acc@0.00"]) == pytest.approx(by_hand(out / row["file"], 0.0))
+    legend = report.curve_names(job_results(out))
+    assert legend == ["n=100", "n=1000"]
+    assert (out / "sweep_summary" / "certified_accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_sweep_jobs_share_one_wandb_group_with_the_summary(sweep):
     groups = set()
     for wandb_file in sweep.glob("**/offline-run-*/run-*.wandb"):
@@ -103,18 +130,3 @@ def test_report_rejects_a_file_without_the_columns(tmp_path, capsys):
     bad.write_text("a\tb\n1\t2\n")
     assert report.main([str(bad)]) == 2
     assert "missing" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
-def test_slurm_launcher_configs_compose(launcher):
-    overrides = [
-        f"hydra/launcher={launcher}",
-        "hydra.launcher.gpus_per_node=4",
-        "hydra.launcher.nodes=2",
-        "trainer.num_nodes=2",
-    ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert (cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.nodes) == (4, 2)
-    assert cfg.trainer.num_nodes == 2

@@ -1,10 +1,13 @@
 """Curves, ACR and Cohen et al.'s envelope table from certification TSV files.
 
-    python -m smoothcert.report outputs/.../certify.tsv other/noise_0.50/certify.tsv --out DIR
+    python -m smoothcert.report outputs/.../certify.tsv ref/noise_0.25/test/sigma_0.50 --out DIR
 
 Reads ours and the reference implementation's files (``idx label predict radius correct time``;
-time as seconds or ``H:MM:SS.ffffff``). Each file's sigma comes from its ``# sigma:`` header, else
-from a ``sigma_0.25`` / ``noise_0.25`` part of its path, else ``--sigma``.
+time as seconds or ``H:MM:SS.ffffff``). A file's certification sigma comes from its ``# sigma:``
+header, else from a ``sigma_0.50`` part of its path, else from a ``noise_0.25`` part, else
+``--sigma``. Its training sigma comes from its ``# train_sigma:`` header, else from a ``noise_0.25``
+part of its path: the reference repository's layout is
+``noise_<training sigma>/test/sigma_<certification sigma>``.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +29,27 @@ from smoothcert.curves import (
 from smoothcert.records import CohenRecord, read_records
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-_SIGMA_IN_PATH = re.compile(r"(?:sigma|noise)[_=-]?(\d+(?:\.\d+)?)")
+_NUMBER = r"(\d+(?:\.\d+)?)"
+# A path part (folder or file name) naming a noise level; not preceded by a letter, so that
+# e.g. ``mysigma_1`` is not read as one.
+_CERT_SIGMA_IN_PATH = re.compile(r"(?<![A-Za-z])sigma[_=-]?" + _NUMBER)
+_TRAIN_SIGMA_IN_PATH = re.compile(r"(?<![A-Za-z])noise[_=-]?" + _NUMBER)
 
 
 @dataclass
 class Result:
-    """One certification run: where it came from, its sigma and its records."""
+    """One certification run: its label, certification and training sigma, and its records.
+
+    ``settings`` are the run's values of the settings a sweep varied (e.g. ``{"certify.n":
+    "1000"}``), empty for a lone file; ``source`` is where the records came from.
+    """
 
     label: str
     sigma: float | None
     records: list[CohenRecord]
+    train_sigma: tuple[float, ...] = ()
+    settings: dict[str, str] = field(default_factory=dict)
+    source: str = ""
 
     @property
     def acr(self) -> float:
@@ -45,20 +59,76 @@ class Result:
         return certified_accuracy(self.records, radius)
 
 
-def load_result(path: str | Path, sigma: float | None = None, label: str | None = None) -> Result:
-    """Reads one TSV; sigma from the header, the path, or the given fallback (in that order)."""
+def _deepest(pattern: re.Pattern[str], path: Path) -> float | None:
+    """The number ``pattern`` finds in the deepest part of ``path`` that matches, if any."""
+    for part in reversed(path.parts):
+        if match := pattern.search(part):
+            return float(match.group(1))
+    return None
+
+
+def _levels(text: str | None) -> tuple[float, ...]:
+    """Noise levels from a header value: ``0.25``, ``[0.25, 0.5]``; none from ``None`` or ``''``."""
+    return tuple(float(v) for v in re.findall(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", text or ""))
+
+
+def load_result(
+    path: str | Path,
+    sigma: float | None = None,
+    label: str | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> Result:
+    """Reads one TSV. The certification sigma is the header's, else the path's ``sigma_X``, else
+    its ``noise_X`` (the reference certifies at the training sigma unless told otherwise), else
+    ``sigma``. The training sigma is the header's ``train_sigma``, else the path's ``noise_X``."""
     path = Path(path)
     metadata, records = read_records(path)
+    path_cert, path_train = (
+        _deepest(_CERT_SIGMA_IN_PATH, path),
+        _deepest(_TRAIN_SIGMA_IN_PATH, path),
+    )
     if "sigma" in metadata:
         sigma = float(metadata["sigma"])
-    elif match := _SIGMA_IN_PATH.search(str(path)):
-        sigma = float(match.group(1))
-    return Result(label or str(path), sigma, records)
+    elif path_cert is not None:
+        sigma = path_cert
+    elif path_train is not None:
+        sigma = path_train
+    train_sigma = _levels(metadata.get("train_sigma"))
+    if not train_sigma and path_train is not None:
+        train_sigma = (path_train,)
+    return Result(
+        label or str(path), sigma, records, train_sigma, dict(settings or {}), source=str(path)
+    )
 
 
-def envelope(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str, float | str]]:
-    """Cohen et al.'s Table 1: per radius, the run with the best certified accuracy, that
-    accuracy and the same run's clean (radius 0) smoothed accuracy. Ties go to the first run."""
+def _sigmas_text(levels: Sequence[float]) -> str | None:
+    """``'0.25'``, or ``'0.25,0.5'`` for a model trained at several levels; None when unknown."""
+    return ",".join(str(float(v)) for v in levels) if levels else None
+
+
+def curve_names(results: Sequence[Result]) -> list[str]:
+    """One distinct legend entry per run: its label if it has swept settings, else its sigma
+    (with the training sigma when that differs), else its label; a repeated name gets the run's
+    label appended."""
+    names = []
+    for res in results:
+        if res.settings or res.sigma is None:
+            name = res.label
+        else:
+            name = f"sigma={res.sigma}"
+            if res.train_sigma and res.train_sigma != (res.sigma,):
+                name += f" (trained at {_sigmas_text(res.train_sigma)})"
+        names.append(name)
+    return [
+        f"{name} ({res.label})" if names.count(name) > 1 and name != res.label else name
+        for name, res in zip(names, results, strict=True)
+    ]
+
+
+def envelope(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str, object]]:
+    """Cohen et al.'s Table 1 over any swept setting: per radius, the run with the best certified
+    accuracy (its label, certification and training sigma), that accuracy and the same run's
+    clean (radius 0) smoothed accuracy. Ties go to the first run."""
     rows = []
     for radius in radii:
         accuracies = [r.accuracy(radius) for r in results]
@@ -67,6 +137,7 @@ def envelope(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str
             {
                 "radius": float(radius),
                 "best_sigma": best.sigma if best.sigma is not None else float("nan"),
+                "best_train_sigma": _sigmas_text(best.train_sigma),
                 "best_run": best.label,
                 "certified_accuracy": max(accuracies),
                 "clean_accuracy": best.accuracy(0.0),
@@ -76,14 +147,23 @@ def envelope(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str
 
 
 def per_run_table(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str, object]]:
-    """One row per run: sigma, example count, accuracy at each radius, ACR."""
+    """One row per run: its label, one column per swept setting other than sigma, certification
+    and training sigma, example count, accuracy at each radius, ACR and the source file."""
+    swept = list(dict.fromkeys(k for r in results for k in r.settings if k != "sigma"))
     rows: list[dict[str, object]] = []
     for result in results:
-        row: dict[str, object] = {"run": result.label, "sigma": result.sigma}
+        row: dict[str, object] = {"run": result.label}
+        row.update({key: result.settings.get(key) for key in swept})
+        row["sigma"] = result.sigma
+        row["train_sigma"] = _sigmas_text(result.train_sigma)
         row["examples"] = len(result.records)
         row.update({f"acc@{r:.2f}": result.accuracy(r) for r in radii})
         row["acr"] = result.acr
+        row["file"] = result.source
         rows.append(row)
+    if all(result.source in ("", result.label) for result in results):
+        for row in rows:  # lone files: the label is the path already
+            del row["file"]
     return rows
 
 
@@ -126,14 +206,11 @@ def write_report(results: Sequence[Result], out_dir: Path, radii: Sequence[float
     write_tsv(out_dir / "envelope.tsv", env)
     (out_dir / "runs.md").write_text(markdown(runs), encoding="utf-8")
     (out_dir / "envelope.md").write_text(markdown(env), encoding="utf-8")
-    top = max(max(r.radius for r in res.records) for res in results)
+    top = max((r.radius for res in results for r in res.records), default=0.0)
     grid = np.arange(0.0, top + 0.02, 0.01)
     curves = {
-        (f"sigma={res.sigma}" if res.sigma is not None else res.label): (
-            grid,
-            certified_accuracy_curve(res.records, grid),
-        )
-        for res in results
+        name: (grid, certified_accuracy_curve(res.records, grid))
+        for name, res in zip(curve_names(results), results, strict=True)
     }
     plot_curves(out_dir / "certified_accuracy.png", curves, "certified accuracy")
     return {"runs": runs, "envelope": env}
