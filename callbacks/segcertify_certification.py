@@ -36,12 +36,16 @@ from smoothcert.seg_records import (
     seg_image_reader,
 )
 from smoothcert.segcertify import (
+    FDR,
     check_correction,
     check_tau,
+    guarantee,
     score_segmentation,
     segcertify,
     segmentation_radius,
     summarize_scores,
+    tau_alpha,
+    tau_scope,
 )
 from smoothcert.smooth import eval_mode
 
@@ -73,15 +77,18 @@ class SegCertifyCertification(CertificationCallback):
     """Certifies ``num_examples`` images of ``split`` with SegCertify(n0, n, tau, alpha).
 
     Runs in ``on_train_end``, and in ``on_test_end`` (how certify.py certifies a checkpoint). One
-    sampling pass per image serves every tau in ``tau`` (each certificate holds at level alpha on
-    its own). Images are sharded as ``indices[rank::world_size]`` and image ``i``'s noise is seeded
-    by ``(seed, i)``, so results depend on neither the device count nor the batch size. Rows stream
+    sampling pass per image serves every tau in ``tau``: each tau's certificate holds at level
+    alpha on its own (per tau), or, with ``joint``, all of them together (each tau at alpha / T).
+    The ``guarantee`` line of the TSV header says which. Images are sharded as
+    ``indices[rank::world_size]`` and image ``i``'s noise is seeded by ``(seed, i)``, so results
+    depend on neither the device count nor the batch size. Rows stream
     to ``segcertify.tsv`` (``idx tau radius pixel_acc miou abstain time``, ``#`` header) and
     ``segcertify_base.tsv`` (the base model without smoothing, tau nan); rank 0 writes the
     radius-vs-certified-accuracy curve (TSV, PNG, wandb), ``cert/*`` scalars and overlays.
     """
 
-    task = "segmentation"
+    option = "segcertify"
+    tasks = ("segmentation",)
     noun = "images"
 
     def __init__(
@@ -94,6 +101,7 @@ class SegCertifyCertification(CertificationCallback):
         alpha: float = 0.001,
         correction: str = "holm",
         budget: int = 0,
+        joint: bool = False,
         scale: float | Sequence[float] = 1.0,
         flip: bool = False,
         batch_size: int = 16,
@@ -115,6 +123,8 @@ class SegCertifyCertification(CertificationCallback):
         self.taus = [check_tau(t, "certify.tau") for t in taus]
         self.alpha = check_alpha(alpha, "certify.alpha")
         self.correction, self.budget = check_correction(correction, budget)
+        self.joint = bool(joint)
+        self.tau_alpha = tau_alpha(self.alpha, len(self.taus), self.joint)
         scales = check_scales(scale, "certify.scale")
         self.scale, self.flip = (scales[0] if len(scales) == 1 else list(scales)), bool(flip)
         self.num_overlays = check_count(num_overlays, "certify.num_overlays", minimum=0)
@@ -128,17 +138,27 @@ class SegCertifyCertification(CertificationCallback):
             raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
         self.check_selection(trainer, pl_module)
         check_records(self._stores(pl_module, "").values(), self.resume)
-        if self.correction == "fdr":
-            rank_zero_warn("certify.correction=fdr bounds the false discovery rate only, not FWER")
+        if self.correction in FDR:
+            rank_zero_warn(
+                f"certify.correction={self.correction} bounds only the expected fraction of false "
+                "certificates (FDR), not the chance of any: it is not a family-wise certificate"
+            )
+        if len(self.taus) > 1 and not self.joint:
+            rank_zero_info(
+                f"segcertify: each of the {len(self.taus)} tau certificates holds at alpha on its "
+                "own, not jointly; certify.joint=true tests each at alpha / T for a joint one"
+            )
 
     def metadata(self, pl_module: LightningModule, checkpoint: str) -> dict[str, object]:
         settings = {
-            "guarantee": "family-wise" if self.correction != "fdr" else "FDR only (not FWER)",
+            "guarantee": guarantee(self.correction, self.budget, len(self.taus), self.joint),
             "n0": self.n0,
             "n": self.n,
             "tau": self.taus,
             "radius": [segmentation_radius(self.sigma, t) for t in self.taus],
             "alpha": self.alpha,
+            "joint": self.joint,
+            "alpha_per_tau": self.tau_alpha,
             "correction": self.correction,
             "budget": self.budget,
             "scale": self.scale,
@@ -183,6 +203,7 @@ class SegCertifyCertification(CertificationCallback):
                 self.batch_size,
                 example_generator(self.seed, idx, device),
                 self.budget,
+                self.joint,
             )
         seconds = time.perf_counter() - start
 
@@ -208,7 +229,8 @@ class SegCertifyCertification(CertificationCallback):
         todo = [i for i in indices if i not in done]
         rank_zero_info(
             f"segcertify: {len(todo)} of {len(indices)} {self.split} images to certify, "
-            f"n0={self.n0} n={self.n} tau={self.taus} alpha={self.alpha} {self.correction} "
+            f"n0={self.n0} n={self.n} tau={self.taus} alpha={self.alpha} "
+            f"({tau_scope(len(self.taus), self.joint)}) {self.correction} "
             f"sigma={self.sigma} scale={self.scale} on {world} process(es)"
         )
         mine, overlays = [], []
@@ -290,7 +312,7 @@ class SegCertifyCertification(CertificationCallback):
             "certified_pixel_accuracy",
             [segmentation_radius(self.sigma, t) for t in order],
             [pooled[t]["pixel_acc"] for t in order],
-            f"SegCertify ({self.correction}), sigma={self.sigma}, n={self.n}",
+            self._title(),
             self.summary,
         )
         self._overlays(trainer, overlays, h)
@@ -303,6 +325,16 @@ class SegCertifyCertification(CertificationCallback):
         )
         records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
         log_locations(trainer, records, [paths])
+
+    def _title(self) -> str:
+        """The curve's title: the procedure and how its points hold together (per tau / joint)."""
+        level = f"alpha={self.alpha:g}"
+        if self.joint and len(self.taus) > 1:
+            level += f" (alpha/{len(self.taus)} each)"
+        kind = "FDR only, " if self.correction in FDR else ""
+        scope = tau_scope(len(self.taus), self.joint)
+        head = f"SegCertify {self.correction}, sigma={self.sigma:g}, n={self.n}"
+        return f"{head}: {kind}{scope}, {level}"
 
     def _overlays(self, trainer: Trainer, overlays: list, h) -> None:
         """PNG overlays in ``overlays/`` (and to wandb) for the first images of rank 0's shard."""

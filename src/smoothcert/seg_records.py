@@ -23,6 +23,7 @@ SEG_RESUME_KEYS = (
     "n",
     "tau",
     "alpha",
+    "joint",
     "correction",
     "budget",
     "scale",

@@ -1,10 +1,15 @@
 """SegCertify (Fischer et al., 2021, Algorithm 2) and the JointClass / IndivClass baselines.
 
 A segmentation model ``f`` maps ``[B, C, H, W]`` pixels in [0, 1] to logits ``[B, K, H, W]``. The
-smoothed model ``f^tau`` returns, per pixel, the class the noisy model predicts with probability
-above ``tau`` and abstains elsewhere; it is robust at radius ``sigma * Phi^-1(tau)`` (Theorem 5.1).
-SegCertify selects each pixel's class from ``n0`` samples and tests H0: p <= tau with ``n`` fresh
-samples; a multiple-testing procedure decides which pixels to certify.
+smoothed model ``f^tau`` returns, per pixel, the class ``c`` the noisy model predicts with
+probability ``p_c > tau`` and abstains elsewhere. What such a pixel keeps (Theorem 5.1, as its
+proof shows it): for every perturbation with ``||delta||_2 <= R = sigma * Phi^-1(tau)``, ``c``
+keeps probability above 1/2 at ``x + delta``, so no perturbation within ``R`` makes the pixel
+*another class*. ``f^tau`` itself may abstain there: p = 0.8, tau = 0.75, sigma = 0.25 and
+``||delta|| = 0.1 < R = 0.17`` leave ``p = Phi(Phi^-1(0.8) - 0.4) = 0.67 < tau`` (the theorem's
+``f^tau(x + delta) = f^tau(x)`` is stronger than its proof). SegCertify selects each pixel's class
+from ``n0`` samples and tests H0: p <= tau with ``n`` fresh samples; a multiple-testing procedure
+decides which pixels to certify.
 
 Counting stays on the device: ``[K, H, W]`` class counts for the ``n0`` samples and one ``[H, W]``
 count for the ``n`` samples, never the samples themselves. A p-value depends only on its count, so
@@ -25,11 +30,16 @@ from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma
 from smoothcert.noise import GaussianNoiseStream
 from smoothcert.smooth import ABSTAIN, eval_mode
 
-# Family-wise procedures: P(any pixel certified with true probability <= tau) <= alpha
-# (kfwer: P(at least budget + 1 such pixels) <= alpha). "fdr" (Benjamini-Hochberg) bounds only the
-# expected fraction of false certificates: it is NOT a family-wise certificate.
+# A "false certificate" is a pixel certified with a class whose true probability is <= tau.
+# Family-wise procedures: P(any false certificate in the image) <= alpha (kfwer: P(more than
+# ``budget`` of them) <= alpha), for each tau on its own (``joint``: for all tau at once).
+# FDR procedures bound only the expected fraction of false certificates among certified pixels:
+# "fdr" (Benjamini-Hochberg) when the pixels' p-values are PRDS (positively dependent), which
+# pixels computed from shared samples need not be; "fdr_by" (Benjamini-Yekutieli, alpha divided
+# by 1 + 1/2 + ... + 1/N) under any dependence. Neither is a family-wise certificate.
 FAMILY_WISE = ("holm", "bonferroni", "kfwer")
-CORRECTIONS = (*FAMILY_WISE, "fdr")
+FDR = ("fdr", "fdr_by")
+CORRECTIONS = (*FAMILY_WISE, *FDR)
 
 
 def check_tau(tau: float, name: str = "tau") -> float:
@@ -57,6 +67,44 @@ def segmentation_radius(sigma: float, tau: float) -> float:
     return float(sigma * norm.ppf(tau))
 
 
+def tau_alpha(alpha: float, num_taus: int, joint: bool) -> float:
+    """The level each tau is tested at: ``alpha`` (per tau) or ``alpha / T`` (``joint``: by the
+    union bound, the statement then holds for all T tau values at once with level alpha)."""
+    return alpha / num_taus if joint else alpha
+
+
+def tau_scope(num_taus: int, joint: bool) -> str:
+    """How the certificates of several tau hold together: ``"per tau"`` (each on its own) or
+    ``"joint over tau"``; ``"single tau"`` when there is only one."""
+    if num_taus == 1:
+        return "single tau"
+    return "joint over tau" if joint else "per tau"
+
+
+def guarantee(correction: str, budget: int, num_taus: int, joint: bool) -> str:
+    """One line saying exactly what a SegCertify run proves (for TSV headers and logs)."""
+    if joint and num_taus > 1:
+        scope = f"jointly for all {num_taus} tau (each tested at alpha/{num_taus})"
+    elif num_taus > 1:
+        scope = "for each tau on its own, not jointly (certify.joint=true for that)"
+    else:
+        scope = "for this tau"
+    if correction in FDR:
+        bh = correction == "fdr"
+        test = "Benjamini-Hochberg, assumes PRDS p-values" if bh else "Benjamini-Yekutieli"
+        test += "" if bh else ", any dependence"
+        return (
+            f"FDR only ({test}), not family-wise: E[fraction of certified pixels whose class has "
+            f"probability <= tau] <= alpha, {scope}"
+        )
+    wrong = "no certified pixel has" if budget == 0 else f"at most {budget} certified pixels have"
+    return (
+        f"family-wise {tau_scope(num_taus, joint)}: with probability >= 1 - alpha, {wrong} "
+        f"class probability <= tau, {scope}; a pixel whose class probability is > tau never "
+        "becomes another class within radius sigma*Phi^-1(tau) (the thresholded model may abstain)"
+    )
+
+
 def pvalue_table(n: int, tau: float, device: torch.device | str | None = None) -> Tensor:
     """``table[k] = P(Bin(n, tau) >= k)`` for k = 0..n (float64): the one-sided p-value of H0:
     p <= tau when the selected class appeared k times in n samples (scipy's ``binom.sf``)."""
@@ -75,7 +123,8 @@ def reject_levels(
         alpha: the level.
         correction: ``holm``, ``bonferroni``, ``kfwer`` (Lehmann-Romano step-down with critical
             values k*alpha/N for i <= k and k*alpha/(N + k - i) after, k = budget + 1; Holm when
-            budget = 0) or ``fdr`` (Benjamini-Hochberg step-up; not family-wise).
+            budget = 0), ``fdr`` (Benjamini-Hochberg step-up) or ``fdr_by`` (Benjamini-Yekutieli:
+            the same at alpha / (1 + 1/2 + ... + 1/N)); the FDR ones are not family-wise.
         budget: tolerated false rejections for ``kfwer``.
 
     Returns:
@@ -91,9 +140,11 @@ def reject_levels(
         return torch.zeros_like(occupied)
     if correction == "bonferroni":
         return occupied & (pvalues <= alpha / float(total))
-    if correction == "fdr":
-        last_rank = (before + sizes).to(torch.float64)
-        passed = occupied & (pvalues <= (last_rank / float(total)) * alpha)
+    if correction in FDR:
+        fraction = (before + sizes).to(torch.float64) / float(total)  # last rank in the level / N
+        if correction == "fdr_by":  # statsmodels' harmonic sum and operation order
+            fraction = fraction / float(np.sum(1.0 / np.arange(1, total + 1)))
+        passed = occupied & (pvalues <= fraction * alpha)
         # Step-up: everything up to the last passing level is rejected.
         return occupied & (
             torch.flip(torch.cummax(torch.flip(passed.int(), [0]), 0).values, [0]) > 0
@@ -218,34 +269,45 @@ def segcertify(
     batch_size: int = 100,
     generator: torch.Generator | None = None,
     budget: int = 0,
+    joint: bool = False,
 ) -> tuple[Tensor, float | list[float]]:
     """SEGCERTIFY: certified per-pixel classes of the smoothed segmentation model at ``x``.
 
-    Guarantee (Proposition 1): with probability at least 1 - alpha over the noise, every pixel
-    returned with a class (not ABSTAIN) has true probability above ``tau`` for that class, hence
-    keeps it for every perturbation with l2 norm below ``radius = sigma * Phi^-1(tau)``
-    (``kfwer``: at most ``budget`` pixels violate this; ``fdr``: only the expected fraction of
-    violations is bounded, which is not a family-wise guarantee).
+    Guarantee (Proposition 1), for one tau: with probability at least 1 - alpha over the noise,
+    every pixel returned with a class (not ABSTAIN) has true probability above ``tau`` for that
+    class. Such a pixel's class keeps probability above 1/2 under every perturbation with
+    ``||delta||_2 <= radius = sigma * Phi^-1(tau)``: no such perturbation makes it another class,
+    though the thresholded model may abstain there (its probability can fall below tau).
+    ``kfwer``: at most ``budget`` certified pixels violate this, with probability >= 1 - alpha.
+    ``fdr`` / ``fdr_by``: only the expected fraction of violating pixels among the certified ones
+    is at most alpha (BH needs PRDS p-values, BY holds under any dependence); not family-wise.
+
+    Several tau: one sampling pass, one certificate per tau. Without ``joint`` each holds at level
+    alpha *on its own* (the chance that some tau's certificate is wrong can exceed alpha); with
+    ``joint`` each tau is tested at ``alpha / T``, so all T statements hold together with
+    probability >= 1 - alpha (union bound).
 
     Args:
         model: maps ``[B, C, H, W]`` in [0, 1] to logits ``[B, K, H, W]`` (put in eval mode here).
         x: one image ``[C, H, W]`` in [0, 1] on the model's device.
         sigma, n0, n, alpha: noise level, selection and estimation sample counts, level.
-        tau: threshold in [0.5, 1), or several: one sampling pass, one certificate per tau, each
-            at level alpha on its own.
-        correction: ``holm`` (default), ``bonferroni``, ``kfwer`` (with ``budget``) or ``fdr``.
+        tau: threshold in [0.5, 1), or a list of them.
+        correction: ``holm`` (default), ``bonferroni``, ``kfwer`` (with ``budget``), ``fdr`` or
+            ``fdr_by``.
         batch_size: noisy copies per forward pass; results do not depend on it.
         generator: noise source (seed it for reproducible results).
+        budget: tolerated false certificates for ``kfwer``.
+        joint: test each of the T tau values at ``alpha / T`` (a joint statement over tau).
 
     Returns:
         ``(classes, radius)``: LongTensor ``[H, W]`` with ABSTAIN (-1) and a float; for a list of
         tau values, ``[T, H, W]`` and a list of T radii.
     """
     taus = [check_tau(t) for t in (tau if isinstance(tau, Sequence) else [tau])]
-    alpha = check_alpha(alpha)
+    level = tau_alpha(check_alpha(alpha), len(taus), bool(joint))
     correction, budget = check_correction(correction, budget)
     modes, counts = sample_modes_and_counts(model, x, sigma, n0, n, batch_size, generator)
-    results = [certify_counts(modes, counts, n, sigma, t, alpha, correction, budget) for t in taus]
+    results = [certify_counts(modes, counts, n, sigma, t, level, correction, budget) for t in taus]
     if not isinstance(tau, Sequence):
         return results[0]
     return torch.stack([c for c, _ in results]), [r for _, r in results]
@@ -263,7 +325,14 @@ def indivclass_counts(
     modes: Tensor, counts: Tensor, n: int, sigma: float, alpha: float
 ) -> tuple[Tensor, float]:
     """IndivClass (Section 4): Cohen's CERTIFY per pixel at level alpha / N (Bonferroni); all
-    pixels or none, with radius min_i sigma * Phi^-1(p_i lower) (from the smallest count)."""
+    pixels or none, with radius min_i sigma * Phi^-1(p_i lower) (from the smallest count).
+
+    Guarantee: with probability >= 1 - alpha, either every pixel abstains, or every pixel's
+    returned class has true probability >= ``Phi(radius / sigma)`` > 1/2, so each pixel's smoothed
+    (argmax) class is the returned one under every perturbation with ``||delta||_2 < radius``.
+    The alpha / N split (the paper's) makes every pixel's own bound hold jointly; the statement
+    returned here rests on the worst pixel's bound alone, which the split only makes stricter.
+    """
     lower = clopper_pearson_lower_table(n, check_alpha(alpha) / counts.numel())
     p_lower = float(lower[int(counts.min())])
     if p_lower <= 0.5:
@@ -281,7 +350,7 @@ def indivclass(
     batch_size: int = 100,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, float]:
-    """IndivClass on an image: Cohen's guarantee for the whole map at level alpha."""
+    """IndivClass on an image (the guarantee of ``indivclass_counts``, at level alpha)."""
     modes, counts = sample_modes_and_counts(model, x, sigma, n0, n, batch_size, generator)
     return indivclass_counts(modes, counts, n, sigma, alpha)
 
@@ -298,7 +367,12 @@ def jointclass(
 ) -> tuple[Tensor, float]:
     """JointClass (Section 4): the whole map is one class of Cohen's CERTIFY. The mode of the
     ``n0`` maps (kept, O(n0 x pixels)) must reappear exactly in the ``n`` samples; returns it with
-    radius sigma * Phi^-1(p lower), or ABSTAIN everywhere. Guarantee at level alpha."""
+    radius sigma * Phi^-1(p lower), or ABSTAIN everywhere.
+
+    Guarantee: with probability >= 1 - alpha, either every pixel abstains, or the noisy model
+    outputs exactly the returned map with probability >= ``Phi(radius / sigma)`` > 1/2, so the
+    smoothed classifier over whole maps returns it under every ``||delta||_2 < radius``.
+    """
     sigma, alpha = check_sigma(sigma), check_alpha(alpha)
     n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")

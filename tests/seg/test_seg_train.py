@@ -34,12 +34,15 @@ def trained(tmp_path_factory) -> tuple[Path, str]:
     return out, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_shapes_seg_trains_and_certifies_end_to_end(trained):
     out, log = trained
     assert "certified pixel accuracy" in log and "(base model " in log
     text = (out / "segcertify.tsv").read_text()
     for line in ("# certifier: segcertify", "# correction: holm", "# tau: [0.6, 0.75]"):
         assert line + "\n" in text
+    assert "# joint: False\n" in text and "# alpha_per_tau: 0.001\n" in text
+    assert "# guarantee: family-wise per tau: " in text and "not jointly" in text
     rows = table_rows(out / "segcertify.tsv", COLUMNS)
     assert [(r[0], r[1]) for r in rows] == [(str(i), t) for i in range(3) for t in ("0.6", "0.75")]
     for _, tau, radius, pixel_acc, miou, abstain in rows:
@@ -59,6 +62,7 @@ def test_shapes_seg_trains_and_certifies_end_to_end(trained):
     assert meta["num_classes"] == 5 and meta["normalization"]["mean"] == [0.499, 0.501, 0.492]
 
 
+@pytest.mark.slow
 def test_certify_py_on_two_processes_reproduces_the_rows(trained, tmp_path):
     out, _ = trained
     result = run_script(
@@ -77,6 +81,7 @@ def test_certify_py_on_two_processes_reproduces_the_rows(trained, tmp_path):
         assert table_rows(tmp_path / name, COLUMNS) == table_rows(out / name, COLUMNS)
 
 
+@pytest.mark.slow
 def test_certify_py_resumes_where_a_run_stopped(trained, tmp_path):
     """A run cut short after image 0 (its lines streamed, the rest lost) continues with
     certify.resume=true: the finished image is not certified again and the merged files hold the
@@ -123,6 +128,7 @@ def test_bad_certify_settings_fail_before_training(make_cfg, tmp_path, override,
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cityscapes_seg_runs_end_to_end_on_a_tiny_official_tree(tmp_path):
     data = write_cityscapes_tree(tmp_path / "data")
     result = run_script(

@@ -11,18 +11,23 @@ from scipy.stats import binom, binomtest, norm
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
+from callbacks.segcertify_certification import SegCertifyCertification
 from seg.toy import ThresholdOracle, certified_rates, toy_probabilities
 from smoothcert import ABSTAIN, ConfigError, segcertify
+from smoothcert.record_store import RecordStore
+from smoothcert.seg_records import SEG_COLUMNS, SEG_RESUME_KEYS, Row, SegImage, seg_image_reader
 from smoothcert.segcertify import (
+    guarantee,
     indivclass,
     jointclass,
     pvalue_table,
     reject_counts,
     reject_levels,
     sample_modes_and_counts,
+    tau_alpha,
 )
 
-STATSMODELS = {"holm": "holm", "bonferroni": "bonferroni", "fdr": "fdr_bh"}
+STATSMODELS = {"holm": "holm", "bonferroni": "bonferroni", "fdr": "fdr_bh", "fdr_by": "fdr_by"}
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +59,7 @@ def test_pvalue_table_equals_binom_sf_and_binomtest():
         assert pvalue_table(100, 0.75)[k].item() == pytest.approx(greater, rel=1e-12, abs=1e-300)
 
 
-@pytest.mark.parametrize("correction", ["holm", "bonferroni", "fdr"])
+@pytest.mark.parametrize("correction", ["holm", "bonferroni", "fdr", "fdr_by"])
 def test_corrections_equal_statsmodels_multipletests_ties_included(correction):
     rng = np.random.default_rng(1)
     for _ in range(400):
@@ -114,37 +119,44 @@ def test_holm_rejects_a_superset_of_bonferroni_and_kfwer_of_holm():
 
 def false_certificate_rates(corrections, trials: int = 1000, tau: float = 0.75):
     """Over ``trials`` SegCertify runs on the oracle (10 pixels at p = tau, the worst case for H0,
-    30 at p = 0.99), how often the certificate names >= 1 (or >= 3) pixels with p <= tau."""
+    30 at p = 0.99), how often the certificate names >= 1 (or >= 3) pixels with p <= tau, and the
+    mean fraction of such pixels among the certified ones (0 when none is certified)."""
     p = torch.cat([torch.full((10,), tau), torch.full((30,), 0.99)]).view(4, 10)
     model, x, alpha = ThresholdOracle(p, 0.25), torch.zeros(1, 4, 10), 0.1
     generator = torch.Generator().manual_seed(0)
     any_false = dict.fromkeys(corrections, 0)
     three_false = dict.fromkeys(corrections, 0)
+    fraction = dict.fromkeys(corrections, 0.0)
     for _ in range(trials):
         modes, counts = sample_modes_and_counts(model, x, 0.25, 20, 100, 140, generator)
         for name, budget in corrections:
-            false = int(reject_counts(counts, 100, tau, alpha, name, budget)[0].sum())
+            rejected = reject_counts(counts, 100, tau, alpha, name, budget)
+            false = int(rejected[0].sum())
             any_false[(name, budget)] += false >= 1
             three_false[(name, budget)] += false >= 3
-    return (
-        alpha,
-        {c: v / trials for c, v in any_false.items()},
-        {c: v / trials for c, v in three_false.items()},
-    )
+            fraction[(name, budget)] += false / max(int(rejected.sum()), 1)
+    rates = (any_false, three_false, fraction)
+    return alpha, *({c: v / trials for c, v in rate.items()} for rate in rates)
 
 
 def test_family_wise_error_rate_stays_within_alpha_on_the_oracle():
     trials = 1000
-    corrections = [("holm", 0), ("bonferroni", 0), ("kfwer", 2), ("fdr", 0)]
-    alpha, any_false, three_false = false_certificate_rates(corrections, trials)
+    corrections = [("holm", 0), ("bonferroni", 0), ("kfwer", 2), ("fdr", 0), ("fdr_by", 0)]
+    alpha, any_false, three_false, fdr = false_certificate_rates(corrections, trials)
     slack = 3 * np.sqrt(alpha * (1 - alpha) / trials)  # three standard errors of the rate
-    print(f"FWER over {trials} trials (alpha={alpha}): {any_false}; P(>=3 false): {three_false}")
+    print(
+        f"FWER over {trials} trials (alpha={alpha}): {any_false}; P(>=3 false): {three_false}; "
+        f"mean false fraction: {fdr}"
+    )
     assert any_false[("holm", 0)] <= alpha + slack
     assert any_false[("bonferroni", 0)] < any_false[("holm", 0)]
     assert three_false[("kfwer", 2)] <= alpha + slack  # k-FWER with k = budget + 1 = 3
     assert any_false[("kfwer", 2)] >= any_false[("holm", 0)]
     # The test can fail: Benjamini-Hochberg is not family-wise and breaks the bound here.
     assert any_false[("fdr", 0)] > alpha + slack
+    # What BH (PRDS holds here: independent pixels) and BY do bound: the mean false fraction.
+    assert fdr[("fdr", 0)] <= alpha + slack and fdr[("fdr_by", 0)] <= alpha + slack
+    assert fdr[("fdr_by", 0)] <= fdr[("fdr", 0)]  # BY is BH at a smaller level
 
 
 def test_toy_power_study_reproduces_the_papers_ordering():
@@ -199,10 +211,15 @@ def test_baselines_fail_on_a_single_bad_component_where_segcertify_does_not():
     gen = torch.Generator().manual_seed(1)
     classes, _ = segcertify(model, x, 0.25, 50, 500, 0.75, 0.001, generator=gen)
     assert classes[0, 0] == ABSTAIN and (classes == 0).sum() == 39
+    # Both certify all pixels or none. The unstable pixel caps the radius of every pixel at its own
+    # sigma * Phi^-1(0.6) = 0.063 (JointClass: the whole map's probability, 0.577, is lower still),
+    # below SegCertify's 0.169 for the 39 stable pixels.
     for baseline in (jointclass, indivclass):
         classes, radius = baseline(model, x, 0.25, 50, 500, 0.001, generator=gen)
-        certified = (classes != ABSTAIN).sum()
-        assert baseline is indivclass or (certified == 0 and radius == 0.0)
+        if (classes != ABSTAIN).any():
+            assert (classes == 0).all() and 0 < radius < 0.25 * norm.ppf(0.6)
+        else:
+            assert radius == 0.0
     stable = ThresholdOracle(torch.ones(5, 8), 0.25)
     for baseline in (jointclass, indivclass):
         classes, radius = baseline(stable, x, 0.25, 10, 100, 0.001, generator=gen)
@@ -240,3 +257,45 @@ def test_nan_logits_raise_floating_point_error():
 
     with pytest.raises(FloatingPointError, match="NaN or infinite logits"):
         segcertify(NaNModel(), torch.rand(3, 4, 4), 0.25, 5, 10, 0.75, 0.01)
+
+
+def test_guarantee_line_and_curve_title_say_per_tau_or_joint(tmp_path):
+    per_tau = guarantee("holm", 0, 3, joint=False)
+    assert per_tau.startswith("family-wise per tau:") and "not jointly" in per_tau
+    assert "certify.joint=true" in per_tau and "no certified pixel" in per_tau
+    assert "never becomes another class" in per_tau and "may abstain" in per_tau
+    joint = guarantee("holm", 0, 3, joint=True)
+    assert joint.startswith("family-wise joint over tau:") and "each tested at alpha/3" in joint
+    assert "at most 2 certified pixels" in guarantee("kfwer", 2, 1, joint=False)
+    bh, by = guarantee("fdr", 0, 2, joint=False), guarantee("fdr_by", 0, 2, joint=False)
+    assert bh.startswith("FDR only (Benjamini-Hochberg, assumes PRDS") and "not family-wise" in bh
+    assert "Benjamini-Yekutieli, any dependence" in by and "not jointly" in by
+    assert tau_alpha(0.3, 3, joint=True) == pytest.approx(0.1) and tau_alpha(0.3, 3, False) == 0.3
+
+    def title(**settings) -> str:
+        return SegCertifyCertification(0.25, str(tmp_path), tau=[0.6, 0.75], **settings)._title()
+
+    assert title().endswith(": per tau, alpha=0.001")
+    assert title(joint=True).endswith(": joint over tau, alpha=0.001 (alpha/2 each)")
+    assert "FDR only, per tau" in title(correction="fdr_by")
+
+
+def test_resume_refuses_records_certified_with_another_joint_setting(tmp_path):
+    """``joint`` changes every certificate (alpha / T per tau), so it is a resume setting."""
+    row = Row(0.75, 0, 0.17, 1.0, torch.zeros(4 + 2 * 2, dtype=torch.float64))
+    metadata = {"certifier": "segcertify", "tau": [0.75, 0.9], "alpha": 0.01}
+
+    def store(joint: bool) -> RecordStore:
+        reader = seg_image_reader(base=False)
+        settings = {**metadata, "joint": joint}
+        return RecordStore(
+            tmp_path, settings, "segcertify.tsv", SEG_COLUMNS, reader, SEG_RESUME_KEYS
+        )
+
+    with store(joint=False).writer(0, 1) as writer:
+        writer.write(SegImage(0, (row, Row(0.9, 0, 0.32, 1.0, row.scores))))
+    assert [image.idx for image in store(joint=False).existing()] == [0]
+    with pytest.raises(
+        ConfigError, match="it was written with joint=False, this run has joint=True"
+    ):
+        store(joint=True).existing()
