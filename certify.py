@@ -3,6 +3,7 @@
     python certify.py ckpt_path=outputs/train/runs/<date>/checkpoints/last.ckpt
     python certify.py ckpt_path=... certify.n=100000 trainer.devices=2 trainer.strategy=ddp
     python certify.py ckpt_path=RUN/checkpoints/last.ckpt hydra.run.dir=RUN certify.resume=true
+    python certify.py ckpt_path=... certify.evaluate=true   # evaluate the split too (test/*)
 
 The model and data configs and sigma come from the checkpoint unless overridden on the command line.
 """
@@ -15,18 +16,29 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.checkpoints import apply_checkpoint, checkpoint_metadata
-from lightning_modules.runner import build_run, finish_wandb, one_line_config_errors
+from lightning_modules.checkpoints import apply_checkpoint, checkpoint_metadata, pop_evaluate
+from lightning_modules.runner import (
+    build_run,
+    finish_wandb,
+    log_to_run_file,
+    one_line_config_errors,
+)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="certify_checkpoint")
 def main(cfg: DictConfig) -> None:
+    log_to_run_file()
     try:
         with one_line_config_errors():
             meta = checkpoint_metadata(cfg.get("ckpt_path"))
             apply_checkpoint(cfg, meta, HydraConfig.get().overrides.task)
+            evaluate = pop_evaluate(cfg)
             pl.seed_everything(cfg.seed, workers=True)
-            run = build_run(cfg)
+            run = build_run(cfg, fitting=False)
+            # Lightning's test loop restores the checkpoint and sets up the processes; the
+            # certification callback certifies in on_test_end. Without certify.evaluate the loop
+            # gets one empty batch: nothing is evaluated and no test/* metric is logged.
+            run.datamodule.evaluate_test = evaluate
             run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
             rank_zero_info(f"run directory: {cfg.paths.output_dir}")
     finally:

@@ -13,12 +13,18 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.runner import build_run, finish_wandb, one_line_config_errors
+from lightning_modules.runner import (
+    build_run,
+    finish_wandb,
+    log_to_run_file,
+    one_line_config_errors,
+)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the certified accuracy at the first reported radius (for sweepers), if certified."""
+    log_to_run_file()
     try:
         with one_line_config_errors():
             pl.seed_everything(cfg.seed, workers=True)

@@ -31,7 +31,8 @@ class CertificationCallback(Callback):
     ``cert/*`` scalars of the last certification (its first value is what train.py returns).
     """
 
-    task: str | None = None  # the model task it certifies (certify.py checks the checkpoint's)
+    option = ""  # its certify= option, for messages
+    tasks: tuple[str, ...] = ()  # the model tasks (``pl_module.task``) it certifies
     noun = "examples"  # what the examples are called in messages
 
     def __init__(
@@ -65,9 +66,16 @@ class CertificationCallback(Callback):
         size = len(trainer.datamodule.dataset(self.split))
         return select_indices(size, self.num_examples, self.skip, self.split, self.noun)
 
+    def check_model(self, pl_module: LightningModule) -> None:
+        """Raises a one-line ConfigError if ``pl_module``'s task is not one this certifier
+        certifies (run before training: a mismatch would otherwise fail after it)."""
+        check_task(self.option, self.tasks, getattr(pl_module, "task", ""))
+
     def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Checks the example selection, and warns about the noise levels (``sigmas``) the model
-        was not trained at (its ``hparams.train_sigma``: a number or a list)."""
+        """Checks that the certifier fits the model and the example selection, and warns about
+        the noise levels (``sigmas``) the model was not trained at (its ``hparams.train_sigma``:
+        a number or a list)."""
+        self.check_model(pl_module)
         self.indices(trainer)
         train_sigma = pl_module.hparams.get("train_sigma")
         if train_sigma is None:
@@ -140,6 +148,27 @@ class CertificationCallback(Callback):
     def autocast(self, device: torch.device):
         """bfloat16 autocast of the forward passes if ``bf16`` (a no-op otherwise)."""
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
+# The certifier that fits each model task, for messages.
+CERTIFIER_FOR_TASK = {
+    "classification": "cohen",
+    "denoised_classification": "cohen",
+    "segmentation": "segcertify (or center)",
+    "reconstruction": "center",
+    "box_regression": "center",
+}
+
+
+def check_task(option: str, tasks: Sequence[str], task: str) -> None:
+    """One-line ConfigError unless a ``certify=option`` certifier (of ``tasks``) fits ``task``."""
+    if tasks and task not in tasks:
+        suggestion = CERTIFIER_FOR_TASK.get(task)
+        fix = f"use certify={suggestion}" if suggestion else "choose a certifier for it"
+        raise ConfigError(
+            f"certify={option} certifies {' or '.join(tasks)} models, but the model is a "
+            f"{task or 'custom'} model: {fix}, or certify=none to train without certifying"
+        )
 
 
 def sigma_levels(value: float | Iterable[float]) -> list[float]:

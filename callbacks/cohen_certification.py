@@ -20,7 +20,7 @@ from callbacks.distributed import gather_rows
 from callbacks.reporting import report_curve
 from smoothcert.certification import certify_examples
 from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.errors import check_alpha, check_count
+from smoothcert.errors import check_alpha, check_count, require
 from smoothcert.record_store import RecordStore
 from smoothcert.records import CohenRecord
 from smoothcert.smooth import Smooth
@@ -39,7 +39,8 @@ class CohenCertification(CertificationCallback):
     ``certified_accuracy.tsv``/``.png`` and logs ``cert/*`` scalars.
     """
 
-    task = "classification"
+    option = "cohen"
+    tasks = ("classification", "denoised_classification")
 
     def __init__(
         self,
@@ -66,6 +67,11 @@ class CohenCertification(CertificationCallback):
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha = check_alpha(alpha, "certify.alpha")
         self.radii = [float(r) for r in radii]
+        require(
+            all(r >= 0 for r in self.radii),
+            f"certify.radii={list(radii)} has a negative radius: radii are l2 distances (>= 0), "
+            "e.g. certify.radii=[0.0,0.25,0.5]",
+        )
         self.channels_last = channels_last
         self.resume = bool(resume)
         self.crash_after = (

@@ -28,6 +28,12 @@ class SmoothcertModule(LightningModule):
     ``checkpoint_fields``. Checkpoints carry all of them under ``checkpoint["smoothcert"]``."""
 
     task = ""
+    evaluation_metrics: tuple[str, ...] = ()  # what _evaluate logs, as val/NAME and test/NAME
+
+    def monitorable(self) -> list[str]:
+        """The metric keys a checkpoint or early-stopping callback can monitor."""
+        logged = ["train/loss", *(f"val/{name}" for name in self.evaluation_metrics)]
+        return [*logged, "epoch", "step"]  # Lightning offers these two to every checkpoint
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         raise NotImplementedError
@@ -58,8 +64,9 @@ class SmoothcertModule(LightningModule):
         self._evaluate(batch, "val")
 
     @override
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor] | None, batch_idx: int) -> None:
+        if batch is not None:  # None: certify.py certifies without an evaluation pass
+            self._evaluate(batch, "test")
 
     @override
     def configure_optimizers(self) -> Any:

@@ -44,6 +44,7 @@ class BoxRegressionModule(SmoothcertModule):
     """
 
     task = "box_regression"
+    evaluation_metrics = ("loss", "iou", "iou_noisy")
     output_kind = "box"
 
     def __init__(

@@ -10,6 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from callbacks.certification_common import check_task
 from smoothcert.errors import ConfigError
 
 
@@ -50,13 +51,8 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
         raise ConfigError(
             "certify=none leaves nothing to do: choose a certifier, e.g. certify=cohen"
         )
-    wanted = getattr(hydra.utils.get_class(certify_target), "task", None)
-    task = meta.get("task")
-    if wanted and task and wanted != task:
-        raise ConfigError(
-            f"the checkpoint is a {task} model but certify={certify_target.rsplit('.', 1)[-1]} "
-            f"certifies {wanted} models: choose the certifier for {task}"
-        )
+    certifier = hydra.utils.get_class(certify_target)
+    check_task(getattr(certifier, "option", ""), getattr(certifier, "tasks", ()), meta.get("task"))
     stored = meta.get("config") or {}
     with open_dict(cfg):
         for key in ("model", "data"):
@@ -72,3 +68,13 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
                 cfg.sigma = [float(v) for v in stored_sigma]
             elif stored_sigma:
                 cfg.sigma = float(stored_sigma)
+
+
+def pop_evaluate(cfg: DictConfig) -> bool:
+    """Removes certify.py's ``certify.evaluate`` from ``cfg`` (the certifier does not take it) and
+    returns it: whether to run an evaluation pass over the split (logging ``test/*``) as well."""
+    with open_dict(cfg):
+        evaluate = cfg.certify.pop("evaluate", False)
+    if not isinstance(evaluate, bool):
+        raise ConfigError(f"certify.evaluate={evaluate} must be true or false")
+    return evaluate

@@ -26,6 +26,7 @@ class ClassificationModule(SmoothcertModule):
     """
 
     task = "classification"
+    evaluation_metrics = ("loss", "acc", "acc_noisy")
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class DenoiserModule(SmoothcertModule):
     """
 
     task = "denoised_classification"
+    evaluation_metrics = ("loss", "mse", "acc", "acc_noisy")
 
     def __init__(
         self,

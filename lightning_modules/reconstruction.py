@@ -35,6 +35,7 @@ class ReconstructionModule(SmoothcertModule):
     """
 
     task = "reconstruction"
+    evaluation_metrics = ("mse", "mse_noisy")
     output_kind = "image"
 
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from callbacks.certification_common import CertificationCallback
 from callbacks.run_config import RunConfigInCheckpoint
-from smoothcert.errors import ConfigError
+from lightning_modules.config_checks import check_config, check_launcher
+from smoothcert.errors import ConfigError, require
 from smoothcert.provenance import provenance
 
 
@@ -45,25 +50,120 @@ def instantiate_group(node: DictConfig | None) -> list[Any]:
     ]
 
 
-def build_run(cfg: DictConfig) -> Run:
+def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     """Instantiates data, model, callbacks (certification last), loggers and the trainer, and
     (rank 0) writes the resolved config and the run's provenance into the run directory.
 
-    Every check of the settings runs here, before any data is loaded for training.
+    Every check of the settings runs here, before any data is loaded for training: the keys and
+    types of every node (``check_config``), each object's own range checks as it is built, and
+    how the pieces fit (``check_run``). ``fitting`` is False for certify.py.
     """
+    choices, launcher = hydra_choices_and_launcher()
+    check_config(cfg, choices)
+    if fitting:
+        check_launcher(launcher, cfg.trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="object")
+    if callable(getattr(datamodule, "check_settings", None)):
+        datamodule.check_settings()
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
     stored = {key: resolved[key] for key in ("model", "data", "sigma") if key in resolved}
     callbacks = [RunConfigInCheckpoint(stored)]
     callbacks += instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("certify"))
+    check_run(cfg, module, callbacks, choices, fitting)
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except Exception as error:  # Lightning checks its own arguments (MisconfigurationException)
+        raise ConfigError(
+            f"trainer: {_first_line(error)}: fix the trainer.* setting it names"
+        ) from error
+
     if rank_zero_only.rank == 0:
         write_provenance(Path(cfg.paths.output_dir), resolved, cfg.paths.get("root_dir", "."))
     for logger in loggers:
         logger.log_hyperparams(resolved)
     return Run(datamodule, module, trainer, callbacks, loggers)
+
+
+def hydra_choices_and_launcher() -> tuple[dict[str, str], DictConfig | None]:
+    """Hydra's group choices (``{"certify": "cohen", ...}``) and launcher config, if Hydra runs."""
+    if not HydraConfig.initialized():
+        return {}, None
+    hydra_cfg = HydraConfig.get()
+    choices = {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items() if v is not None}
+    return choices, hydra_cfg.get("launcher")
+
+
+def check_run(
+    cfg: DictConfig,
+    module: LightningModule,
+    callbacks: list[Callback],
+    choices: dict[str, str],
+    fitting: bool,
+) -> None:
+    """How the built pieces fit, before training: the certifier certifies this kind of model,
+    every monitored metric is one the model logs, ``certify.weights=best`` has a monitored
+    checkpoint, and a training run that certifies at its end trains at least one epoch."""
+    certifiers = [c for c in callbacks if isinstance(c, CertificationCallback)]
+    for certifier in certifiers:
+        certifier.check_model(module)
+    model = f"model={choices['model']}" if "model" in choices else type(module).__name__
+    monitorable = getattr(module, "monitorable", lambda: None)()
+    monitored = False
+    for name, node in (cfg.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        monitored = monitored or bool(monitor)
+        if monitor and monitorable is not None and monitor not in monitorable:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor} is a metric {model} does not log (it logs "
+                f"{', '.join(monitorable)}): set callbacks.{name}.monitor to one of them and "
+                f"callbacks.{name}.mode to max or min, or use the model's experiment"
+            )
+    if not fitting:
+        return
+    check_optimizer(module, choices)
+    for certifier in certifiers:
+        require(
+            certifier.weights != "best" or monitored,
+            "certify.weights=best needs a checkpoint callback with a monitor "
+            "(callbacks=default): use certify.weights=last or callbacks=default",
+        )
+    epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    if certifiers and (epochs == 0 or steps == 0):
+        setting = "trainer.max_epochs=0" if epochs == 0 else "trainer.max_steps=0"
+        raise ConfigError(
+            f"{setting} trains nothing, and certification runs at the end of training: to "
+            "certify a checkpoint use `python certify.py ckpt_path=PATH/TO/last.ckpt`, or "
+            "train at least one epoch"
+        )
+
+
+def check_optimizer(module: LightningModule, choices: dict[str, str]) -> None:
+    """Builds the model's optimizer and scheduler on a stand-in parameter, so that a setting they
+    refuse (a negative learning rate, a scheduler argument of the wrong kind) fails before
+    training, as one line, rather than inside Lightning's ``configure_optimizers``."""
+    make_optimizer = getattr(module, "optimizer_factory", None)
+    if make_optimizer is None:
+        return
+    try:
+        optimizer = make_optimizer(params=[torch.zeros(1, requires_grad=True)])
+        make_scheduler = getattr(module, "scheduler_factory", None)
+        if make_scheduler is not None:
+            make_scheduler(optimizer=optimizer)
+    except (ValueError, TypeError) as error:
+        model = f"model={choices['model']}" if "model" in choices else type(module).__name__
+        raise ConfigError(
+            f"{model}: its optimizer or scheduler refuses a setting ({_first_line(error)}): "
+            "fix model.optimizer.* or model.scheduler.*"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of the innermost error's message (Hydra wraps instantiation errors)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def write_provenance(output_dir: Path, resolved: dict, root_dir: str) -> None:
@@ -101,7 +201,30 @@ def one_line_config_errors() -> Iterator[None]:
         if config_error is None:
             raise
         print(f"smoothcert: error: {config_error}", file=sys.stderr)
+        RUN_LOG.error(f"smoothcert: error: {config_error}")
         raise SystemExit(2) from None
+
+
+RUN_LOG = logging.getLogger("smoothcert.run")  # lines for the run's log file only
+
+
+def log_to_run_file() -> None:
+    """Sends Lightning's and the project's log lines, and warnings, to the run's log file.
+
+    Hydra writes the root logger to ``<run dir>/<task>.log``, but Lightning's loggers print with a
+    handler of their own and do not propagate to the root: without this the file stays empty.
+    The console is unchanged.
+    """
+    RUN_LOG.setLevel(logging.INFO)
+    RUN_LOG.propagate = False
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for name in ("pytorch_lightning", "lightning_fabric", RUN_LOG.name):
+        logger = logging.getLogger(name)
+        if not logger.propagate:  # what propagates reaches the root's file handler already
+            for handler in files:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+    logging.captureWarnings(True)
 
 
 def finish_wandb() -> None:

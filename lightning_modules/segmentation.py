@@ -33,6 +33,7 @@ class SegmentationModule(SmoothcertModule):
     """
 
     task = "segmentation"
+    evaluation_metrics = ("loss", "pixel_acc", "miou", "pixel_acc_noisy")
     output_kind = "label_map"
 
     def __init__(

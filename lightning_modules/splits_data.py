@@ -7,6 +7,8 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from smoothcert.errors import check_count
+
 
 class SplitsDataModule(LightningDataModule):
     """Loaders over ``self.splits`` (train/val/test), which a subclass's ``setup`` builds.
@@ -18,6 +20,20 @@ class SplitsDataModule(LightningDataModule):
 
     drop_incomplete_train_batch = False
     splits = None
+    # certify.py without certify.evaluate: the test loop gets one empty batch instead of the split,
+    # so no example is loaded or evaluated. (Lightning skips every test hook, the certification
+    # callback's ``on_test_end`` included, when its loop has no batch at all.)
+    evaluate_test = True
+
+    def check_settings(self) -> None:
+        """One-line ConfigErrors for loader settings out of range (called before training)."""
+        h = self.hparams
+        check_count(h.batch_size, "data.batch_size")
+        for key, minimum in (("eval_batch_size", 1), ("num_workers", 0), ("val_size", 1)):
+            if h.get(key) is not None:
+                check_count(h[key], f"data.{key}", minimum=minimum)
+        if h.get("test_size") is not None:
+            check_count(h.test_size, "data.test_size")
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` (train, val or test), set up on first use."""
@@ -47,5 +63,18 @@ class SplitsDataModule(LightningDataModule):
         return self._loader("val", False, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     @override
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | OneEmptyBatch:
+        if not self.evaluate_test:
+            return OneEmptyBatch()
         return self._loader("test", False, self.hparams.eval_batch_size or self.hparams.batch_size)
+
+
+class OneEmptyBatch:
+    """A loader of one batch, ``None``, which the modules' ``test_step`` skips (a plain list
+    would be read by Lightning as a list of loaders)."""
+
+    def __iter__(self):
+        yield None
+
+    def __len__(self) -> int:
+        return 1

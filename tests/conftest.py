@@ -42,10 +42,24 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _make
 
 
+_current_test_is_slow = False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Remembers whether the test about to run (and its fixtures) carries the ``slow`` marker."""
+    global _current_test_is_slow
+    _current_test_is_slow = item.get_closest_marker("slow") is not None
+
+
 def run_script(
     script: str, *overrides: str, timeout: int = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Runs ``python SCRIPT overrides...`` from the repository root, never reading stdin."""
+    """Runs ``python SCRIPT overrides...`` from the repository root, never reading stdin.
+
+    Only tests marked ``slow`` may start a subprocess, so ``pytest -m "not slow"`` stays quick.
+    """
+    if not _current_test_is_slow:
+        raise RuntimeError(f"a test that runs {script} in a subprocess must be marked slow")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, script, *overrides],

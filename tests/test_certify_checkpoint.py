@@ -10,6 +10,9 @@ import torch
 
 from conftest import TINY, run_script, table_rows
 
+# Subprocess runs of train.py / certify.py: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 CERT = ["certify.num_examples=9", "certify.n=300", "certify.batch_size=100"]
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
 
@@ -39,6 +42,25 @@ def test_certify_py_reproduces_end_of_fit_rows_with_checkpoint_settings(trained,
     assert (tmp_path / "provenance.yaml").is_file() and (
         tmp_path / "config_resolved.yaml"
     ).is_file()
+
+
+def test_certify_py_evaluates_the_split_only_when_asked(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    only = certify(ckpt, tmp_path / "only", "logger=csv")
+    both = certify(ckpt, tmp_path / "both", "logger=csv", "certify.evaluate=true")
+    assert only.returncode == 0 and both.returncode == 0, (only.stderr + both.stderr)[-3000:]
+    columns = {
+        name: (tmp_path / name / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+        for name in ("only", "both")
+    }
+    assert "test/acc" not in columns["only"] and "cert/acr" in columns["only"]
+    assert {"test/acc", "test/acc_noisy", "cert/acr"} <= set(columns["both"])
+    assert table_rows(tmp_path / "only" / "certify.tsv") == table_rows(trained / "certify.tsv")
+    assert "certified: acc@0.00=" in (tmp_path / "only" / "certify.log").read_text()
+    bad = certify(ckpt, tmp_path / "bad", "certify.evaluate=maybe")
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "smoothcert: error: certify.evaluate=maybe must be true or false"
+    )
 
 
 def test_other_sigma_warns_with_both_values(trained, tmp_path):
@@ -95,7 +117,7 @@ def test_existing_records_are_not_overwritten_without_resume(trained):
         (None, "is not a file"),
         (b"not a checkpoint", "is not a readable checkpoint"),
         ({"state_dict": {}}, "was not written by smoothcert"),
-        ({"smoothcert": {"task": "segmentation"}}, "is a segmentation model but certify=Cohen"),
+        ({"smoothcert": {"task": "segmentation"}}, "a segmentation model: use certify=segcertify"),
     ],
 )
 def test_bad_checkpoints_are_one_line_errors(tmp_path, content, message):

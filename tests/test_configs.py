@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hydra
 import pytest
 import torch
@@ -15,8 +17,15 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 GROUPS = ["data", "model", "noise", "regime", "certify", "trainer", "logger", "callbacks", "debug"]
 
 
-def test_there_are_experiments():
-    assert {"digits_cohen", "cifar10_cohen"} <= set(EXPERIMENTS)
+def test_the_readme_lists_exactly_the_experiments_there_are():
+    """Every experiment file is in the README's table, and every name there is a file."""
+    readme = (CONF.parent / "README.md").read_text()
+    table = readme.split("## Experiments", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            listed |= set(re.findall(r"`([a-z0-9_]+)`", row.split("|")[1]))
+    assert listed == set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

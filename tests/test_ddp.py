@@ -8,6 +8,9 @@ import pytest
 
 from conftest import TINY, run_script, table_rows
 
+# Subprocess runs of train.py / certify.py: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
 CERT = ["certify.num_examples=9", "certify.n=300"]
 

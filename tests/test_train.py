@@ -20,6 +20,7 @@ def fit(cfg):
     return run
 
 
+@pytest.mark.slow
 def test_debug_run_trains_and_certifies(make_cfg, tmp_path):
     run = fit(make_cfg(*TINY, "logger=csv"))
     metadata, records = read_records(tmp_path / "certify.tsv")
@@ -52,6 +53,7 @@ def test_debug_run_trains_and_certifies(make_cfg, tmp_path):
     assert ckpt["smoothcert"]["normalization"]["mean"] == [0.3053]
 
 
+@pytest.mark.slow
 def test_certify_none_turns_certification_off(make_cfg, tmp_path):
     run = fit(make_cfg(*TINY, "certify=none"))
     assert not (tmp_path / "certify.tsv").exists()
@@ -101,11 +103,16 @@ def test_inputs_outside_unit_range_fail_before_training(make_cfg, tmp_path, monk
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_train_py_end_to_end_and_one_line_errors(tmp_path):
     good = run_script("train.py", *TINY, f"hydra.run.dir={tmp_path / 'ok'}")
     assert good.returncode == 0, good.stderr[-3000:]
     assert "certify.tsv" in good.stderr + good.stdout
     assert len(table_rows(tmp_path / "ok" / "certify.tsv")) == 6
+    log = (tmp_path / "ok" / "train.log").read_text()  # the run's log outlives the terminal
+    lines = ("Seed set to 0", "epoch 0: train/loss=", "certifying 6 of 6", "certified: acc@0.00=")
+    for line in lines:
+        assert line in log
 
     bad = run_script("train.py", *TINY, "certify.alpha=2", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode == 2
@@ -113,6 +120,7 @@ def test_train_py_end_to_end_and_one_line_errors(tmp_path):
     assert last.startswith("smoothcert: error: certify.alpha=2.0 must lie in (0, 1)")
     assert "Traceback" not in bad.stderr
     assert not (Path(tmp_path / "bad") / "checkpoints").exists()
+    assert last in (tmp_path / "bad" / "train.log").read_text()
 
 
 # The best-by-monitor checkpoint is epoch 0 here, so a last.ckpt tied to it would be stale.
@@ -123,6 +131,7 @@ NOT_LAST_IS_BEST = [
 ]
 
 
+@pytest.mark.slow
 def test_last_checkpoint_is_the_final_state_and_certify_py_reproduces_rows(make_cfg, tmp_path):
     run = fit(make_cfg(*TINY, *NOT_LAST_IS_BEST))
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -142,6 +151,7 @@ def test_last_checkpoint_is_the_final_state_and_certify_py_reproduces_rows(make_
     assert table_rows(again / "certify.tsv") == table_rows(tmp_path / "certify.tsv")
 
 
+@pytest.mark.slow
 def test_weights_best_certifies_the_best_checkpoint(make_cfg, tmp_path):
     fit(make_cfg(*TINY, *NOT_LAST_IS_BEST, "certify.weights=best"))
     metadata, _ = read_records(tmp_path / "certify.tsv")

@@ -48,10 +48,21 @@ def check_unit_range(x, name: str = "input") -> None:
     Noise is added in [0, 1] pixel space and normalization is the model's first layer, so a dataset
     that normalizes (or scales to [0, 255]) silently gives wrong certificates; this guards it.
     """
+    check_input_range(x, name, 0.0, 1.0)
+
+
+def check_input_range(x, name: str = "input", low: float = 0.0, high: float = 1.0) -> None:
+    """Raises ConfigError if the tensor ``x`` has values outside [low, high] or non-finite values
+    (NaN fails both comparisons)."""
     lo, hi = float(x.min()), float(x.max())
+    if (low, high) == (0.0, 1.0):
+        fix = (
+            "remove normalization from the data transforms (the model normalizes in its first "
+            "layer) and scale pixels to [0, 1]"
+        )
+    else:
+        fix = "rescale the inputs, or set input_range to their range (None turns the check off)"
     require(
-        lo >= 0.0 and hi <= 1.0,
-        f"{name} values span [{lo:.3g}, {hi:.3g}] but must lie in [0, 1]: remove normalization "
-        "from the data transforms (the model normalizes in its first layer) and scale pixels "
-        "to [0, 1]",
+        lo >= low and hi <= high,
+        f"{name} values span [{lo:.3g}, {hi:.3g}] but must lie in [{low:g}, {high:g}]: {fix}",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +36,7 @@ def git_state(directory: str | Path) -> dict[str, object]:
 def provenance(root_dir: str | Path) -> dict[str, object]:
     """Versions of the packages that shape results, the git state of ``root_dir``, the command."""
     return {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": sys.version.split()[0],
         "versions": {package: _version(package) for package in PACKAGES},

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, check_unit_range
+from smoothcert.errors import ConfigError, check_alpha, check_count, check_input_range, check_sigma
 from smoothcert.noise import GaussianNoiseStream
 from smoothcert.sampling import sample_class_counts
 from smoothcert.statistics import (
@@ -39,6 +39,11 @@ class Smooth:
     space (the base classifier normalizes in its first layer). Each call takes an optional
     ``generator``; without one, noise comes from a generator seeded by torch's global RNG, so
     ``torch.manual_seed`` makes calls reproducible.
+
+    ``input_range`` guards against the most common wrong result, a dataset that normalizes before
+    the noise: inputs outside it are refused. For inputs that are not pixels (tabular features,
+    embeddings, signals) pass ``input_range=None``: the check is off and an example may have any
+    shape (the base classifier receives ``[batch, *x.shape]``), or give another ``(low, high)``.
     """
 
     ABSTAIN = ABSTAIN
@@ -51,7 +56,14 @@ class Smooth:
         *,
         autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
+        input_range: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
+        if input_range is not None:
+            low, high = (float(v) for v in input_range)
+            if not low < high:
+                raise ConfigError(f"input_range={input_range} must be (low, high) with low < high")
+            input_range = (low, high)
+        self.input_range = input_range
         self.base_classifier = base_classifier
         self.num_classes = check_count(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
@@ -59,9 +71,18 @@ class Smooth:
         self.channels_last = channels_last
 
     def _stream(self, x: Tensor, generator: torch.Generator | None) -> GaussianNoiseStream:
-        if x.dim() != 3:
-            raise ConfigError(f"Smooth expects one example [C, H, W], got shape {tuple(x.shape)}")
-        check_unit_range(x, "Smooth input")
+        if self.input_range is None:
+            if x.dim() == 0:
+                raise ConfigError(
+                    "Smooth expects one example (without a batch dimension), got a scalar"
+                )
+        else:
+            if x.dim() != 3:
+                raise ConfigError(
+                    f"Smooth expects one example [C, H, W], got shape {tuple(x.shape)} (inputs "
+                    "that are not images: Smooth(..., input_range=None))"
+                )
+            check_input_range(x, "Smooth input", *self.input_range)
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))

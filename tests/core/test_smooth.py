@@ -10,6 +10,8 @@ is actually sound is the distance to the boundary, |s| / ||w|| = sigma Phi^-1(p_
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,13 +267,60 @@ def test_base_classifier_sees_x_plus_independent_unclipped_gaussian_noise() -> N
     assert inputs.min() < -0.5 and inputs.max() > 1.5
 
 
-def test_public_api() -> None:
-    assert ABSTAIN == -1
-    assert Smooth.ABSTAIN == -1
-    from smoothcert import ABSTAIN as reexported
-    from smoothcert import Smooth as reexported_smooth
+class PaddedLogits(nn.Module):
+    """``model``'s logits followed by classes that never win (to reach ``num_classes``)."""
 
-    assert reexported == -1 and reexported_smooth is Smooth
+    def __init__(self, model: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.model, self.extra = model, num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        pad = torch.full((len(logits), self.extra - logits.shape[1]), -1e9, dtype=logits.dtype)
+        return torch.cat([logits, pad], dim=1)
+
+
+def test_readme_library_examples_run_as_written() -> None:
+    """The README's ``Smooth`` examples, executed verbatim: images in [0, 1], and features that
+    are not pixels with ``input_range=None``. Both certificates are sound for the linear model."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The library", 1)[1].split("\n## ", 1)[0]
+    blocks = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", section, re.S)
+        if "Smooth(" in b and "CenterSmooth" not in b
+    ]
+    assert len(blocks) == 2
+    torch.manual_seed(0)
+    geometry = Geometry()
+    x = geometry.point(2 * SIGMA)
+    image = {"torch": torch, "x": x, "base_classifier": PaddedLogits(geometry.model, 10)}
+    exec(blocks[0], image)
+    assert image["prediction"] == image["label"] == geometry.true_class(x)
+    assert 0 < image["radius"] <= geometry.signed_distance(x)
+
+    weight = torch.tensor([[[0.5, -2.0, 1.0, 0.25, 3.0]]], dtype=torch.float64)
+    features = torch.tensor([3.0, -2.0, 5.0, 40.0, -1.5])  # not pixels: far outside [0, 1]
+    tabular = LinearBinary(weight[0, 0], bias=-1.0)
+    score = float(tabular.score(features[None]))
+    # The second block continues the first: its names (Smooth) are imported there.
+    namespace = {"Smooth": image["Smooth"], "features": features, "tabular_classifier": tabular}
+    exec(blocks[1], namespace)
+    assert namespace["prediction"] == int(score > 0)
+    assert 0 < namespace["radius"] <= abs(score) / float(weight.norm())
+    with pytest.raises(ConfigError, match="must lie in \\[0, 1\\]"):
+        Smooth(tabular, 2, 0.5).certify(features.reshape(1, 1, 5), 10, 100, 0.01, 100)
+
+
+def test_input_range_is_checked_as_given() -> None:
+    geometry = Geometry()
+    smooth = Smooth(geometry.model, 2, SIGMA, input_range=(-1.0, 1.0))
+    x = geometry.point(0.2) * 2 - 1  # in [-1, 1]
+    assert smooth.predict(x, 100, 0.01, 100, torch.Generator().manual_seed(0)) in (0, 1, ABSTAIN)
+    with pytest.raises(ConfigError, match=r"must lie in \[-1, 1\]"):
+        smooth.predict(x + 2.5, 100, 0.01, 100)
+    with pytest.raises(ConfigError, match="low < high"):
+        Smooth(geometry.model, 2, SIGMA, input_range=(1.0, 0.0))
 
 
 @pytest.mark.parametrize(("shape", "n"), [(SHAPE, 2000), ((3, 32, 32), 600)])

@@ -40,6 +40,7 @@ def classifier_state(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["stability", "mse+stability"])
 def test_training_leaves_every_classifier_parameter_and_buffer_bit_identical(
     clean_ckpt, tmp_path, objective
@@ -67,6 +68,7 @@ def test_training_leaves_every_classifier_parameter_and_buffer_bit_identical(
     assert saved["smoothcert"]["normalization"]["mean"] == [0.3053]
 
 
+@pytest.mark.slow
 def test_query_access_never_runs_the_target_while_training(clean_ckpt, tmp_path):
     cfg = denoiser_cfg(
         tmp_path,
@@ -86,6 +88,7 @@ def test_query_access_never_runs_the_target_while_training(clean_ckpt, tmp_path)
     assert any(p.grad is not None for p in module.model.denoiser.parameters())
 
 
+@pytest.mark.slow
 def test_full_access_differentiates_through_the_frozen_classifier(clean_ckpt, tmp_path):
     cfg = denoiser_cfg(tmp_path, clean_ckpt, "model.objective=stability")
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
@@ -111,6 +114,7 @@ def set_mean(c):
     c["smoothcert"]["normalization"] = {"mean": [0.5] * 3, "std": [0.25] * 3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make,overrides,message",
     [
@@ -149,6 +153,7 @@ def test_denoisers_keep_the_input_shape(denoiser, shape):
     assert denoiser(x).shape == x.shape
 
 
+@pytest.mark.slow
 def test_end_to_end_certifies_the_composition_and_certify_py_reproduces_it(clean_ckpt, tmp_path):
     fit(denoiser_cfg(tmp_path, clean_ckpt, "model.objective=mse+stability"))
     metadata, records = read_records(tmp_path / "certify.tsv")

@@ -18,6 +18,7 @@ def fit(cfg):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "experiment,objective,train_sigma",
     [
@@ -36,6 +37,7 @@ def test_regime_trains_and_certifies(make_cfg, tmp_path, experiment, objective, 
     assert ckpt["smoothcert"]["train_sigma"] == train_sigma
 
 
+@pytest.mark.slow
 def test_smoothadv_through_train_py(tmp_path):
     result = run_script(
         "train.py",
