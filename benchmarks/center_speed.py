@@ -8,7 +8,12 @@ distance to all n. Two ways of doing that on the same samples:
    takes minutes at n = 10,000, so it is timed on the first ``--loop-rows`` samples (distances
    still to all n) and extrapolated linearly to n rows; the table says so.
 2. ``ours``: ``smoothcert.center.min_median_sample``, the distance matrix formed
-   ``chunk_elements`` entries at a time (for l2 through a matrix product) with ``kthvalue`` per row.
+   ``chunk_elements`` entries at a time (for l2 through a matrix product) with ``kthvalue`` per row,
+   exact where it matters: the products are taken in float64 after moving the rows to a common
+   reference, and the 8 best medians are recomputed from exact (difference-based) distances.
+3. ``float32``: the same matrix without the reference or the float64 products and without the exact
+   recomputation (``torch.cdist`` for l2), as before the fix: what the exact distances cost. It
+   cancels catastrophically for outputs of large norm (see ``smoothcert.distances``).
 
 Peak memory is the rise of the process's peak resident set (Linux VmHWM, reset before each run
 through /proc/self/clear_refs) on CPU, and ``torch.cuda.max_memory_allocated`` on CUDA, beyond the
@@ -28,7 +33,7 @@ from pathlib import Path
 import torch
 
 from smoothcert.center import min_median_sample
-from smoothcert.distances import build_distance
+from smoothcert.distances import L2Distance, build_distance
 
 SHAPES = {"784": (784,), "3x32x32": (3, 32, 32)}
 
@@ -41,6 +46,22 @@ def loop_medians(distance, samples: torch.Tensor, rows: int) -> torch.Tensor:
         distances = distance(samples[i : i + 1], samples)
         medians[i] = distances.kthvalue((n + 1) // 2).values
     return medians
+
+
+def float32_min_median(distance, embedded: torch.Tensor, chunk_elements: int) -> tuple[int, float]:
+    """The selection before the fix: float32 products on the raw rows, no exact recomputation
+    (``torch.cdist`` for l2; other distances have no matrix-product form and are unchanged)."""
+    n = len(embedded)
+    step = max(1, chunk_elements // n)
+    pairwise = torch.cdist if isinstance(distance, L2Distance) else distance.pairwise
+    medians = torch.cat(
+        [
+            pairwise(embedded[i : i + step], embedded).kthvalue((n + 1) // 2, dim=1).values
+            for i in range(0, n, step)
+        ]
+    )
+    best = int(medians.argmin())
+    return best, float(medians[best])
 
 
 def _status_kib(field: str) -> int:
@@ -95,8 +116,11 @@ def main() -> None:
         f"{torch.get_num_threads()} threads) n={args.n} chunk={args.chunk_elements} floats"
     )
     print()
-    print("| output | distance | ours s | loop s (extrapolated) | loop / ours | ours peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| output | distance | ours s | float32 s | ours / float32 | loop s (extrapolated) "
+        "| loop / ours | ours peak MiB | float32 peak MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for shape_name in args.shapes.split(","):
         shape = SHAPES[shape_name]
         generator = torch.Generator(device=device).manual_seed(0)
@@ -109,6 +133,9 @@ def main() -> None:
             (best, median), ours_s, peak = timed(
                 device, min_median_sample, distance, embedded, args.chunk_elements
             )
+            _, fast_s, fast_peak = timed(
+                device, float32_min_median, distance, embedded, args.chunk_elements
+            )
             rows = min(args.loop_rows, args.n)
             medians, loop_s, _ = timed(device, loop_medians, distance, samples, rows)
             loop_full = loop_s * args.n / rows
@@ -116,8 +143,9 @@ def main() -> None:
             ours_rows = distance.pairwise(embedded[:rows], embedded).kthvalue((args.n + 1) // 2)
             assert torch.allclose(medians, ours_rows.values, rtol=1e-3, atol=1e-3)
             print(
-                f"| {shape_name} | {name} | {ours_s:.2f} | {loop_full:.1f} ({rows} rows timed) | "
-                f"{loop_full / ours_s:.1f}x | {peak / 2**20:.0f} |"
+                f"| {shape_name} | {name} | {ours_s:.2f} | {fast_s:.2f} | {ours_s / fast_s:.2f} | "
+                f"{loop_full:.1f} ({rows} rows timed) | {loop_full / ours_s:.1f}x | "
+                f"{peak / 2**20:.0f} | {fast_peak / 2**20:.0f} |"
             )
 
 

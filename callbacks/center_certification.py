@@ -15,11 +15,13 @@ from typing_extensions import override
 from callbacks.center_checks import (
     build_smoothers,
     check_outputs_fit,
+    guarantee,
     noise_grid,
     warn_uncertifiable,
 )
 from callbacks.center_report import report_center
 from callbacks.certification_common import (
+    CERTIFIER_FOR_TASK,
     CertificationCallback,
     check_records,
     previous_records,
@@ -49,18 +51,23 @@ class CenterCertification(CertificationCallback):
 
     Works for any model with ``structured_output(x)`` (the base function f) and ``output_kind``
     ("image", "label_map" or "box"). Every setting is checked in ``setup``, before training: among
-    them q > 1 at every eps_in of a sigma (naming the smallest m that works) and whether each
-    distance fits the model's outputs. Examples are sharded as ``indices[rank::world_size]`` and
+    them q > 1 at every eps_in of a sigma (naming the smallest m that works), too few ``candidates``
+    (see ``CenterSmooth``) and whether each distance fits the model's outputs. Each certificate
+    holds for each x' within eps_in separately, with probability at least 1 - alpha1 - alpha2 (the
+    header's ``guarantee``); the model and the feature network run in eval mode while certifying
+    (the library restores their mode). Examples are sharded as ``indices[rank::world_size]`` and
     example ``i``'s noise is seeded by ``(seed, i)`` (the same standard normal draws for every
     distance and sigma, scaled by sigma), so results depend on neither the device count nor the
     batch size. Rows stream to ``center_<distance>.tsv`` (``idx eps_in eps_out smoothing_error
     abstain time sigma p_hat center_radius quantile_radius``, ``#`` header), all sigmas of an
     example together; ``resume`` skips the examples finished at every sigma. Rank 0 writes per
-    distance the curves of the median eps_out and the median smoothing error d(f(x), smoothed
-    f(x)) against eps_in (TSV, PNG, wandb; with several sigmas and ``h``, one pair per h across the
+    distance the curves of the median eps_out and the median smoothing error d(f(x), smoothed f(x))
+    against eps_in (TSV, PNG, wandb; with several sigmas and ``h``, one pair per h across the
     sigmas), ``cert/*`` scalars and ``num_images`` example figures (at the first sigma) in
     ``center_examples/``.
     """
+
+    option = "center"  # certifies any model with structured_output (see check_model)
 
     def __init__(
         self,
@@ -103,18 +110,25 @@ class CenterCertification(CertificationCallback):
         self.num_images = check_count(num_images, "certify.num_images", minimum=0)
         self.resume = bool(resume)
         self.smoothers: dict[str, list[CenterSmooth]] = {}  # one per sigma, in grid order
+        self.candidate_counts: dict[str, int] = {}  # centers chosen among (n: all samples)
         self.records: dict[str, list[CenterExample]] = {}
+
+    def check_model(self, pl_module: LightningModule) -> None:
+        """Center smoothing certifies any model with a ``structured_output`` of a known kind."""
+        if not callable(getattr(pl_module, "structured_output", None)):
+            task = getattr(pl_module, "task", "")
+            suggestion = CERTIFIER_FOR_TASK.get(task)
+            fix = f": use certify={suggestion}" if suggestion else ""
+            raise ConfigError(
+                f"certify=center needs a model with structured_output (an autoencoder, "
+                f"segmentation or box model); {type(pl_module).__name__} has none{fix}"
+            )
+        kind = getattr(pl_module, "output_kind", None)
+        require(kind in OUTPUT_KINDS, f"model output_kind={kind!r} is not one of {OUTPUT_KINDS}")
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Everything that can fail does so here, before training starts.
-        if not callable(getattr(pl_module, "structured_output", None)):
-            raise ConfigError(
-                f"certify=center needs a model with structured_output (an autoencoder, "
-                f"segmentation or box model); {type(pl_module).__name__} has none"
-            )
-        kind = getattr(pl_module, "output_kind", None)
-        require(kind in OUTPUT_KINDS, f"model output_kind={kind!r} is not one of {OUTPUT_KINDS}")
         self.check_selection(trainer, pl_module)
         self.smoothers = {name: self._smoothers(pl_module, name) for name in self.distances}
         self._check_first_example(trainer, pl_module)
@@ -126,7 +140,8 @@ class CenterCertification(CertificationCallback):
         network = self.feature_network
         distance = build_distance(name, num_classes, network, setting="certify.distance")
         base = self._base_function(pl_module)
-        return build_smoothers(base, distance, self.grid, self.batch_size, self.settings)
+        settings = {**self.settings, "modules": (pl_module,)}
+        return build_smoothers(base, distance, self.grid, self.batch_size, settings)
 
     def _base_function(self, pl_module: LightningModule) -> Callable[[Tensor], Tensor]:
         def base(x: Tensor) -> Tensor:
@@ -145,6 +160,13 @@ class CenterCertification(CertificationCallback):
             out = self._base_function(pl_module)(x[None].to(pl_module.device))
         distances = {name: smoothers[0].distance for name, smoothers in self.smoothers.items()}
         check_outputs_fit(distances, out, pl_module.output_kind)
+        try:  # candidates mode (forced or by the memory budget) is decided by the output size
+            self.candidate_counts = {
+                name: smoothers[0]._num_candidates(out)
+                for name, smoothers in self.smoothers.items()
+            }
+        except ConfigError as error:
+            raise ConfigError(f"certify.{error}") from None
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, name: str) -> dict:
         """The record file's header: ``sigma`` and ``eps_in`` as a number and a list with one
@@ -161,7 +183,12 @@ class CenterCertification(CertificationCallback):
             "delta": smoother.delta,
             "alpha1": smoother.alpha1,
             "alpha2": smoother.alpha2,
-            "candidates": smoother.candidates,
+            "candidates": self.candidate_counts.get(name, smoother.candidates),
+            "min_candidates": smoother.min_candidates,
+            "candidate_miss_budget": smoother.miss_budget
+            if self.candidate_counts.get(name, smoother.n) < smoother.n
+            else 0.0,
+            "guarantee": guarantee(smoother),
             "feature_network": type(self.feature_network).__name__ if name == "feature" else None,
             "output_kind": pl_module.output_kind,
         }
@@ -210,8 +237,9 @@ class CenterCertification(CertificationCallback):
             if rank == 0:
                 stores[name].merge(previous[name] + new)
         if rank == 0:
+            statement = guarantee(next(iter(self.smoothers.values()))[0], short=True)
             self.summary = report_center(
-                trainer, self.output_dir, self.records, self.h, pl_module, figures
+                trainer, self.output_dir, self.records, self.h, pl_module, figures, statement
             )
         trainer.strategy.barrier("center_certification_done")
 
@@ -222,8 +250,8 @@ class CenterCertification(CertificationCallback):
         rank, device = trainer.global_rank, pl_module.device
         mine = {name: [] for name in self.distances}
         figures = {name: [] for name in self.distances}
-        if self.feature_network is not None:
-            self.feature_network.to(device).eval()
+        if self.feature_network is not None:  # FeatureDistance runs it in eval mode
+            self.feature_network.to(device)
         dataset = trainer.datamodule.dataset(self.split)
         with contextlib.ExitStack() as stack:
             writers = {

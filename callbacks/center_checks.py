@@ -65,6 +65,17 @@ def build_smoothers(
     return smoothers
 
 
+def guarantee(smoother: CenterSmooth, short: bool = False) -> str:
+    """What a certificate states, for record headers (and, ``short``, plot titles)."""
+    total = f"{smoother.alpha1 + smoother.alpha2:g}"
+    if short:
+        return f"each x' within eps_in separately: P[moves > eps_out] <= {total}"
+    return (
+        f"for each x' with ||x' - x|| <= eps_in separately (noise at x' independent): "
+        f"P[d(center(x), center(x')) > eps_out and neither abstains] <= alpha1 + alpha2 = {total}"
+    )
+
+
 def check_outputs_fit(distances: Mapping[str, Distance], out: Tensor, kind: str) -> None:
     """Each distance accepts the model's (``kind``) outputs ``out`` (a batch of one)."""
     for name, distance in distances.items():

@@ -132,12 +132,14 @@ def report_distance(
     examples: Sequence[CenterExample],
     h: Sequence[float] | None,
     extra_scalars: Mapping[str, float],
+    statement: str = "",
 ) -> tuple[dict[str, float], dict[str, Path]]:
     """Writes and logs (rank 0) the curves of the median eps_out and the median smoothing error
     against eps_in under the distance ``name`` (``center_curve_<name>.tsv``/``.png``, wandb) with
     the scalars ``cert/<name>/eps_out@<eps_in>``, ``cert/<name>/smoothing_error`` and
     ``cert/<name>/abstain`` (each ending in ``/sigma<sigma>`` when several sigmas were certified;
-    plus ``extra_scalars``), and says them in one line per sigma.
+    plus ``extra_scalars``), and says them in one line per sigma. ``statement`` (what each
+    certificate guarantees) is the plot title's second line.
 
     One sigma: the curve TSV has the columns ``eps_in eps_out smoothing_error``. Several: a long
     table, one row per point, ``h sigma eps_in eps_out smoothing_error`` (rows by h, then sigma)
@@ -161,7 +163,8 @@ def report_distance(
             f"{abstain:.3f}, {per_example:.2f} s/example"
         )
     scalars.update(extra_scalars)
-    title = f"center smoothing ({name}), sigma={', '.join(f'{s:g}' for s in sigmas)}"
+    title = f"center smoothing ({name}), sigma={', '.join(f'{s:g}' for s in sigmas)}: median"
+    title += f" eps_out\n{statement}" if statement else " eps_out"
     stem, y_label = f"center_curve_{name}", f"{name} distance"
     if not several:
         series = {key: medians[0][key] for key in ("eps_out", "smoothing_error")}
@@ -209,11 +212,13 @@ def report_center(
     h: Sequence[float] | None,
     pl_module: LightningModule,
     examples: Mapping[str, Sequence[tuple]],
+    statement: str = "",
 ) -> dict[str, float]:
     """Everything rank 0 reports for ``records`` (per distance): curves (per h across the sigmas
     with ``h``), scalars (with ``cert/time_per_example``, the seconds per example under all
     distances and sigmas, and ``cert/num_examples``), the example figures (smoothed at the first
-    sigma) and where the files are. Returns the scalars."""
+    sigma) and where the files are; ``statement`` goes under the curves' titles. Returns the
+    scalars."""
     seconds: dict[int, float] = {}
     for certified in records.values():
         for example in certified:
@@ -226,7 +231,7 @@ def report_center(
     kind, num_classes = pl_module.output_kind, pl_module.hparams.get("num_classes")
     for position, (name, certified) in enumerate(records.items()):
         extra = overall if position == 0 else {}
-        scalars, paths = report_distance(trainer, output_dir, name, certified, h, extra)
+        scalars, paths = report_distance(trainer, output_dir, name, certified, h, extra, statement)
         summary.update(scalars)
         curves.append(paths)
         folder = output_dir / "center_examples"

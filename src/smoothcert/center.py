@@ -8,29 +8,45 @@ Delta1 = sqrt(ln(2 / alpha1) / (2 n)), Delta2 = 1/2 - (p_hat - Delta1), abstain 
 delta < max(Delta1, Delta2). ``certify`` (Algorithm 2) then draws m samples, and for each eps_in
 sets p = Phi(Phi^-1(1/2 + delta) + eps_in / sigma), q = p + sqrt(ln(1 / alpha2) / (2 m)), R = the
 ceil(q m)-th smallest distance to the center (no certificate if q > 1) and
-eps_out = gamma (1 + 2 gamma) R. With probability at least 1 - alpha1 - alpha2, every x' with
-||x' - x|| <= eps_in has d(smoothed(x), smoothed(x')) <= eps_out.
+eps_out = gamma (1 + 2 gamma) R.
 
-Distances between samples are computed in chunks on the samples' device. When the n samples (or
-their n x n distance rows) would not fit ``memory_bytes``, the center is chosen among the first
-``candidates`` samples only (their medians still taken over all n samples, streamed in batches).
+What is proven, for one x' at a time: fix x' with ||x' - x|| <= eps_in before any noise is drawn,
+and smooth x' with noise independent of that at x. Then, with probability at least
+1 - alpha1 - alpha2, d(smoothed(x), smoothed(x')) <= eps_out or one of the two abstains. alpha2
+is spent at x (the ball B(center, R) holds at least 1/2 + delta of the output mass at every such
+x' at once), alpha1 at x' (its center is a good one), so the guarantee is not uniform over all x'
+at once: an x' picked after seeing the noise, or many x' smoothed with shared noise, are not
+covered by it.
+
+Distances between samples are computed in chunks on the samples' device, by matrix products
+(without cancellation, see ``smoothcert.distances``) to rank the samples, then exactly (from
+differences) for the few best and for the returned radius. When the n samples would not fit
+``memory_bytes``, or with ``candidates=c``, the center is chosen among the first c samples only
+(medians still over all n samples, streamed in batches); c is at least ``min_candidates``, see
+``CenterSmooth``. Every module the certifier calls runs in eval mode (restored afterwards).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from scipy.stats import norm
-from torch import Tensor
+from scipy.stats import binom, norm
+from torch import Tensor, nn
 
 from smoothcert.distances import Distance, build_distance
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.noise import GaussianNoiseStream
+from smoothcert.smooth import eval_mode
 
 ABSTAIN_RADIUS = math.inf
+# Candidates mode splits the alpha1 / 2 that full mode spends on Lemma 1 (see CenterSmooth):
+MISS_SHARE = 0.1  # of alpha1: no candidate lies in the smallest ball of mass 1/2 + delta
+BALL_SHARE = 0.4  # of alpha1: that ball holds fewer than ceil(n / 2) of the n samples
+SHORTLIST = 8  # samples of smallest ranked median whose medians are recomputed exactly
 
 
 def delta1(n: int, alpha1: float) -> float:
@@ -78,22 +94,60 @@ def output_factor(gamma: float) -> float:
     return gamma * (1.0 + 2.0 * gamma)
 
 
+def min_candidates(delta: float, alpha1: float) -> int:
+    """The fewest candidate centers c with (1/2 - delta)^c <= MISS_SHARE * alpha1: the chance
+    that c independent samples all miss a ball of mass >= 1/2 + delta (10 at the paper's
+    delta = 0.05, alpha1 = 0.005)."""
+    budget = MISS_SHARE * alpha1
+    count = max(1, math.ceil(math.log(budget) / math.log(0.5 - delta) - 1e-9))
+    while (0.5 - delta) ** count > budget:  # guard the rounding of the logarithms
+        count += 1
+    return count
+
+
+def half_sample_failure(n: int, delta: float) -> float:
+    """P[Bin(n, 1/2 + delta) < ceil(n / 2)]: the largest chance that a ball of mass >= 1/2 +
+    delta holds fewer than half (the lower median's share) of n independent samples."""
+    return float(binom.cdf((n + 1) // 2 - 1, n, 0.5 + delta))
+
+
+def _distances_from(distance: Distance, row: Tensor, embedded: Tensor, chunk: int) -> Tensor:
+    """Exact (``paired``) distances from one embedded row to every row of ``embedded``."""
+    step = max(1, chunk // max(1, row.numel()))
+    return torch.cat(
+        [distance.paired(row.expand(len(part), *row.shape), part) for part in embedded.split(step)]
+    )
+
+
 def min_median_sample(
     distance: Distance, embedded: Tensor, chunk_elements: int = 2**24
 ) -> tuple[int, float]:
     """Index and median distance of the sample with the smallest median distance to all samples
-    (itself included; the lower median, the ceil(n/2)-th smallest), computing the n x n distances
-    ``chunk_elements`` at a time: the 2-approximate center of the ball holding half the samples."""
-    n = len(embedded)
+    (itself included; the lower median, the ceil(n/2)-th smallest): the 2-approximate center of
+    the ball holding half the samples.
+
+    The n x n ``pairwise`` matrix (``chunk_elements`` at a time) ranks the samples; the
+    ``SHORTLIST`` best get their medians recomputed from exact ``paired`` distances, and the
+    returned index and median are the exact minimum among them. So the returned median is exact
+    for the returned sample, and the choice is the exact one unless more than ``SHORTLIST``
+    samples tie with it up to the matrix products' rounding."""
+    n, rank = len(embedded), (len(embedded) + 1) // 2
     step = max(1, chunk_elements // n)
-    medians = torch.cat(
+    ranked = torch.cat(
         [
-            distance.pairwise(embedded[i : i + step], embedded).kthvalue((n + 1) // 2, dim=1).values
+            distance.pairwise(embedded[i : i + step], embedded).kthvalue(rank, dim=1).values
             for i in range(0, n, step)
         ]
     )
-    best = int(medians.argmin())
-    return best, float(medians[best])
+    shortlist = torch.sort(ranked, stable=True).indices[:SHORTLIST].tolist()
+    exact = torch.stack(
+        [
+            _distances_from(distance, embedded[i], embedded, chunk_elements).kthvalue(rank).values
+            for i in shortlist
+        ]
+    )
+    pick = int(exact.argmin())
+    return int(shortlist[pick]), float(exact[pick])
 
 
 @dataclass
@@ -105,6 +159,7 @@ class Smoothed:
     p_hat: float  # fraction of the fresh n samples within r of the center
     delta1: float
     delta2: float
+    candidates: int = 0  # samples the center was chosen among (n in full mode)
 
 
 @dataclass
@@ -124,6 +179,30 @@ class CenterCertificate:
 class CenterSmooth:
     """Center-smoothed ``base_function`` under ``distance`` with Gaussian noise of scale sigma.
 
+    Guarantee (per x', see the module docstring): for one x' with ||x' - x|| <= eps_in smoothed
+    with independent noise, d(smoothed(x), smoothed(x')) <= eps_out or one of them abstains, with
+    probability at least 1 - alpha1 - alpha2.
+
+    Candidates mode (``candidates=c`` < n, or automatically when the n outputs exceed
+    ``memory_bytes``) chooses the center among the first c of the n samples. Theorem 3 needs, at
+    x', a center whose median radius is at most 2 gamma r*, r* the radius of the smallest ball B*
+    of mass >= 1/2 + delta; a sample inside B* has that property when B* holds at least ceil(n/2)
+    of the n samples. Full mode spends alpha1 / 2 on that last event (Hoeffding, as Delta1 says);
+    candidates mode spends the same alpha1 / 2 as 0.4 alpha1 on it, bounded by the exact binomial
+    tail P[Bin(n, 1/2 + delta) < ceil(n/2)] (checked, ConfigError if larger), plus
+    ``MISS_SHARE`` * alpha1 = alpha1 / 10 on "none of the c candidates lies in B*", at most
+    (1/2 - delta)^c (each candidate is a sample, in B* with probability >= 1/2 + delta; a union
+    bound, so the candidates need not be independent of the n samples). Hence
+    c >= ``min_candidates(delta, alpha1)`` = ceil(ln(alpha1 / 10) / ln(1/2 - delta)) (10 at the
+    paper's settings); a smaller ``candidates`` is refused and the automatic mode clamps up to
+    it. The other alpha1 / 2 (the mass check, Delta1) and alpha2 are unchanged, so the total
+    stays alpha1 + alpha2.
+
+    Every module the certifier calls runs in eval mode during ``smooth``/``certify`` and is
+    restored afterwards (BatchNorm in train mode would couple the samples of a batch and overwrite
+    its running statistics): ``base_function`` itself if it is an ``nn.Module``, the module of a
+    bound method, modules captured in a closure, the distance's networks, and ``modules``.
+
     Args:
         base_function: maps a batch of inputs ``[B, *x.shape]`` to a batch of outputs ``[B, ...]``.
         distance: a ``Distance`` or a name from ``smoothcert.distances.DISTANCES``.
@@ -133,8 +212,10 @@ class CenterSmooth:
             it (that would make the certificate unsound).
         batch_size: inputs per call of ``base_function``.
         chunk_elements: largest distance-matrix chunk (number of floats) formed at once.
-        memory_bytes: budget for keeping all n samples; above it, choose among ``candidates``.
-        candidates: force the high-dimensional mode with this many candidate centers.
+        memory_bytes: budget for keeping all n samples; above it, choose among candidates (as many
+            as the budget allows, at least ``min_candidates``).
+        candidates: force candidates mode with this many candidate centers (>= min_candidates).
+        modules: further modules the base function calls (put in eval mode while certifying).
     """
 
     def __init__(
@@ -152,6 +233,7 @@ class CenterSmooth:
         chunk_elements: int = 2**24,
         memory_bytes: int = 2**30,
         candidates: int | None = None,
+        modules: Sequence[nn.Module] = (),
     ) -> None:
         self.base_function = base_function
         self.distance = build_distance(distance)
@@ -171,7 +253,7 @@ class CenterSmooth:
         self.batch_size = check_count(batch_size, "batch_size")
         self.chunk_elements = check_count(chunk_elements, "chunk_elements")
         self.memory_bytes = check_count(memory_bytes, "memory_bytes")
-        self.candidates = None if candidates is None else check_count(candidates, "candidates")
+        self.modules = tuple(modules)
         if delta1(self.n, self.alpha1) > self.delta:
             need = math.ceil(math.log(2.0 / self.alpha1) / (2.0 * self.delta**2))
             raise ConfigError(
@@ -179,8 +261,48 @@ class CenterSmooth:
                 f"{delta1(self.n, self.alpha1):.4f} > delta = {self.delta}; use n >= {need} "
                 "or a larger delta"
             )
+        self.min_candidates = min_candidates(self.delta, self.alpha1)
+        self.miss_budget = MISS_SHARE * self.alpha1
+        self.candidates = None if candidates is None else check_count(candidates, "candidates")
+        if self.candidates is not None and self.candidates < self.n:
+            self._check_candidates(self.candidates)
+
+    def _check_candidates(self, count: int) -> None:
+        """Raises unless choosing among ``count`` < n candidates stays within alpha1."""
+        if count < self.min_candidates:
+            miss = (0.5 - self.delta) ** count
+            raise ConfigError(
+                f"candidates={count} is too few: all of them miss the best ball with probability "
+                f"up to (1/2 - delta)^{count} = {miss:.3g} > alpha1 / 10 = {self.miss_budget:.3g}"
+                f"; use at least {self.min_candidates} candidates (or null: all n samples)"
+            )
+        tail = half_sample_failure(self.n, self.delta)
+        if tail > BALL_SHARE * self.alpha1:
+            raise ConfigError(
+                f"n={self.n} is too small for candidates mode: P[Bin(n, 1/2 + delta) < n/2] = "
+                f"{tail:.3g} > {BALL_SHARE} alpha1; raise n or delta, or memory_bytes for full mode"
+            )
 
     # ----- sampling -------------------------------------------------------------------------
+
+    def _called_modules(self) -> list[nn.Module]:
+        """The modules the certifier calls: see the class docstring."""
+        found = list(self.modules) + list(self.distance.modules())
+        function = self.base_function
+        found.append(function)
+        found.append(getattr(function, "__self__", None))
+        for cell in getattr(function, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                found.append(cell.cell_contents)
+        unique = {id(module): module for module in found if isinstance(module, nn.Module)}
+        return list(unique.values())
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for module in self._called_modules():
+                stack.enter_context(eval_mode(module))
+            yield
 
     def _outputs(self, x: Tensor, count: int, stream: GaussianNoiseStream) -> Iterator[Tensor]:
         """Base outputs on ``count`` noisy copies of x, in batches; non-finite outputs raise."""
@@ -211,30 +333,48 @@ class CenterSmooth:
         )
         return outputs[best].clone(), radius  # a copy: the n outputs can be freed
 
+    def _candidate_distances(self, rows: Tensor, embedded: Tensor) -> Tensor:
+        """``[len(rows), len(embedded)]`` exact (``paired``) distances, all pairs of a chunk of
+        ``embedded`` at once (at most ``chunk_elements`` values formed)."""
+        count, width = rows.shape[0], rows[0].numel()
+        step = max(1, self.chunk_elements // max(1, count * width))
+        parts = []
+        for part in embedded.split(step):
+            size = len(part)
+            left = rows[:, None].expand(count, size, *rows.shape[1:]).reshape(-1, *rows.shape[1:])
+            right = part[None].expand(count, *part.shape).reshape(-1, *part.shape[1:])
+            parts.append(self.distance.paired(left, right).reshape(count, size))
+        return torch.cat(parts, dim=1)
+
     def _center_candidates(
         self, x: Tensor, stream: GaussianNoiseStream, candidates: int
     ) -> tuple[Tensor, float]:
-        """High-dimensional mode: only the first ``candidates`` of the n samples are kept; their
+        """Candidates mode: only the first ``candidates`` of the n samples are kept; their exact
         distances to all n samples are accumulated batch by batch (memory candidates x n)."""
         kept = torch.cat(list(self._outputs(x, candidates, stream)))
         rows = self.distance.embed(kept)
-        parts = [self.distance.pairwise(rows, rows)]
+        parts = [self._candidate_distances(rows, rows)]
         for out in self._outputs(x, self.n - candidates, stream):
-            parts.append(self.distance.pairwise(rows, self.distance.embed(out)))
+            parts.append(self._candidate_distances(rows, self.distance.embed(out)))
         medians = torch.cat(parts, dim=1).kthvalue((self.n + 1) // 2, dim=1).values
         best = int(medians.argmin())
         return kept[best].clone(), float(medians[best])
 
     def _num_candidates(self, probe: Tensor) -> int:
-        """All n if n outputs and their embeddings fit the memory budget, else as many candidates
-        as a candidates x n distance matrix (plus their outputs) allows."""
+        """All n if n outputs and their embeddings fit the memory budget (or ``candidates`` >= n),
+        else ``candidates``, or as many candidates as a candidates x n distance matrix (plus their
+        outputs) allows, clamped up to ``min_candidates``."""
         if self.candidates is not None:
             return min(self.candidates, self.n)
         per_sample = probe.element_size() * probe[0].numel()
         per_sample += 4 * self.distance.embed(probe[:1]).shape[1]
         if self.n * per_sample <= self.memory_bytes:
             return self.n
-        return max(1, min(self.n, self.memory_bytes // (4 * self.n + per_sample)))
+        allowed = self.memory_bytes // (4 * self.n + per_sample)
+        count = min(self.n, max(self.min_candidates, allowed))
+        if count < self.n:
+            self._check_candidates(count)
+        return count
 
     def _distances_to(self, center: Tensor, x: Tensor, count: int, stream) -> Iterator[Tensor]:
         """Distances from ``center`` to the outputs on ``count`` fresh noisy copies of x."""
@@ -256,11 +396,12 @@ class CenterSmooth:
         p_hat = int(inside) / self.n
         d1, d2 = delta1(self.n, self.alpha1), delta2(p_hat, self.n, self.alpha1)
         kept = center if self.delta >= max(d1, d2) else None
-        return Smoothed(kept, radius, p_hat, d1, d2)
+        return Smoothed(kept, radius, p_hat, d1, d2, min(candidates, self.n))
 
     def smooth_details(self, x: Tensor, generator: torch.Generator | None = None) -> Smoothed:
         """Algorithm 1 with its numbers (center None on abstention)."""
-        return self._smooth(x, self._stream(x, generator))
+        with self._eval_mode():
+            return self._smooth(x, self._stream(x, generator))
 
     def smooth(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
         """The smoothed output at x (Algorithm 1), or None when it abstains."""
@@ -286,7 +427,14 @@ class CenterSmooth:
     def certify_details(
         self, x: Tensor, eps_in: float | Sequence[float], generator: torch.Generator | None = None
     ) -> CenterCertificate:
-        """Algorithm 2 for every eps_in from one set of m samples."""
+        """Algorithm 2 for every eps_in from one set of m samples. Each finite eps_out holds for
+        each x' within its eps_in separately (see the module docstring), at 1 - alpha1 - alpha2."""
+        with self._eval_mode():
+            return self._certify(x, eps_in, generator)
+
+    def _certify(
+        self, x: Tensor, eps_in: float | Sequence[float], generator: torch.Generator | None
+    ) -> CenterCertificate:
         radii = [float(eps_in)] if isinstance(eps_in, (int, float)) else [float(e) for e in eps_in]
         require(len(radii) > 0, "eps_in must hold at least one value")
         require(min(radii) >= 0, f"eps_in must be >= 0, got {min(radii)}")

@@ -48,6 +48,7 @@ CENTER_RESUME_KEYS = (
     "alpha2",
     "gamma",
     "distance",
+    "candidates",
     "eps_in",
     "seed",
     "split",

@@ -3,13 +3,23 @@
 Center smoothing needs a distance d that is symmetric and satisfies d(a, c) <= gamma (d(a, b) +
 d(b, c)); a (pseudo)metric has gamma = 1, squared distances (cosine, squared feature-space
 distances) have gamma = 2. The certificate grows with gamma: eps_out = gamma (1 + 2 gamma) R.
+Every subclass declares its ``gamma`` in its class body (a missing or invalid one is a TypeError
+at class definition): a wrong gamma makes every certificate unsound, so it has no default.
 
 Every distance works in two steps so that distance matrices can be computed in chunks:
 ``embed(outputs)`` turns a batch of outputs ``[N, ...]`` into a per-sample tensor ``[N, D]``, then
 ``pairwise(a, b)`` gives the ``[len(a), len(b)]`` matrix between embedded batches (fast, used to
-choose the center) and ``paired(a, b)`` the ``[N]`` distances between rows ``a[i]`` and ``b[i]``
-(computed directly, used for the radius estimates that the certificate rests on). Calling a
-distance on two output batches gives their paired distances.
+rank the candidate centers) and ``paired(a, b)`` the ``[N]`` distances between rows ``a[i]`` and
+``b[i]`` (computed directly from the differences, so correct to float32 rounding of the distance
+itself: used for every radius the certificate rests on). Calling a distance on two output batches
+gives their paired distances.
+
+The squared-Euclidean distances (l2, cosine, feature) form ``pairwise`` from matrix products,
+||u||^2 + ||v||^2 - 2 u.v. In float32 that cancels catastrophically when the outputs' norm is
+large against their differences (outputs of norm 3,200 one apart: every distance is noise of size
+about 2). So the rows are first moved to a common reference (the first row of ``b``: distances
+are translation invariant) and the products are taken in float64: the rounding is then relative
+to the outputs' spread around each other, not to their norm, and identical outputs are 0 apart.
 """
 
 from __future__ import annotations
@@ -19,19 +29,56 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, require
+from smoothcert.smooth import eval_mode
+
+
+def squared_euclidean_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """``[len(a), len(b)]`` squared Euclidean distances by matrix products, without cancellation
+    against the rows' norm: both sides are moved to ``b[0]`` and multiplied in float64 (float32
+    result). The error is about 1e-16 D times the squared spread of the rows around ``b[0]``."""
+    reference = b[:1].double()
+    u, v = a.double() - reference, b.double() - reference
+    squared = u.square().sum(1)[:, None] + v.square().sum(1)[None, :] - 2 * (u @ v.T)
+    return squared.clamp_min_(0.0).float()
 
 
 class Distance:
-    """Base class; the default embedding is the flattened output in float32."""
+    """Base class; the default embedding is the flattened output in float32.
+
+    A subclass must declare ``gamma`` (>= 1) in its class body, its relaxed-triangle constant
+    d(a, c) <= gamma (d(a, b) + d(b, c)): 1 for a (pseudo)metric, 2 for a squared Euclidean
+    distance. Inheriting it is not enough (a new ``paired`` can change it), so an undeclared gamma
+    raises TypeError when the class is defined. ``pairwise`` defaults to ``paired`` on every pair
+    (correct, not fast); ``modules()`` lists the networks the distance calls, which certifiers run
+    in eval mode.
+    """
 
     name = "distance"
-    gamma = 1.0
+    gamma: float
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "gamma" not in cls.__dict__:
+            raise TypeError(
+                f"Distance subclass {cls.__name__} must declare gamma in its class body: its "
+                "relaxed-triangle constant, d(a, c) <= gamma (d(a, b) + d(b, c)); 1.0 for a "
+                "(pseudo)metric, 2.0 for a squared Euclidean distance. Center smoothing's "
+                "certificate eps_out = gamma (1 + 2 gamma) R is unsound with a gamma too small"
+            )
+        gamma = cls.__dict__["gamma"]
+        if not isinstance(gamma, (int, float)) or not 1.0 <= float(gamma) < float("inf"):
+            raise TypeError(f"{cls.__name__}.gamma={gamma!r} must be a finite number >= 1")
 
     def embed(self, outputs: Tensor) -> Tensor:
         return outputs.reshape(outputs.shape[0], -1).float()
 
+    def modules(self) -> tuple[nn.Module, ...]:
+        """The networks this distance evaluates (run in eval mode by the certifiers)."""
+        return ()
+
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        raise NotImplementedError
+        rows = [self.paired(row.expand(len(b), *row.shape), b) for row in a]
+        return torch.stack(rows) if rows else a.new_zeros(0, len(b))
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
@@ -53,9 +100,10 @@ class L2Distance(Distance):
     """Euclidean distance between flattened outputs."""
 
     name = "l2"
+    gamma = 1.0
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        return torch.cdist(a, b)
+        return squared_euclidean_matrix(a, b).sqrt_()
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:
         return (a - b).norm(dim=1)
@@ -65,6 +113,7 @@ class L1Distance(Distance):
     """Sum of absolute differences between flattened outputs."""
 
     name = "l1"
+    gamma = 1.0
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.cdist(a, b, p=1.0)
@@ -83,6 +132,7 @@ class TotalVariationDistance(L1Distance):
     """
 
     name = "tv"
+    gamma = 1.0
 
     def embed(self, outputs: Tensor) -> Tensor:
         z = outputs.float()
@@ -108,8 +158,7 @@ class CosineDistance(Distance):
         return F.normalize(super().embed(outputs), dim=1)
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        half_norms = a.square().sum(1)[:, None] / 2 + b.square().sum(1)[None, :] / 2
-        return (half_norms - a @ b.T).clamp_min_(0.0)
+        return squared_euclidean_matrix(a, b) / 2
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:
         return (a - b).square().sum(dim=1) / 2
@@ -132,16 +181,20 @@ class FeatureDistance(Distance):
             weights = torch.as_tensor(weights, dtype=torch.float32).sqrt()
         self.root_weights = weights
 
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.network,)
+
     def embed(self, outputs: Tensor) -> Tensor:
-        with torch.inference_mode():
+        """Features of each output on its own: the network runs in eval mode (then restored), so
+        BatchNorm or dropout neither couple the outputs of a batch nor change its statistics."""
+        with eval_mode(self.network), torch.inference_mode():
             features = self.network(outputs.float()).reshape(outputs.shape[0], -1).float()
         if self.root_weights is not None:
             features = features * self.root_weights.to(features.device)
         return features
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
-        norms = a.square().sum(1)[:, None] + b.square().sum(1)[None, :]
-        return (norms - 2 * a @ b.T).clamp_min_(0.0)
+        return squared_euclidean_matrix(a, b)
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:
         return (a - b).square().sum(dim=1)
@@ -161,6 +214,7 @@ class BoxJaccardDistance(Distance):
     """
 
     name = "jaccard_box"
+    gamma = 1.0
 
     def embed(self, outputs: Tensor) -> Tensor:
         shape = tuple(outputs.shape)
@@ -194,6 +248,7 @@ class LabelJaccardDistance(Distance):
     """
 
     name = "jaccard_labels"
+    gamma = 1.0
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = int(num_classes)

@@ -129,7 +129,7 @@ def test_config_composes_with_the_papers_defaults_and_builds_the_network(make_cf
     assert paper == (10_000, 1_000_000, 0.05, 0.005, 0.005) and settings.sigma == cfg.sigma
     callback = hydra.utils.instantiate(settings)
     assert isinstance(callback.feature_network, torch.nn.Flatten)
-    assert callback.distances == ["feature", "l2"] and callback.task is None
+    assert callback.distances == ["feature", "l2"] and callback.tasks == ()
     assert callback.grid == [(cfg.sigma, [h * cfg.sigma for h in settings.h])]
     assert settings.eps_in is None and callback.sigmas == [cfg.sigma]
 

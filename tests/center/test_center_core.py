@@ -102,7 +102,7 @@ def test_results_do_not_depend_on_batch_or_chunk_size() -> None:
         smoother = CenterSmooth(f, "l2", 0.25, n=1200, m=3000, batch_size=batch_size)
         smoother.chunk_elements = chunk
         result = smoother.certify_details(x, [0.1, 0.3], torch.Generator().manual_seed(5))
-        results.append((result.eps_out, result.smoothed.radius, result.smoothed.p_hat))
+        results.append([*result.eps_out, result.smoothed.radius, result.smoothed.p_hat])
     assert results[0] == pytest.approx(results[1], rel=1e-5)
 
 
