@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, run_script, table_rows
+from conftest import ROOT, TINY, run_script, table_rows
 
 # Subprocess runs of train.py / certify.py: `pytest -m "not slow"` skips them.
 pytestmark = pytest.mark.slow
@@ -61,6 +61,20 @@ def test_certify_py_evaluates_the_split_only_when_asked(trained, tmp_path):
     assert bad.stderr.strip().splitlines()[-1] == (
         "smoothcert: error: certify.evaluate=maybe must be true or false"
     )
+
+
+def test_a_checkpoint_written_before_the_core_moved_still_certifies(tmp_path):
+    fixture = ROOT / "tests" / "fixtures" / "pre_move"
+    settings = [
+        "certify.n=500",
+        "certify.n0=50",
+        "certify.num_examples=6",
+        "certify.batch_size=250",
+    ]
+    ckpt = f"ckpt_path={fixture / 'digits_last.ckpt'}"
+    result = run_script("certify.py", *TINY, *settings, ckpt, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_rows(tmp_path / "certify.tsv") == table_rows(fixture / "certify.tsv")
 
 
 def test_other_sigma_warns_with_both_values(trained, tmp_path):
