@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.checkpoints import apply_checkpoint, checkpoint_metadata, pop_evaluate
+from lightning_modules.checkpoints import apply_checkpoint, checkpoint_metadata
 from lightning_modules.runner import (
     build_run,
     finish_wandb,
@@ -32,13 +32,11 @@ def main(cfg: DictConfig) -> None:
         with one_line_config_errors():
             meta = checkpoint_metadata(cfg.get("ckpt_path"))
             apply_checkpoint(cfg, meta, HydraConfig.get().overrides.task)
-            evaluate = pop_evaluate(cfg)
             pl.seed_everything(cfg.seed, workers=True)
             run = build_run(cfg, fitting=False)
             # Lightning's test loop restores the checkpoint and sets up the processes; the
-            # certification callback certifies in on_test_end. Without certify.evaluate the loop
-            # gets one empty batch: nothing is evaluated and no test/* metric is logged.
-            run.datamodule.evaluate_test = evaluate
+            # certification callback certifies in on_test_end (build_run has made the loop
+            # evaluate nothing unless certify.evaluate=true).
             run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
             rank_zero_info(f"run directory: {cfg.paths.output_dir}")
     finally:

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from callbacks.certification_common import CertificationCallback
 from callbacks.run_config import RunConfigInCheckpoint
+from lightning_modules.checkpoints import pop_evaluate
 from lightning_modules.config_checks import check_config, check_launcher
 from smoothcert.errors import ConfigError, require
 from smoothcert.provenance import provenance
@@ -56,8 +57,11 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
 
     Every check of the settings runs here, before any data is loaded for training: the keys and
     types of every node (``check_config``), each object's own range checks as it is built, and
-    how the pieces fit (``check_run``). ``fitting`` is False for certify.py.
+    how the pieces fit (``check_run``). ``fitting`` is False for certify.py, whose
+    ``certify.evaluate`` says whether its test loop evaluates the split before certifying (without
+    it the loop gets one empty batch: nothing is evaluated and no ``test/*`` metric is logged).
     """
+    evaluate = None if fitting else pop_evaluate(cfg)
     choices, launcher = hydra_choices_and_launcher()
     check_config(cfg, choices)
     if fitting:
@@ -66,6 +70,8 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="object")
     if callable(getattr(datamodule, "check_settings", None)):
         datamodule.check_settings()
+    if evaluate is not None:
+        datamodule.evaluate_test = evaluate
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
     stored = {key: resolved[key] for key in ("model", "data", "sigma") if key in resolved}
     callbacks = [RunConfigInCheckpoint(stored)]

@@ -171,7 +171,7 @@ def test_end_to_end_certifies_the_composition_and_certify_py_reproduces_it(clean
         again,
         config_name="certify_checkpoint",
     )
-    run = build_run(cfg)
+    run = build_run(cfg, fitting=False)
     run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
     _, repeated = read_records(again / "certify.tsv")
     assert [(r.idx, r.predict, r.radius) for r in repeated] == [
