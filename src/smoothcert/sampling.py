@@ -1,4 +1,4 @@
-"""Monte-Carlo sampling of a base classifier under Gaussian noise, counting on the device."""
+"""Monte-Carlo sampling of a base classifier under any smoothing noise, counting on the device."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from smoothcert.noise import GaussianNoiseStream
+from smoothcert.noise import NoiseStream
 
 
 def sample_class_counts(
@@ -16,7 +16,7 @@ def sample_class_counts(
     num: int,
     num_classes: int,
     batch_size: int,
-    stream: GaussianNoiseStream,
+    stream: NoiseStream,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> tuple[Tensor, Tensor]:

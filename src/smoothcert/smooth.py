@@ -9,13 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_input_range, check_sigma
-from smoothcert.noise import GaussianNoiseStream
+from smoothcert.noise import GaussianNoise, Noise, NoiseStream, build_noise
 from smoothcert.sampling import sample_class_counts
-from smoothcert.statistics import (
-    binom_test_two_sided,
-    clopper_pearson_lower,
-    radius_from_lower_bound,
-)
+from smoothcert.statistics import binom_test_two_sided, clopper_pearson_lower
 
 ABSTAIN = -1
 
@@ -32,13 +28,18 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 class Smooth:
-    """The smoothed classifier g(x) = argmax_c P(f(x + eps) = c), eps ~ N(0, sigma^2 I).
+    """The smoothed classifier g(x) = argmax_c P(f(x + eps) = c), eps ~ N(0, sigma^2 I) by default.
 
     Drop-in for the reference ``core.Smooth``: ``Smooth(base_classifier, num_classes, sigma)``
-    with ``predict`` and ``certify``. Inputs are single examples ``[C, H, W]`` in [0, 1] pixel
-    space (the base classifier normalizes in its first layer). Each call takes an optional
-    ``generator``; without one, noise comes from a generator seeded by torch's global RNG, so
-    ``torch.manual_seed`` makes calls reproducible.
+    with ``predict`` and ``certify``, Gaussian noise and l2 radii. ``noise`` swaps in another
+    :class:`~smoothcert.noise.Noise` (an instance at the same ``sigma``, or a name: gaussian,
+    laplace, uniform) and ``norm`` the norm of the radius (default: the noise's natural norm,
+    l2 for Gaussian, l1 for Laplace and uniform); an unsupported pair is refused here.
+
+    Inputs are single examples ``[C, H, W]`` in [0, 1] pixel space (the base classifier
+    normalizes in its first layer). Each call takes an optional ``generator``; without one, noise
+    comes from a generator seeded by torch's global RNG, so ``torch.manual_seed`` makes calls
+    reproducible.
 
     ``input_range`` guards against the most common wrong result, a dataset that normalizes before
     the noise: inputs outside it are refused. For inputs that are not pixels (tabular features,
@@ -57,6 +58,8 @@ class Smooth:
         autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         input_range: tuple[float, float] | None = (0.0, 1.0),
+        noise: Noise | str | None = None,
+        norm: str | None = None,
     ) -> None:
         if input_range is not None:
             low, high = (float(v) for v in input_range)
@@ -67,10 +70,23 @@ class Smooth:
         self.base_classifier = base_classifier
         self.num_classes = check_count(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
+        if noise is None:
+            noise = GaussianNoise(self.sigma)
+        elif isinstance(noise, str):
+            noise = build_noise(noise, self.sigma)
+        elif not isinstance(noise, Noise):
+            raise ConfigError(f"noise={noise!r} must be a smoothcert.noise.Noise or a noise name")
+        if noise.sigma != self.sigma:
+            raise ConfigError(
+                f"noise sigma={noise.sigma} differs from Smooth's sigma={self.sigma}: give both "
+                "the same single noise level"
+            )
+        self.noise = noise
+        self.norm = noise.check_norm(norm)
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
 
-    def _stream(self, x: Tensor, generator: torch.Generator | None) -> GaussianNoiseStream:
+    def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:
         if self.input_range is None:
             if x.dim() == 0:
                 raise ConfigError(
@@ -86,9 +102,9 @@ class Smooth:
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        return GaussianNoiseStream(x.shape, self.sigma, generator, x.device, torch.float32)
+        return self.noise.stream(tuple(x.shape), generator, x.device, torch.float32)
 
-    def _counts(self, x: Tensor, num: int, batch_size: int, stream: GaussianNoiseStream) -> Tensor:
+    def _counts(self, x: Tensor, num: int, batch_size: int, stream: NoiseStream) -> Tensor:
         counts, finite = sample_class_counts(
             self.base_classifier,
             x.float(),
@@ -118,8 +134,9 @@ class Smooth:
         """CERTIFY: ``(class, radius)`` or ``(ABSTAIN, 0.0)``.
 
         Guarantee: with probability at least 1 - alpha over the noise, if a class is returned then
-        g(x + delta) equals it for every ||delta||_2 < radius. The class is selected with ``n0``
-        samples and its probability bounded with ``n`` independent ones (Clopper-Pearson).
+        g(x + delta) equals it for every ||delta|| < radius in ``self.norm`` (l2 by default). The
+        class is selected with ``n0`` samples and its probability bounded with ``n`` independent
+        ones (Clopper-Pearson); the radius is ``self.noise.radius`` of that bound.
         """
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
@@ -128,16 +145,18 @@ class Smooth:
             counts0 = self._counts(x, n0, batch_size, stream)
             counts = self._counts(x, n, batch_size, stream)
         c_hat = int(counts0.argmax())
-        return self.bound_to_certificate(int(counts[c_hat]), n, alpha, c_hat)
+        return self.bound_to_certificate(int(counts[c_hat]), n, alpha, c_hat, x.numel())
 
     def bound_to_certificate(
-        self, count: int, n: int, alpha: float, c_hat: int
+        self, count: int, n: int, alpha: float, c_hat: int, dim: int | None = None
     ) -> tuple[int, float]:
-        """Turns the count of the selected class among ``n`` samples into ``(class, radius)``."""
+        """Turns the count of the selected class among ``n`` samples into ``(class, radius)``:
+        ``(ABSTAIN, 0.0)`` unless the Clopper-Pearson lower bound exceeds 1/2. ``dim`` (the number
+        of input coordinates) is needed for linf radii only."""
         p_lower = clopper_pearson_lower(count, n, alpha)
         if p_lower <= 0.5:
             return ABSTAIN, 0.0
-        return c_hat, radius_from_lower_bound(p_lower, self.sigma)
+        return c_hat, float(self.noise.radius(p_lower, self.norm, dim))
 
     def predict(
         self,

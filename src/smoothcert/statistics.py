@@ -6,7 +6,9 @@ method="beta")[0]`` (the one-sided bound of Cohen et al.); the tests keep statsm
 
 from __future__ import annotations
 
-from scipy.stats import beta, binomtest, norm
+from scipy.stats import beta, binomtest
+
+from smoothcert.noise import GaussianNoise
 
 
 def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
@@ -36,5 +38,6 @@ def binom_test_two_sided(k: int, n: int, p: float = 0.5) -> float:
 
 
 def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
-    """Cohen et al.'s l2 radius sigma * Phi^-1(p_lower), valid when p_lower > 1/2."""
-    return float(sigma * norm.ppf(p_lower))
+    """Cohen et al.'s l2 radius sigma * Phi^-1(p_lower) for p_lower > 1/2 (0 otherwise); the
+    formula is :meth:`GaussianNoise.radius`, kept here for callers of the old name."""
+    return float(GaussianNoise(sigma).radius(p_lower, "l2"))

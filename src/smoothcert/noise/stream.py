@@ -1,14 +1,12 @@
-"""Gaussian noise in [0, 1] pixel space, with streams that do not depend on the batch size."""
+"""Seeded noise streams that do not depend on the batch size, for any noise distribution."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-from smoothcert.errors import ConfigError, check_sigma
+from torch import Tensor
 
 # A stream draws its noise in chunks of a fixed number of elements (rounded to whole samples), so
 # the k-th noise sample of an example is the same whatever batch size consumes the stream.
@@ -32,60 +30,44 @@ def example_generator(seed: int, index: int, device: torch.device | str = "cpu")
     return generator
 
 
-class GaussianNoise(nn.Module):
-    """Adds N(0, sigma^2 I) to inputs in [0, 1] pixel space (no clipping, as in Cohen et al.).
+class StandardDraw(Protocol):
+    """Draws i.i.d. samples of a noise at unit scale (the noise's ``draw_standard``).
 
-    ``sigma`` may be a list of noise levels (training for certification at several levels, as
-    ``certify=center`` does with a list): each example of a batch then gets a level drawn
-    uniformly from the list. ``self.sigma`` is the number, or the sorted list of levels.
+    Called with ``out`` it fills ``out`` (whose size is ``size``) in place and returns it; otherwise
+    it returns a new tensor of ``size`` on ``device`` with ``dtype``. It consumes the generator the
+    same way in both cases, so the values do not depend on which form is used.
     """
 
-    def __init__(self, sigma: float | Sequence[float]) -> None:
-        super().__init__()
-        levels = noise_levels(sigma, "sigma")
-        self.sigma: float | list[float] = levels[0] if len(levels) == 1 else levels
-        self.levels = levels
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self.levels == [0.0]:
-            return x
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if len(self.levels) == 1:
-            return x + self.levels[0] * noise
-        pick = torch.randint(len(self.levels), (x.shape[0],), generator=generator, device=x.device)
-        sigmas = torch.tensor(self.levels, device=x.device, dtype=x.dtype)[pick]
-        return x + sigmas.view(-1, *([1] * (x.dim() - 1))) * noise
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
+    def __call__(
+        self,
+        size: tuple[int, ...],
+        generator: torch.Generator | None,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        out: Tensor | None = None,
+    ) -> Tensor: ...
 
 
-def noise_levels(sigma: float | Sequence[float], name: str = "sigma") -> list[float]:
-    """Sorted distinct noise levels from a number or a list; one-line ConfigError if empty or
-    negative."""
-    values = list(sigma) if isinstance(sigma, Sequence) and not isinstance(sigma, str) else [sigma]
-    if not values:
-        raise ConfigError(f"{name} is an empty list: give a noise level or a list of them")
-    return sorted({check_sigma(v, name, allow_zero=True) for v in values})
-
-
-class GaussianNoiseStream:
-    """An endless stream of N(0, sigma^2 I) samples of a fixed shape, drawn from one generator.
+class NoiseStream:
+    """An endless stream of ``scale * Z`` samples of a fixed shape, Z i.i.d. from ``draw_standard``.
 
     ``take(m)`` returns the next ``m`` samples. Noise is generated in fixed-size chunks (a function
-    of the sample shape only), so concatenating ``take`` calls of any sizes gives the same sequence.
+    of the sample shape only), so concatenating ``take`` calls of any sizes gives the same sequence,
+    and an example's noise is the same whatever batch size certifies it.
     """
 
     def __init__(
         self,
         shape: tuple[int, ...],
-        sigma: float,
+        draw_standard: StandardDraw,
+        scale: float,
         generator: torch.Generator,
         device: torch.device | str,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.shape = tuple(shape)
-        self.sigma = float(sigma)
+        self.draw_standard = draw_standard
+        self.scale = float(scale)
         self.generator = generator
         self.device = torch.device(device)
         self.dtype = dtype
@@ -95,9 +77,7 @@ class GaussianNoiseStream:
 
     def _draw(self, out: Tensor | None = None) -> Tensor:
         size = (self.chunk, *self.shape)
-        if out is not None:
-            return torch.randn(size, generator=self.generator, out=out)
-        return torch.randn(size, generator=self.generator, device=self.device, dtype=self.dtype)
+        return self.draw_standard(size, self.generator, self.device, self.dtype, out=out)
 
     def take(self, m: int) -> Tensor:
         """Returns a fresh tensor ``[m, *shape]`` holding the next ``m`` noise samples."""
@@ -116,4 +96,4 @@ class GaussianNoiseStream:
             k = m - filled
             out[filled:] = fresh[:k]
             self._leftover = fresh[k:]
-        return out.mul_(self.sigma)
+        return out.mul_(self.scale)
