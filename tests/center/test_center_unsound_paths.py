@@ -167,7 +167,7 @@ def metric(name: str) -> Distance | str:
     return FeatureDistance(nn.Flatten()) if name == "feature" else name
 
 
-@pytest.mark.slow  # about 1 minute per distance on 2 CPU cores
+@pytest.mark.slow  # about 10 s per distance on 2 idle CPU cores
 @pytest.mark.parametrize("distance", ["l2", "cosine", "feature"])
 def test_large_norm_two_atom_outputs_keep_the_bound(distance: str) -> None:
     """Two atoms of norm 3,200 one apart; P(minority atom) 1.3% at x, 1.7% at x'. In float32,
@@ -181,7 +181,7 @@ def test_large_norm_two_atom_outputs_keep_the_bound(distance: str) -> None:
 
     smoother = CenterSmooth(step, metric(distance), 1.0, **LARGE)
     x, x_moved = torch.zeros(1), torch.full((1,), 0.1)
-    trials = 200
+    trials = 100  # the reported failure violated in 18 of 20 trials
     violations = counted = 0
     for trial in range(trials):
         result = smoother.certify_details(x, 0.1, torch.Generator().manual_seed(2 * trial))
