@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
+from callbacks.certification import CertificationCallback
 from lightning_modules.runner import (
     build_run,
     finish_wandb,
@@ -23,7 +24,9 @@ from lightning_modules.runner import (
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Returns the certified accuracy at the first reported radius (for sweepers), if certified."""
+    """Returns the certifier's objective (for sweepers), on every rank: Cohen's average certified
+    radius, SegCertify's certified mIoU, center smoothing's eps_out (lower is better); None
+    without certification."""
     log_to_run_file()
     try:
         with one_line_config_errors():
@@ -35,9 +38,8 @@ def main(cfg: DictConfig) -> float | None:
                 if getattr(checkpoint, "best_model_path", ""):
                     rank_zero_info(f"checkpoint: {checkpoint.best_model_path}")
             for callback in run.callbacks:
-                summary = getattr(callback, "summary", None)
-                if summary:
-                    return next(iter(summary.values()))
+                if isinstance(callback, CertificationCallback) and callback.summary:
+                    return callback.objective_value()
             return None
     finally:
         finish_wandb()

@@ -10,8 +10,7 @@ from matplotlib.patches import Rectangle
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.certification_common import log_images, log_locations
-from callbacks.reporting import report_curves, report_series
+from callbacks.reporting import log_images, log_locations, report_curves, report_series
 from smoothcert.center_records import CenterExample, CenterRecord, median_curves
 from smoothcert.plots import palette, plt
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
 
 from smoothcert.plots import plot_curves
 
@@ -149,3 +150,23 @@ def wandb_run_dir(trainer: Trainer) -> str | None:
         if isinstance(logger, WandbLogger):
             return str(Path(logger.experiment.dir).parent)
     return None
+
+
+def log_images(trainer: Trainer, key: str, paths: Sequence[Path]) -> None:
+    """Logs the PNG files ``paths`` under ``key`` to every wandb logger (call on rank 0)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and paths:
+            import wandb
+
+            images = [wandb.Image(str(p), caption=p.stem) for p in paths]
+            logger.experiment.log({key: images, "trainer/global_step": trainer.global_step})
+
+
+def log_locations(trainer: Trainer, records: str, curves: Sequence[Mapping[str, Path]]) -> None:
+    """Says (rank 0) where the records, the curves and the wandb run are."""
+    rank_zero_info(f"records: {records}")
+    for paths in curves:
+        rank_zero_info(f"curve:   {paths['tsv']} and {paths['png']}")
+    run_dir = wandb_run_dir(trainer)
+    if run_dir:
+        rank_zero_info(f"wandb:   {run_dir} (offline runs upload with `wandb sync {run_dir}`)")

@@ -33,14 +33,28 @@ def certify_examples(
     device = torch.device(device)
     for idx in indices:
         x, label = dataset[idx]
-        start = time.perf_counter()
         generator = example_generator(seed, idx, device)
-        prediction, radius = smooth.certify(
-            torch.as_tensor(x).to(device), n0, n, alpha, batch_size, generator=generator
-        )
-        elapsed = time.perf_counter() - start
-        label = int(label)
-        yield CohenRecord(idx, label, prediction, radius, int(prediction == label), elapsed)
+        x = torch.as_tensor(x).to(device)
+        yield certify_one(smooth, idx, x, int(label), generator, n0, n, alpha, batch_size)
+
+
+def certify_one(
+    smooth: Smooth,
+    idx: int,
+    x: torch.Tensor,
+    label: int,
+    generator: torch.Generator,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+) -> CohenRecord:
+    """CERTIFY of dataset example ``idx`` (input ``x`` on the model's device, class ``label``)
+    with noise from ``generator``; ``time`` is the seconds it took."""
+    start = time.perf_counter()
+    prediction, radius = smooth.certify(x, n0, n, alpha, batch_size, generator=generator)
+    elapsed = time.perf_counter() - start
+    return CohenRecord(idx, label, prediction, radius, int(prediction == label), elapsed)
 
 
 def select_indices(

@@ -1,0 +1,278 @@
+"""The one certification loop: selection, weights, the checks in ``setup``, sharding, streaming,
+gather, merge, resume, reporting hooks and the final barrier. A certifier supplies only how to
+certify one example, its record schemas, its header settings and its report."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from tqdm.auto import tqdm
+from typing_extensions import override
+
+import smoothcert
+from callbacks.certification.checks import check_task, number_or_list, sigma_levels
+from callbacks.distributed import gather_packed
+from smoothcert.certification import select_indices
+from smoothcert.errors import ConfigError, check_count, check_sigma, require
+from smoothcert.records import Record, RecordSchema, RecordStore
+
+
+class CertificationCallback(Callback):
+    """Certifies ``num_examples`` examples of ``split`` (every ``skip``-th) with the ``last``
+    weights or the ``best`` checkpoint, at the end of fitting (``on_train_end``) or testing
+    (``on_test_end``, how certify.py certifies a checkpoint).
+
+    Guarantees of the loop (``certify``): the unfinished examples are sharded as
+    ``todo[rank::world_size]``; each record is written to disk as soon as it is produced (a crash
+    loses at most the example in progress, and one a crash cut short is certified again on
+    ``resume``); every rank ends with every record (``records``); rank 0 merges each record file
+    and reports; all ranks meet at a final barrier. A bad setting fails in ``setup``, before
+    training, and so do existing records without ``resume`` or with other settings.
+
+    A subclass implements ``schemas``, ``metadata``, ``describe``, ``certify_one``, ``keep`` and
+    ``report`` (and optionally ``prepare``, ``start``), and declares its ``objective``: the
+    ``summary`` key a sweeper optimizes, in direction ``objective_mode`` ("max" or "min").
+    """
+
+    option = ""  # its certify= option, for messages
+    tasks: tuple[str, ...] = ()  # the model tasks (``pl_module.task``) it certifies
+    noun = "examples"  # what the examples are called in messages
+    progress = "certify"  # the progress bar's name
+    objective = ""  # the summary key a sweeper optimizes
+    objective_mode = "max"  # whether larger ("max") or smaller ("min") is better
+
+    def __init__(
+        self,
+        sigma: float,
+        output_dir: str,
+        batch_size: int,
+        num_examples: int | None,
+        skip: int,
+        split: str,
+        weights: str,
+        seed: int,
+        bf16: bool = False,
+        resume: bool = False,
+        crash_after: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.sigma = check_sigma(sigma, "certify.sigma")
+        self.batch_size = check_count(batch_size, "certify.batch_size")
+        self.num_examples = (
+            None if num_examples is None else check_count(num_examples, "certify.num_examples")
+        )
+        self.skip = check_count(skip, "certify.skip")
+        require(split in ("train", "val", "test"), f"certify.split={split!r}: use train/val/test")
+        require(weights in ("last", "best"), f"certify.weights={weights!r}: use last or best")
+        self.split, self.weights, self.seed = split, weights, int(seed)
+        self.output_dir, self.bf16, self.resume = Path(output_dir), bool(bf16), bool(resume)
+        self.crash_after = (
+            None if crash_after is None else check_count(crash_after, "certify.crash_after")
+        )
+        self.summary: dict[str, float] = {}
+        self.sigmas = [self.sigma]  # every noise level certified (a subclass may certify several)
+        self.global_rank = 0  # set when certifying
+
+    # What a certifier supplies.
+
+    def schemas(self) -> Mapping[str, RecordSchema]:
+        """The record files, by key (the keys of ``certify_one``'s result)."""
+        raise NotImplementedError
+
+    def metadata(self, pl_module: LightningModule, checkpoint: str, key: str) -> dict[str, Any]:
+        """The ``#`` header of the record file ``key`` (see ``header``)."""
+        raise NotImplementedError
+
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Certifier-specific checks and set-up in ``setup`` (after the selection checks)."""
+
+    def start(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> contextlib.AbstractContextManager:
+        """Called before certifying; the context it returns is held while certifying."""
+        return contextlib.nullcontext()
+
+    def describe(self, todo: int, total: int, world: int) -> str:
+        """The line said (rank 0) before certifying ``todo`` of ``total`` examples."""
+        raise NotImplementedError
+
+    def certify_one(self, idx: int, example: Any, needed: Sequence[str]) -> Mapping[str, Record]:
+        """The records of dataset example ``idx`` (``dataset[idx]``), for every key in ``needed``
+        (the record files that lack it). Its noise must be seeded by ``(seed, idx)`` only."""
+        raise NotImplementedError
+
+    def keep(self, records: Mapping[str, list[Record]]) -> None:
+        """Keeps (on every rank) the selected examples' records, by key, sorted by index."""
+        raise NotImplementedError
+
+    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Writes and logs (rank 0) the curves, figures and ``summary`` of the kept records."""
+        raise NotImplementedError
+
+    # The shared machinery.
+
+    def indices(self, trainer: Trainer) -> list[int]:
+        """The dataset indices to certify; ConfigError if the split has too few examples."""
+        size = len(trainer.datamodule.dataset(self.split))
+        return select_indices(size, self.num_examples, self.skip, self.split, self.noun)
+
+    def check_model(self, pl_module: LightningModule) -> None:
+        """Raises a one-line ConfigError if ``pl_module``'s task is not one this certifier
+        certifies (run before training: a mismatch would otherwise fail after it)."""
+        check_task(self.option, self.tasks, getattr(pl_module, "task", ""))
+
+    def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Checks that the certifier fits the model and the example selection, and warns about
+        the noise levels (``sigmas``) the model was not trained at (its ``hparams.train_sigma``:
+        a number or a list)."""
+        self.check_model(pl_module)
+        self.indices(trainer)
+        train_sigma = pl_module.hparams.get("train_sigma")
+        if train_sigma is None:
+            return
+        trained = sigma_levels(train_sigma)
+        untrained = [sigma for sigma in self.sigmas if sigma not in trained]
+        if untrained:
+            rank_zero_warn(
+                f"certifying at sigma={number_or_list(untrained)} a model trained at "
+                f"sigma={number_or_list(trained)}: certificates are valid, but usually worse "
+                f"than at {'the training sigma' if len(trained) == 1 else 'a training sigma'}"
+            )
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Everything that can fail does so here, before training starts.
+        self.check_selection(trainer, pl_module)
+        self.prepare(trainer, pl_module)
+        for store in self.stores(pl_module, "").values():
+            store.existing() if self.resume else store.check_fresh()
+
+    def stores(self, pl_module: LightningModule, checkpoint: str) -> dict[str, RecordStore]:
+        """One store per record file, in the run directory, with its header."""
+        return {
+            key: RecordStore(self.output_dir, schema, self.metadata(pl_module, checkpoint, key))
+            for key, schema in self.schemas().items()
+        }
+
+    def load_weights(self, trainer: Trainer, pl_module: LightningModule) -> str:
+        """Loads the best checkpoint's weights if ``weights=best``; returns what is certified."""
+        if self.weights == "last":
+            return "last weights of this run"
+        monitored = [
+            c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor
+        ]
+        path = monitored[0].best_model_path if monitored else ""
+        if not path:
+            raise ConfigError("certify.weights=best needs a ModelCheckpoint with a monitor")
+        state = torch.load(path, map_location=pl_module.device, weights_only=False)
+        pl_module.load_state_dict(state["state_dict"])
+        return path
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.certify(trainer, pl_module, self.load_weights(trainer, pl_module))
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # certify.py: trainer.test(ckpt_path=...) has restored the checkpoint's weights.
+        self.certify(trainer, pl_module, str(trainer.ckpt_path or "weights given to trainer.test"))
+
+    def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
+        """Certifies this rank's share of the unfinished examples (streaming each record),
+        gathers every record on every rank, and (rank 0) merges the files and reports."""
+        rank, world = trainer.global_rank, trainer.world_size
+        self.global_rank = rank
+        indices, stores = self.indices(trainer), self.stores(pl_module, checkpoint)
+        previous = self._previous(trainer, stores)
+        done = {key: {record.idx for record in records} for key, records in previous.items()}
+        todo = [i for i in indices if any(i not in finished for finished in done.values())]
+        rank_zero_info(self.describe(len(todo), len(indices), world))
+        dataset = trainer.datamodule.dataset(self.split)
+        mine: dict[str, list[Record]] = {key: [] for key in stores}
+        with contextlib.ExitStack() as stack:
+            writers = {k: stack.enter_context(s.writer(rank, world)) for k, s in stores.items()}
+            stack.enter_context(self.start(trainer, pl_module))
+            shard = todo[rank::world]
+            unit = self.noun.removesuffix("s")
+            bar = tqdm(shard, self.progress, unit=unit, disable=rank != 0, dynamic_ncols=True)
+            for count, idx in enumerate(bar, start=1):
+                needed = [key for key in stores if idx not in done[key]]
+                records = self.certify_one(idx, dataset[idx], needed)
+                for key in needed:
+                    writers[key].write(records[key])
+                    mine[key].append(records[key])
+                if self.crash_after is not None and count >= self.crash_after:
+                    raise RuntimeError(f"certify.crash_after={self.crash_after}: simulated crash")
+        wanted, kept = set(indices), {}
+        for key, store in stores.items():
+            every = previous[key] + self._gather(trainer, store, mine[key])
+            kept[key] = sorted((r for r in every if r.idx in wanted), key=lambda r: r.idx)
+            if rank == 0:
+                store.merge(every)
+        self.keep(kept)
+        if rank == 0:
+            self.report(trainer, pl_module)
+        trainer.strategy.barrier(f"{self.option}_certification_done")
+
+    def _previous(self, trainer: Trainer, stores: Mapping[str, RecordStore]) -> dict[str, list]:
+        """The finished records of each store (none without ``resume``), read on every rank; rank
+        0 then folds each store's files (a crashed run's shards included) into its merged file."""
+        previous = {key: store.existing() if self.resume else [] for key, store in stores.items()}
+        trainer.strategy.barrier("certification_read")
+        if trainer.global_rank == 0:
+            for key, store in stores.items():
+                if previous[key]:
+                    store.merge(previous[key])
+        trainer.strategy.barrier("certification_merged")
+        return previous
+
+    @staticmethod
+    def _gather(trainer: Trainer, store: RecordStore, mine: list[Record]) -> list[Record]:
+        """Every rank's new records of ``store``, on every rank (as written to its files)."""
+        if trainer.world_size == 1:
+            return list(mine)
+        packed = gather_packed(trainer, store.schema.pack(mine))
+        return [r for part in packed for r in store.schema.unpack(part, store.metadata)]
+
+    def objective_value(self) -> float | None:
+        """The ``objective`` of the last certification (None before one)."""
+        return self.summary.get(self.objective)
+
+    def header(
+        self,
+        pl_module: LightningModule,
+        checkpoint: str,
+        certifier: str,
+        settings: Mapping[str, object],
+        model_keys: Iterable[str] = (),
+    ) -> dict[str, object]:
+        """The ``#`` metadata of a record file: version, certifier, sigma (and the training sigma),
+        the certifier's ``settings``, the example selection, the dataset, the hyperparameters
+        ``model_keys`` of the model, the checkpoint and the model's input normalization."""
+        h = pl_module.hparams
+        return {
+            "smoothcert": smoothcert.__version__,
+            "certifier": certifier,
+            "sigma": self.sigma,
+            "train_sigma": h.get("train_sigma"),
+            **settings,
+            "seed": self.seed,
+            "split": self.split,
+            "skip": self.skip,
+            "num_examples": self.num_examples,
+            "dataset": h.get("dataset"),
+            **{key: h.get(key) for key in model_keys},
+            "checkpoint": checkpoint,
+            "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
+        }
+
+    def autocast(self, device: torch.device):
+        """bfloat16 autocast of the forward passes if ``bf16`` (a no-op otherwise)."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)

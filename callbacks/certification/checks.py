@@ -1,0 +1,37 @@
+"""Whether a certifier fits a model, checked before training (one-line errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from smoothcert.errors import ConfigError
+
+# The certifier that fits each model task, for messages.
+CERTIFIER_FOR_TASK = {
+    "classification": "cohen",
+    "denoised_classification": "cohen",
+    "segmentation": "segcertify (or center)",
+    "reconstruction": "center",
+    "box_regression": "center",
+}
+
+
+def check_task(option: str, tasks: Sequence[str], task: str) -> None:
+    """One-line ConfigError unless a ``certify=option`` certifier (of ``tasks``) fits ``task``."""
+    if tasks and task not in tasks:
+        suggestion = CERTIFIER_FOR_TASK.get(task)
+        fix = f"use certify={suggestion}" if suggestion else "choose a certifier for it"
+        raise ConfigError(
+            f"certify={option} certifies {' or '.join(tasks)} models, but the model is a "
+            f"{task or 'custom'} model: {fix}, or certify=none to train without certifying"
+        )
+
+
+def sigma_levels(value: float | Iterable[float]) -> list[float]:
+    """A noise level or several (a number or a list, e.g. a model's ``train_sigma``) as floats."""
+    return [float(value)] if isinstance(value, (int, float, str)) else [float(v) for v in value]
+
+
+def number_or_list(values: Sequence[float]) -> float | list[float]:
+    """One value as itself, several as a list (for messages and headers)."""
+    return values[0] if len(values) == 1 else list(values)

@@ -1,0 +1,102 @@
+"""Cohen et al.'s CERTIFY on held-out examples at the end of fitting, sharded across ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks.certification.base import CertificationCallback
+from callbacks.reporting import log_locations, report_curve
+from smoothcert.certification import certify_one
+from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
+from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.noise import example_generator
+from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
+from smoothcert.smooth import Smooth
+
+
+class CohenCertification(CertificationCallback):
+    """CERTIFY(n0, n, alpha) of each example at ``sigma``, its noise seeded by ``(seed, index)``
+    (records depend on neither the device count nor the batch size). Rank 0 writes
+    ``certify.tsv`` (Cohen's columns, ``#`` header), ``certified_accuracy.tsv``/``.png`` and logs
+    the ``cert/*`` scalars; the objective is the average certified radius ``cert/acr``."""
+
+    option, tasks = "cohen", ("classification", "denoised_classification")
+    objective, objective_mode = "cert/acr", "max"
+
+    def __init__(
+        self,
+        sigma: float,
+        output_dir: str,
+        n0: int = 100,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        num_examples: int | None = 500,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
+        radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        seed: int = 0,
+        bf16: bool = False,
+        channels_last: bool = False,
+        resume: bool = False,
+        crash_after: int | None = None,
+    ) -> None:
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
+        self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
+        self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), [float(r) for r in radii]
+        negative = f"certify.radii={list(radii)} has a negative radius: radii are l2 distances"
+        require(
+            all(r >= 0 for r in self.radii), f"{negative} (>= 0), e.g. certify.radii=[0.0,0.25,0.5]"
+        )
+        self.channels_last, self.records = channels_last, []
+
+    def schemas(self) -> dict[str, RecordSchema]:
+        return {"cohen": COHEN_SCHEMA}
+
+    def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
+        settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
+        return self.header(pl_module, checkpoint, "cohen", settings)
+
+    def describe(self, todo: int, total: int, world: int) -> str:
+        return (
+            f"certifying {todo} of {total} {self.split} examples ({total - todo} already done): "
+            f"n0={self.n0} n={self.n} alpha={self.alpha} sigma={self.sigma} on {world} process(es)"
+        )
+
+    def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
+        dtype, classes = torch.bfloat16 if self.bf16 else None, pl_module.hparams.num_classes
+        model, self.device = pl_module.model, pl_module.device
+        options = {"autocast_dtype": dtype, "channels_last": self.channels_last}
+        self.smooth = Smooth(model, classes, self.sigma, **options)
+        return super().start(trainer, pl_module)
+
+    def certify_one(
+        self, idx: int, example: tuple, needed: Sequence[str]
+    ) -> dict[str, CohenRecord]:
+        x, label = torch.as_tensor(example[0]).to(self.device), int(example[1])
+        generator = example_generator(self.seed, idx, self.device)
+        settings = (self.n0, self.n, self.alpha, self.batch_size)
+        return {"cohen": certify_one(self.smooth, idx, x, label, generator, *settings)}
+
+    def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
+        self.records: list[CohenRecord] = records["cohen"]
+
+    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.summary = summarize(self.records, self.radii)
+        grid = radius_grid(self.records)
+        curve = certified_accuracy_curve(self.records, grid).tolist()
+        title = f"Cohen CERTIFY, sigma={self.sigma}"
+        names = ("certified_accuracy", "radius", "certified_accuracy")
+        paths = report_curve(
+            trainer, self.output_dir, *names, grid.tolist(), curve, title, self.summary
+        )
+        table = ", ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in self.summary.items())
+        rank_zero_info(f"certified: {table}")
+        log_locations(trainer, str(self.output_dir / "certify.tsv"), [paths])
