@@ -379,6 +379,7 @@ def test_reading_keeps_complete_examples_only(tmp_path):
     assert examples[0].to_row() == "".join(lines(0, 1.0)).rstrip("\n")
 
 
+@pytest.mark.slow  # DDP: two processes
 def test_two_ddp_processes_write_the_single_process_rows(tmp_path):
     settings = ["h=[0.5, 1.0]", "num_examples=5", "distance=['l2', 'tv']", "batch_size=100"]
     settings.append("sigma=[0.12, 0.25]")

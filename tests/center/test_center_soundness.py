@@ -58,6 +58,7 @@ def steepest_direction(f, x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svd(jacobian).Vh[0]
 
 
+@pytest.mark.slow  # a statistical test of several seconds
 @pytest.mark.parametrize("kind", ["linear", "tanh"])
 def test_certificate_bounds_the_smoothed_output_change(kind: str) -> None:
     """Certify x, then smooth x' = x + eps_in u for random unit u and for the steepest direction

@@ -71,6 +71,7 @@ def test_too_few_candidates_are_refused(candidates: int) -> None:
         CenterSmooth(two_atom_step, "l2", candidates=candidates, **STEP)
 
 
+@pytest.mark.slow  # a statistical test of several seconds
 @pytest.mark.parametrize("mode", ["memory budget", "smallest allowed"])
 def test_candidates_mode_keeps_the_bound(mode: str) -> None:
     """A small ``memory_bytes`` used to switch to 2 candidates on its own (13% violations); it now

@@ -133,6 +133,7 @@ def _near_tight_points(geometry: Geometry, n: int, alpha: float) -> list[Tensor]
     return points
 
 
+@pytest.mark.slow  # a statistical test of several seconds
 def test_false_certificate_rate_is_at_most_alpha_and_near_it() -> None:
     geometry = Geometry()
     n0, n, alpha = 50, 200, 0.1

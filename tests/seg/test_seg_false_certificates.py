@@ -10,6 +10,7 @@ that a sound-looking shortcut breaks it.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import norm
 from torch import Tensor
@@ -32,6 +33,7 @@ def slack(alpha: float, trials: int) -> float:
     return 3 * float(np.sqrt(alpha * (1 - alpha) / trials))
 
 
+@pytest.mark.slow  # a statistical test of several seconds
 def test_joint_over_tau_holds_family_wise_and_per_tau_does_not():
     """Three tau, each with its own pixels at p = tau (the worst case for H0: p <= tau) and the
     other pixels far from it, so the three per-tau errors are nearly independent: per tau, each

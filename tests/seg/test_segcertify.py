@@ -139,6 +139,7 @@ def false_certificate_rates(corrections, trials: int = 1000, tau: float = 0.75):
     return alpha, *({c: v / trials for c, v in rate.items()} for rate in rates)
 
 
+@pytest.mark.slow  # a statistical test of several seconds
 def test_family_wise_error_rate_stays_within_alpha_on_the_oracle():
     trials = 1000
     corrections = [("holm", 0), ("bonferroni", 0), ("kfwer", 2), ("fdr", 0), ("fdr_by", 0)]
