@@ -32,13 +32,17 @@ def report_curve(
     ys: Sequence[float],
     title: str,
     scalars: Mapping[str, float],
+    x_label: str | None = None,
 ) -> dict[str, Path]:
     """Writes ``stem.tsv`` and ``stem.png``, logs the scalars to every logger and, for wandb, the
-    curve as a line plot over a ``wandb.Table`` plus the scalars in the run summary.
+    curve as a line plot over a ``wandb.Table`` plus the scalars in the run summary. The figure's x
+    axis is labelled ``x_label`` (default: ``x_name``, the TSV column).
 
     Call on global rank zero only. Returns the written paths.
     """
-    return report_curves(trainer, output_dir, stem, x_name, xs, {y_name: ys}, title, scalars)
+    return report_curves(
+        trainer, output_dir, stem, x_name, xs, {y_name: ys}, title, scalars, x_label=x_label
+    )
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -57,6 +61,7 @@ def report_curves(
     scalars: Mapping[str, float],
     y_label: str | None = None,
     certified_accuracy: bool = True,
+    x_label: str | None = None,
 ) -> dict[str, Path]:
     """``report_curve`` for one or more ``series`` (name -> ys) over the same ``xs``.
 
@@ -74,7 +79,7 @@ def report_curves(
         output_dir / f"{stem}.png",
         curves or {title: (xs, series[names[0]])},
         title,
-        x_name.replace("_", " "),
+        (x_label or x_name).replace("_", " "),
         y_label.replace("_", " "),
         step=certified_accuracy,
         unit_interval=certified_accuracy,

@@ -9,9 +9,9 @@ from typing_extensions import override
 
 
 class RunConfigInCheckpoint(Callback):
-    """Adds ``checkpoint["smoothcert"]["config"]`` = the resolved ``model``/``data``/``sigma``
-    configs, plain Python values only, so a checkpoint can be rebuilt and certified later and still
-    loads with ``torch.load(weights_only=True)``."""
+    """Adds ``checkpoint["smoothcert"]["config"]`` = the resolved ``model``/``data``/``sigma``/
+    ``noise`` configs, plain Python values only, so a checkpoint can be rebuilt and certified later
+    and still loads with ``torch.load(weights_only=True)``."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from typing_extensions import override
 from lightning_modules.base import SmoothcertModule
 from smoothcert.distances import BoxJaccardDistance
 from smoothcert.errors import ConfigError, check_count, check_sigma, check_unit_range, require
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 from smoothcert.structured_models import NormalizedNet
 
 JACCARD = BoxJaccardDistance()
@@ -50,7 +50,7 @@ class BoxRegressionModule(SmoothcertModule):
     def __init__(
         self,
         net: nn.Module,
-        noise: GaussianNoise,
+        noise: Noise,
         optimizer: Callable[..., torch.optim.Optimizer],
         channels: int,
         mean: Sequence[float],

@@ -43,8 +43,9 @@ def _overridden(overrides: Sequence[str], key: str) -> bool:
 def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[str]) -> None:
     """Makes ``cfg`` certify the checkpoint described by ``meta``.
 
-    The model and data configs and sigma come from the checkpoint unless the command line set
-    them (or chose an experiment). Raises ConfigError if the certifier is for another task.
+    The model and data configs, the noise distribution and sigma come from the checkpoint unless
+    the command line set them (or chose an experiment). Raises ConfigError if the certifier is for
+    another task.
     """
     certify_target = (cfg.get("certify") or {}).get("_target_")
     if not certify_target:
@@ -58,6 +59,10 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
         for key in ("model", "data"):
             if key in stored and not _overridden(overrides, key):
                 cfg[key] = OmegaConf.create(stored[key])
+        # The training noise's distribution (its level: sigma, below); older checkpoints: Gaussian.
+        noise = stored.get("noise") or {}
+        if "_target_" in noise and "noise" in cfg and not _overridden(overrides, "noise"):
+            cfg.noise._target_ = noise["_target_"]
         if (
             "train_sigma" in meta
             and not _overridden(overrides, "sigma")

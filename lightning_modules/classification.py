@@ -13,7 +13,7 @@ from typing_extensions import override
 from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import check_sigma, check_unit_range
 from smoothcert.models import NormalizedClassifier
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 from smoothcert.regimes import TrainingObjective
 
 
@@ -32,7 +32,7 @@ class ClassificationModule(SmoothcertModule):
         self,
         net: nn.Module,
         objective: TrainingObjective,
-        noise: GaussianNoise,
+        noise: Noise,
         optimizer: Callable[..., torch.optim.Optimizer],
         num_classes: int,
         mean: Sequence[float],

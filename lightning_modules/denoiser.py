@@ -27,7 +27,7 @@ from smoothcert.denoisers import (
     load_denoiser,
 )
 from smoothcert.errors import ConfigError, check_sigma, check_unit_range, require
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 from smoothcert.regimes import check_weight
 
 OBJECTIVES = ("mse", "stability", "mse+stability")
@@ -72,7 +72,7 @@ class DenoiserModule(SmoothcertModule):
         self,
         denoiser: nn.Module,
         classifier_net: nn.Module,
-        noise: GaussianNoise,
+        noise: Noise,
         optimizer: Callable[..., torch.optim.Optimizer],
         num_classes: int,
         channels: int,

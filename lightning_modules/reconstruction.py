@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import check_count, check_unit_range, require
-from smoothcert.noise import GaussianNoise, noise_levels
+from smoothcert.noise import Noise, noise_levels
 from smoothcert.structured_models import NormalizedNet
 
 
@@ -41,7 +41,7 @@ class ReconstructionModule(SmoothcertModule):
     def __init__(
         self,
         net: nn.Module,
-        noise: GaussianNoise,
+        noise: Noise,
         optimizer: Callable[..., torch.optim.Optimizer],
         channels: int,
         mean: Sequence[float],

@@ -73,7 +73,8 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     if evaluate is not None:
         datamodule.evaluate_test = evaluate
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
-    stored = {key: resolved[key] for key in ("model", "data", "sigma") if key in resolved}
+    saved = ("model", "data", "sigma", "noise")
+    stored = {key: resolved[key] for key in saved if key in resolved}
     callbacks = [RunConfigInCheckpoint(stored)]
     callbacks += instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("certify"))
     check_run(cfg, module, callbacks, choices, fitting)

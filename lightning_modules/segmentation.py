@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import ConfigError, check_sigma, check_unit_range
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
 from smoothcert.seg_models import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
 from smoothcert.segmentation_data import check_label_map
@@ -40,7 +40,7 @@ class SegmentationModule(SmoothcertModule):
         self,
         net: nn.Module,
         objective: TrainingObjective,
-        noise: GaussianNoise,
+        noise: Noise,
         optimizer: Callable[..., torch.optim.Optimizer],
         num_classes: int,
         mean: Sequence[float],

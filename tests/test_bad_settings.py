@@ -47,6 +47,12 @@ BAD = [
     (["+certify.sigmaa=0.5"], "certify.sigmaa is not a setting of certify=cohen"),
     # certify.weights=best with no checkpoint that has a monitor
     (["certify.weights=best", "callbacks=none"], "certify.weights=best needs a checkpoint"),
+    # a (noise, norm) pair with no certificate
+    (
+        ["noise=laplace", "certify.norm=linf"],
+        "certify.norm=linf: laplace noise certifies no linf radius: supported (noise, norm) pairs "
+        "are gaussian: l2, l1, linf; laplace: l1; uniform: l1, linf",
+    ),
     # a SLURM job whose processes do not match the trainer's
     (["hydra/launcher=slurm", "hydra.launcher.nodes=2"], "hydra.launcher.nodes=2 but trainer"),
 ]

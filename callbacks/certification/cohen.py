@@ -13,8 +13,8 @@ from callbacks.certification.base import CertificationCallback
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certification import certify_one
 from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.errors import check_alpha, check_count, require
-from smoothcert.noise import example_generator
+from smoothcert.errors import ConfigError, check_alpha, check_count, require
+from smoothcert.noise import GaussianNoise, Noise, example_generator
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 from smoothcert.smooth import Smooth
 
@@ -23,7 +23,13 @@ class CohenCertification(CertificationCallback):
     """CERTIFY(n0, n, alpha) of each example at ``sigma``, its noise seeded by ``(seed, index)``
     (records depend on neither the device count nor the batch size). Rank 0 writes
     ``certify.tsv`` (Cohen's columns, ``#`` header), ``certified_accuracy.tsv``/``.png`` and logs
-    the ``cert/*`` scalars; the objective is the average certified radius ``cert/acr``."""
+    the ``cert/*`` scalars; the objective is the average certified radius ``cert/acr``.
+
+    ``noise`` is the smoothing distribution, used at ``sigma`` (None: Gaussian; the config passes
+    the training noise node, so ``certify.sigma`` may differ from the training level) and ``norm``
+    the norm of the certified radius (None: the noise's natural norm). Radii and their keys are in
+    that norm: l2 keys are ``cert/acc@0.50``, other norms name it (``cert/l1/acc@0.50``, objective
+    ``cert/l1/acr``)."""
 
     option, tasks = "cohen", ("classification", "denoised_classification")
     objective, objective_mode = "cert/acr", "max"
@@ -46,12 +52,28 @@ class CohenCertification(CertificationCallback):
         channels_last: bool = False,
         resume: bool = False,
         crash_after: int | None = None,
+        noise: Noise | None = None,
+        norm: str | None = None,
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
+        if noise is not None and not isinstance(noise, Noise):
+            raise ConfigError(f"certify.noise={noise!r} must be a smoothcert.noise.Noise")
+        # The node gives the distribution, certify.sigma its level (it may differ from training's).
+        self.noise = GaussianNoise(self.sigma) if noise is None else noise
+        if self.noise.levels != [self.sigma]:
+            self.noise = type(self.noise)(self.sigma)
+        try:
+            self.norm = self.noise.check_norm(norm)
+        except ConfigError as error:
+            raise ConfigError(f"certify.norm={norm}: {error}") from None
+        self.prefix = "cert/" if self.norm == "l2" else f"cert/{self.norm}/"
+        self.objective = f"{self.prefix}acr"
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), [float(r) for r in radii]
-        negative = f"certify.radii={list(radii)} has a negative radius: radii are l2 distances"
+        negative = (
+            f"certify.radii={list(radii)} has a negative radius: radii are {self.norm} distances"
+        )
         require(
             all(r >= 0 for r in self.radii), f"{negative} (>= 0), e.g. certify.radii=[0.0,0.25,0.5]"
         )
@@ -61,20 +83,23 @@ class CohenCertification(CertificationCallback):
         return {"cohen": COHEN_SCHEMA}
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
+        noise = {"noise": self.noise.name, "noise_scale": self.noise.scale, "norm": self.norm}
+        settings = {**noise, "n0": self.n0, "n": self.n, "alpha": self.alpha}
         return self.header(pl_module, checkpoint, "cohen", settings)
 
     def describe(self, todo: int, total: int, world: int) -> str:
         return (
             f"certifying {todo} of {total} {self.split} examples ({total - todo} already done): "
-            f"n0={self.n0} n={self.n} alpha={self.alpha} sigma={self.sigma} on {world} process(es)"
+            f"n0={self.n0} n={self.n} alpha={self.alpha} {self.noise.name} sigma={self.sigma} "
+            f"({self.norm} radii) on {world} process(es)"
         )
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         dtype, classes = torch.bfloat16 if self.bf16 else None, pl_module.hparams.num_classes
         model, self.device = pl_module.model, pl_module.device
         options = {"autocast_dtype": dtype, "channels_last": self.channels_last}
-        self.smooth = Smooth(model, classes, self.sigma, **options)
+        noise = {"noise": self.noise, "norm": self.norm}
+        self.smooth = Smooth(model, classes, self.sigma, **options, **noise)
         return super().start(trainer, pl_module)
 
     def certify_one(
@@ -89,14 +114,16 @@ class CohenCertification(CertificationCallback):
         self.records: list[CohenRecord] = records["cohen"]
 
     def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.summary = summarize(self.records, self.radii)
+        summary = summarize(self.records, self.radii)
+        self.summary = {self.prefix + k.removeprefix("cert/"): v for k, v in summary.items()}
         grid = radius_grid(self.records)
         curve = certified_accuracy_curve(self.records, grid).tolist()
-        title = f"Cohen CERTIFY, sigma={self.sigma}"
+        title = f"Cohen CERTIFY, {self.noise.name} sigma={self.sigma}, {self.norm} radius"
         names = ("certified_accuracy", "radius", "certified_accuracy")
+        xs, label = grid.tolist(), f"{self.norm} radius"
         paths = report_curve(
-            trainer, self.output_dir, *names, grid.tolist(), curve, title, self.summary
+            trainer, self.output_dir, *names, xs, curve, title, self.summary, x_label=label
         )
-        table = ", ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in self.summary.items())
+        table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
         rank_zero_info(f"certified: {table}")
         log_locations(trainer, str(self.output_dir / "certify.tsv"), [paths])

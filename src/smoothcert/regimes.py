@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 
 
 class TrainingObjective(nn.Module):
@@ -29,9 +29,10 @@ class TrainingObjective(nn.Module):
 
 
 class GaussianAugmentation(TrainingObjective):
-    """Cohen et al.'s training: cross-entropy of the base model on x + N(0, sigma^2 I)."""
+    """Cohen et al.'s training: cross-entropy of the base model on ``noise(x)`` (x + N(0, sigma^2 I)
+    for Gaussian noise; any :class:`~smoothcert.noise.Noise` works)."""
 
-    def __init__(self, noise: GaussianNoise) -> None:
+    def __init__(self, noise: Noise) -> None:
         super().__init__()
         self.noise = noise
 
@@ -74,7 +75,7 @@ class ConsistencyRegularization(TrainingObjective):
         ConfigError: on m < 1 or a negative weight, when constructed.
     """
 
-    def __init__(self, noise: GaussianNoise, m: int = 2, lbd: float = 10.0, eta: float = 0.5):
+    def __init__(self, noise: Noise, m: int = 2, lbd: float = 10.0, eta: float = 0.5):
         super().__init__()
         self.noise = noise
         self.m = check_count(m, "regime.m")

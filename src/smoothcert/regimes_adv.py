@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 from smoothcert.regimes import TrainingObjective
 from smoothcert.smooth import eval_mode
 
@@ -107,7 +107,7 @@ class SmoothAdv(TrainingObjective):
 
     def __init__(
         self,
-        noise: GaussianNoise,
+        noise: Noise,
         epsilon: float = 0.25,
         steps: int = 10,
         m: int = 2,
@@ -145,9 +145,9 @@ class SmoothAdv(TrainingObjective):
         self.current_epsilon = self.epsilon_at(epoch)
 
     def draw_noise(self, x: Tensor) -> Tensor:
-        """``m`` independent N(0, sigma^2 I) draws per example: ``[m, *x.shape]``."""
-        shape = (self.m, *x.shape)
-        return self.noise.sigma * torch.randn(shape, device=x.device, dtype=x.dtype)
+        """``m`` independent draws of ``noise`` per example (N(0, sigma^2 I) for Gaussian noise):
+        ``[m, *x.shape]``. With several noise levels each of the m copies gets its own level."""
+        return self.noise(x.new_zeros((self.m, *x.shape)))
 
     def attack(self, model: nn.Module, x: Tensor, y: Tensor, noise: Tensor) -> Tensor:
         """:func:`smoothed_pgd_l2` at ``current_epsilon`` with ``model`` in eval mode."""

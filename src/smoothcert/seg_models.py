@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError
 from smoothcert.models import Normalize
-from smoothcert.noise import GaussianNoise
+from smoothcert.noise import Noise
 from smoothcert.regimes import ConsistencyRegularization, consistency_loss
 
 # Targets the segmentation module hands to objectives use this for ignored pixels, which is
@@ -163,7 +163,7 @@ class SegmentationConsistency(ConsistencyRegularization):
     every pixel that is not ignored (target ``IGNORE``) as one example, so each term is averaged
     over those pixels (and the copies). Defaults are the paper's m=2, lambda=1, eta=0.5."""
 
-    def __init__(self, noise: GaussianNoise, m: int = 2, lbd: float = 1.0, eta: float = 0.5):
+    def __init__(self, noise: Noise, m: int = 2, lbd: float = 1.0, eta: float = 0.5):
         super().__init__(noise, m, lbd, eta)
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

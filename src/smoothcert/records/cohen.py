@@ -24,6 +24,8 @@ __all__ = [
 RESUME_KEYS = (
     "certifier",
     "sigma",
+    "noise",
+    "norm",
     "n0",
     "n",
     "alpha",
