@@ -269,7 +269,7 @@ def test_certified_accuracy_line_chart(
     assert panel["panelDefId"] == "wandb/line/v0"
     assert panel["fieldSettings"]["x"] == "radius"
     assert panel["fieldSettings"]["y"] == "certified_accuracy"
-    assert panel["stringSettings"]["title"] == f"Cohen CERTIFY, sigma={SIGMA}"
+    assert panel["stringSettings"]["title"] == f"Cohen CERTIFY, gaussian sigma={SIGMA}, l2 radius"
     table_keys = [
         arg["value"]
         for query in panel["userQuery"]["queryFields"]
