@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from smoothcert.noise.base import Noise
+from smoothcert.noise.stream import uniform_draw
 
 
 class LaplaceNoise(Noise):
@@ -40,10 +41,7 @@ class LaplaceNoise(Noise):
         """I.i.d. Laplace(0, 1) samples, one uniform draw each: u in [0, 1) gives the sign
         ``u >= 1/2`` and, from v = 2u - [u >= 1/2] (uniform on [0, 1), exact in floating point),
         the magnitude ``-ln(1 - v)``, an Exp(1) variable that is always finite."""
-        if out is not None:
-            u = torch.rand(size, generator=generator, out=out)
-        else:
-            u = torch.rand(size, generator=generator, device=device, dtype=dtype)
+        u = uniform_draw(size, generator, device, dtype, out)
         positive = u >= 0.5
         u.mul_(2).sub_(positive.to(u.dtype))
         u.clamp_(max=1.0 - torch.finfo(u.dtype).eps)  # a generator that returned 1 stays finite

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from smoothcert.noise.base import Noise
+from smoothcert.noise.stream import uniform_draw
 
 
 class UniformNoise(Noise):
@@ -41,10 +42,7 @@ class UniformNoise(Noise):
         out: Tensor | None = None,
     ) -> Tensor:
         """I.i.d. samples uniform on [-1, 1): ``2u - 1`` for u uniform on [0, 1)."""
-        if out is not None:
-            u = torch.rand(size, generator=generator, out=out)
-        else:
-            u = torch.rand(size, generator=generator, device=device, dtype=dtype)
+        u = uniform_draw(size, generator, device, dtype, out)
         return u.mul_(2).sub_(1)
 
     def _radius(
