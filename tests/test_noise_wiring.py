@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from conftest import TINY
 from lightning_modules.checkpoints import apply_checkpoint
-from lightning_modules.runner import build_run
+from lightning_modules.runner import build_run, config_error_in
 from smoothcert.noise import GaussianNoise, LaplaceNoise, Noise, UniformNoise
 from smoothcert.records import read_records
+from smoothcert.records.tsv import read_table
 from smoothcert.regimes_adv import SmoothAdv
 
 CERTIFY = ["certify.n=200", "certify.n0=20", "certify.num_examples=4"]
@@ -83,3 +86,38 @@ def test_checkpoint_records_the_noise_and_certify_py_restores_it(make_cfg):
     cfg = make_cfg(*TINY, "noise=uniform")
     apply_checkpoint(cfg, meta, ["noise=uniform"])  # the command line wins
     assert type(build_run(cfg).callbacks[-1].noise) is UniformNoise
+
+
+SEG = ["+experiment=shapes_seg", "certify.n0=4", "certify.n=20", "certify.num_examples=2"]
+
+
+def test_segcertify_takes_the_noise_and_norm(make_cfg):
+    certifier = build_run(make_cfg(*TINY, *SEG, "noise=uniform", "certify.norm=linf")).callbacks[-1]
+    assert type(certifier.noise) is UniformNoise and certifier.norm == "linf"
+    certifier = build_run(make_cfg(*TINY, *SEG, "noise=laplace")).callbacks[-1]
+    assert type(certifier.noise) is LaplaceNoise and certifier.norm == "l1"
+
+
+@pytest.mark.slow  # trains and certifies a segmentation model
+def test_laplace_segcertify_run_states_its_noise_and_l1_radius(make_cfg, tmp_path):
+    run = build_run(make_cfg(*TINY, *SEG, "noise=laplace"))
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    metadata, _ = read_table(tmp_path / "segcertify.tsv", [], "segcertify")
+    assert metadata["noise"] == "laplace" and metadata["norm"] == "l1"
+    taus = json.loads(metadata["tau"])
+    expected = [LaplaceNoise(0.25).radius(tau, "l1") for tau in taus]
+    assert json.loads(metadata["radius"]) == pytest.approx(expected)
+    summary = run.callbacks[-1].summary
+    assert summary["cert/l1/radius"] == pytest.approx(expected[0])
+    assert "cert/radius" not in summary
+    assert (tmp_path / "certified_pixel_accuracy.tsv").exists()
+
+
+@pytest.mark.parametrize("name", ["laplace", "uniform"])
+def test_center_smoothing_refuses_other_noises_in_one_line(make_cfg, name):
+    with pytest.raises(Exception) as raised:  # noqa: PT011 (Hydra wraps it; the cause is checked)
+        build_run(make_cfg(*TINY, "+experiment=shapes_box_center", f"noise={name}"))
+    error = config_error_in(raised.value)
+    assert error is not None and "\n" not in str(error)
+    assert str(error).startswith("certify.noise: center smoothing needs the Gaussian")
+    assert f"noise={name} is not supported" in str(error)

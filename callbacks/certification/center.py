@@ -18,10 +18,11 @@ from callbacks.center_checks import (
 )
 from callbacks.center_report import report_center
 from callbacks.certification.base import CertificationCallback
-from callbacks.certification.checks import CERTIFIER_FOR_TASK
-from smoothcert.center import CenterSmooth, output_factor
+from callbacks.certification.checks import CERTIFIER_FOR_TASK, certify_noise
+from smoothcert.center import CenterSmooth, center_noise, output_factor
 from smoothcert.distances import build_distance
 from smoothcert.errors import ConfigError, check_count, check_unit_range, require
+from smoothcert.noise import Noise
 from smoothcert.records import CenterExample, RecordSchema, center_schema, certify_example
 from smoothcert.smooth import eval_mode
 
@@ -79,11 +80,17 @@ class CenterCertification(CertificationCallback):
         num_images: int = 4,
         bf16: bool = False,
         resume: bool = False,
+        noise: Noise | None = None,
     ) -> None:
         sigmas, self.h, self.grid = noise_grid(sigma, eps_in, h)  # grid: (sigma, its eps_in)
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigmas[0], output_dir, *selection, bf16, resume)
         self.sigmas = sigmas
+        self.noise, _ = certify_noise(self.sigma, noise, None)
+        try:
+            center_noise(self.noise)
+        except ConfigError as error:
+            raise ConfigError(f"certify.noise: {error}") from None
         self.distances = [distance] if isinstance(distance, str) else [str(d) for d in distance]
         require(
             len(self.distances) == len(set(self.distances)) > 0,
@@ -123,7 +130,7 @@ class CenterCertification(CertificationCallback):
         network = self.feature_network
         distance = build_distance(name, num_classes, network, setting="certify.distance")
         base = self._base_function(pl_module)
-        settings = {**self.settings, "modules": (pl_module,)}
+        settings = {**self.settings, "modules": (pl_module,), "noise": self.noise.name}
         return build_smoothers(base, distance, self.grid, self.batch_size, settings)
 
     def _base_function(self, pl_module: LightningModule) -> Callable[[Tensor], Tensor]:
@@ -160,6 +167,7 @@ class CenterCertification(CertificationCallback):
         sigma; with several, the list of sigmas and one list of eps_in per sigma."""
         smoother, several = self.smoothers[name][0], len(self.grid) > 1
         settings = {
+            "noise": self.noise.name,
             "distance": name,
             "gamma": smoother.gamma,
             "eps_out_factor": output_factor(smoother.gamma),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from smoothcert.errors import ConfigError
+from smoothcert.noise import GaussianNoise, Noise
 
 # The certifier that fits each model task, for messages.
 CERTIFIER_FOR_TASK = {
@@ -35,3 +36,23 @@ def sigma_levels(value: float | Iterable[float]) -> list[float]:
 def number_or_list(values: Sequence[float]) -> float | list[float]:
     """One value as itself, several as a list (for messages and headers)."""
     return values[0] if len(values) == 1 else list(values)
+
+
+def certify_noise(sigma: float, noise: Noise | None, norm: str | None) -> tuple[Noise, str]:
+    """The certifier's smoothing noise and norm: the noise node's distribution (None: Gaussian)
+    at ``certify.sigma`` (it may differ from the training level), and ``norm`` (None: the noise's
+    natural norm). One-line ConfigErrors name the setting and the supported (noise, norm) pairs."""
+    if noise is not None and not isinstance(noise, Noise):
+        raise ConfigError(f"certify.noise={noise!r} must be a smoothcert.noise.Noise")
+    noise = GaussianNoise(sigma) if noise is None else noise
+    if noise.levels != [sigma]:
+        noise = type(noise)(sigma)
+    try:
+        return noise, noise.check_norm(norm)
+    except ConfigError as error:
+        raise ConfigError(f"certify.norm={norm}: {error}") from None
+
+
+def norm_prefix(norm: str) -> str:
+    """The summary-key prefix of radii in ``norm``: ``cert/`` for l2, else ``cert/<norm>/``."""
+    return "cert/" if norm == "l2" else f"cert/{norm}/"

@@ -10,11 +10,12 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback
+from callbacks.certification.checks import certify_noise, norm_prefix
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certification import certify_one
 from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.errors import ConfigError, check_alpha, check_count, require
-from smoothcert.noise import GaussianNoise, Noise, example_generator
+from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.noise import Noise, example_generator
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 from smoothcert.smooth import Smooth
 
@@ -57,17 +58,8 @@ class CohenCertification(CertificationCallback):
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
-        if noise is not None and not isinstance(noise, Noise):
-            raise ConfigError(f"certify.noise={noise!r} must be a smoothcert.noise.Noise")
-        # The node gives the distribution, certify.sigma its level (it may differ from training's).
-        self.noise = GaussianNoise(self.sigma) if noise is None else noise
-        if self.noise.levels != [self.sigma]:
-            self.noise = type(self.noise)(self.sigma)
-        try:
-            self.norm = self.noise.check_norm(norm)
-        except ConfigError as error:
-            raise ConfigError(f"certify.norm={norm}: {error}") from None
-        self.prefix = "cert/" if self.norm == "l2" else f"cert/{self.norm}/"
+        self.noise, self.norm = certify_noise(self.sigma, noise, norm)
+        self.prefix = norm_prefix(self.norm)
         self.objective = f"{self.prefix}acr"
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), [float(r) for r in radii]

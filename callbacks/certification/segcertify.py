@@ -11,10 +11,11 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.certification.base import CertificationCallback
+from callbacks.certification.checks import certify_noise, norm_prefix
 from callbacks.reporting import log_images, log_locations, report_curve
 from callbacks.seg_report import save_overlay
 from smoothcert.errors import ConfigError, check_alpha, check_count, require
-from smoothcert.noise import example_generator
+from smoothcert.noise import Certificate, Noise, example_generator
 from smoothcert.records import (
     BASE,
     SEG_BASE_SCHEMA,
@@ -52,6 +53,12 @@ class SegCertifyCertification(CertificationCallback):
     to ``segcertify.tsv`` (``idx tau radius pixel_acc miou abstain time``, ``#`` header) and
     ``segcertify_base.tsv`` (the base model without smoothing, tau nan); rank 0 writes the
     radius-vs-certified-accuracy curve (TSV, PNG, wandb), ``cert/*`` scalars and overlays.
+
+    ``noise`` is the smoothing distribution at ``sigma`` (None: Gaussian; the config passes the
+    training noise node) and ``norm`` the norm of the radii (None: the noise's natural norm);
+    the radius at tau is the noise's radius for p_A = tau in that norm (``cert/radius``, or
+    ``cert/<norm>/radius`` outside l2). An linf radius depends on the image size: the header
+    says so, and the summary and curve use the smallest radius over the images.
     """
 
     option, tasks, noun, progress = "segcertify", ("segmentation",), "images", "segcertify"
@@ -79,9 +86,13 @@ class SegCertifyCertification(CertificationCallback):
         num_overlays: int = 4,
         bf16: bool = False,
         resume: bool = False,
+        noise: Noise | None = None,
+        norm: str | None = None,
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume)
+        self.noise, self.norm = certify_noise(self.sigma, noise, norm)
+        self.prefix = norm_prefix(self.norm)
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         taus = list(tau) if isinstance(tau, Sequence) else [tau]
         require(len(taus) > 0, "certify.tau is empty: give a tau in [0.5, 1) or a list of them")
@@ -117,13 +128,25 @@ class SegCertifyCertification(CertificationCallback):
         """The certified rows (``segcertify.tsv``) and the base model's rows."""
         return {"cert": SEG_SCHEMA, "base": SEG_BASE_SCHEMA}
 
+    def radius(self, tau: float, dim: int | None = None) -> float:
+        """The certified radius at ``tau`` in this noise and norm (linf: for ``dim`` inputs)."""
+        return segmentation_radius(Certificate(self.noise, self.norm, dim), tau)
+
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
+        radii = (
+            "per image: the l2 radius / sqrt(channels x pixels)"
+            if self.norm == "linf"
+            else [self.radius(t) for t in self.taus]
+        )
         settings = {
             "guarantee": guarantee(self.correction, self.budget, len(self.taus), self.joint),
+            "noise": self.noise.name,
+            "noise_scale": self.noise.scale,
+            "norm": self.norm,
             "n0": self.n0,
             "n": self.n,
             "tau": self.taus,
-            "radius": [segmentation_radius(self.sigma, t) for t in self.taus],
+            "radius": radii,
             "alpha": self.alpha,
             "joint": self.joint,
             "alpha_per_tau": self.tau_alpha,
@@ -140,7 +163,8 @@ class SegCertifyCertification(CertificationCallback):
             f"segcertify: {todo} of {total} {self.split} images to certify, "
             f"n0={self.n0} n={self.n} tau={self.taus} alpha={self.alpha} "
             f"({tau_scope(len(self.taus), self.joint)}) {self.correction} "
-            f"sigma={self.sigma} scale={self.scale} on {world} process(es)"
+            f"{self.noise.name} sigma={self.sigma} ({self.norm} radii) scale={self.scale} on "
+            f"{world} process(es)"
         )
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
@@ -185,6 +209,8 @@ class SegCertifyCertification(CertificationCallback):
                 example_generator(self.seed, idx, device),
                 self.budget,
                 self.joint,
+                noise=self.noise,
+                norm=self.norm,
             )
         seconds = time.perf_counter() - start
 
@@ -205,8 +231,10 @@ class SegCertifyCertification(CertificationCallback):
         images = len(rows) // len(kinds)
         seconds = {k: sum(r.seconds for r in rows if r.kind == k) / images for k in kinds}
         first = self.taus[0]
+        # The radius every image is certified at (images of one size share it; linf varies).
+        radius = {k: min(r.radius for r in rows if r.kind == k) for k in self.taus}
         self.summary = {f"cert/{name}": value for name, value in pooled[first].items()}
-        self.summary["cert/radius"] = segmentation_radius(self.sigma, first)
+        self.summary[f"{self.prefix}radius"] = radius[first]
         self.summary["cert/time_per_image"] = seconds[first]
         for name in ("pixel_acc", "miou"):
             self.summary[f"cert/base_{name}"] = pooled[BASE][name]
@@ -221,15 +249,16 @@ class SegCertifyCertification(CertificationCallback):
             "certified_pixel_accuracy",
             "radius",
             "certified_pixel_accuracy",
-            [segmentation_radius(self.sigma, t) for t in order],
+            [radius[t] for t in order],
             [pooled[t]["pixel_acc"] for t in order],
             self._title(),
             self.summary,
+            x_label=f"{self.norm} radius",
         )
         self._overlays(trainer, overlays, h)
         cert, base = pooled[first], pooled[BASE]
         rank_zero_info(
-            f"tau={first} radius={self.summary['cert/radius']:.4f}: certified pixel accuracy "
+            f"tau={first} {self.norm} radius={radius[first]:.4f}: certified pixel accuracy "
             f"{cert['pixel_acc']:.4f} (base model {base['pixel_acc']:.4f}), mIoU "
             f"{cert['miou']:.4f} (base {base['miou']:.4f}), abstain {cert['abstain']:.4f}, "
             f"{seconds[first]:.2f} s/image (base {seconds[BASE]:.3f})"
@@ -244,7 +273,7 @@ class SegCertifyCertification(CertificationCallback):
             level += f" (alpha/{len(self.taus)} each)"
         kind = "FDR only, " if self.correction in FDR else ""
         scope = tau_scope(len(self.taus), self.joint)
-        head = f"SegCertify {self.correction}, sigma={self.sigma:g}, n={self.n}"
+        head = f"SegCertify {self.correction}, {self.noise.name} sigma={self.sigma:g}, n={self.n}"
         return f"{head}: {kind}{scope}, {level}"
 
     def _overlays(self, trainer: Trainer, overlays: list, h) -> None:

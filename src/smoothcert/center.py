@@ -6,9 +6,10 @@ ball holding half the points, beta = 2 gamma for a gamma-relaxed distance), and 
 samples that the ball around it of that median radius r holds enough mass:
 Delta1 = sqrt(ln(2 / alpha1) / (2 n)), Delta2 = 1/2 - (p_hat - Delta1), abstain if
 delta < max(Delta1, Delta2). ``certify`` (Algorithm 2) then draws m samples, and for each eps_in
-sets p = Phi(Phi^-1(1/2 + delta) + eps_in / sigma), q = p + sqrt(ln(1 / alpha2) / (2 m)), R = the
-ceil(q m)-th smallest distance to the center (no certificate if q > 1) and
-eps_out = gamma (1 + 2 gamma) R.
+sets p = Phi(Phi^-1(1/2 + delta) + eps_in / sigma) (the Gaussian worst-case mass
+P_upper(1/2 + delta, eps_in) of ``smoothcert.noise``; no other noise has one, so only Gaussian
+noise is accepted), q = p + sqrt(ln(1 / alpha2) / (2 m)), R = the ceil(q m)-th smallest distance
+to the center (no certificate if q > 1) and eps_out = gamma (1 + 2 gamma) R.
 
 What is proven, for one x' at a time: fix x' with ||x' - x|| <= eps_in before any noise is drawn,
 and smooth x' with noise independent of that at x. Then, with probability at least
@@ -34,12 +35,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from scipy.stats import binom, norm
+from scipy.stats import binom
 from torch import Tensor, nn
 
 from smoothcert.distances import Distance, build_distance
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
-from smoothcert.noise import GaussianNoiseStream
+from smoothcert.noise import GaussianNoise, Noise, NoiseStream, resolve_noise, supported_pairs
 from smoothcert.smooth import eval_mode
 
 ABSTAIN_RADIUS = math.inf
@@ -59,12 +60,32 @@ def delta2(p_hat: float, n: int, alpha1: float) -> float:
     return 0.5 - (p_hat - delta1(n, alpha1))
 
 
-def mass_needed(eps_in: float, sigma: float, delta: float) -> float:
-    """p = Phi(Phi^-1(1/2 + delta) + eps_in / sigma): the mass the ball must hold at x."""
-    return float(norm.cdf(norm.ppf(0.5 + delta) + eps_in / sigma))
+def center_noise(sigma: float | Noise, noise: Noise | str | None = None) -> Noise:
+    """The noise center smoothing draws from: ``noise`` (None: Gaussian) at ``sigma``, or
+    ``sigma`` itself when it is a Noise. Center smoothing needs the noise's worst-case mass
+    P_upper(p, r) in l2, which only Gaussian noise has: others are a one-line ConfigError."""
+    if isinstance(sigma, Noise):
+        noise, sigma = sigma, sigma.certified_sigma
+    noise, _ = resolve_noise(sigma, noise)
+    if not noise.worst_case_mass:
+        raise ConfigError(
+            f"center smoothing needs the Gaussian worst-case mass P_upper(p, eps_in) in l2: "
+            f"noise={noise.name} is not supported (use noise=gaussian; certifiers of other "
+            f"noises: certify=cohen or segcertify with {supported_pairs()})"
+        )
+    return noise
 
 
-def quantile_level(eps_in: float, sigma: float, delta: float, m: int, alpha2: float) -> float:
+def mass_needed(eps_in: float, sigma: float | Noise, delta: float) -> float:
+    """p = P_upper(1/2 + delta, eps_in) = Phi(Phi^-1(1/2 + delta) + eps_in / sigma): the mass
+    the ball must hold at x (``sigma``: a noise level of Gaussian noise, or the Noise)."""
+    noise = sigma if isinstance(sigma, Noise) else GaussianNoise(check_sigma(sigma))
+    return float(center_noise(noise).worst_case_mass_upper(0.5 + delta, eps_in))
+
+
+def quantile_level(
+    eps_in: float, sigma: float | Noise, delta: float, m: int, alpha2: float
+) -> float:
     """q = p + sqrt(ln(1 / alpha2) / (2 m)) (Dvoretzky-Kiefer-Wolfowitz slack on the m samples)."""
     return mass_needed(eps_in, sigma, delta) + math.sqrt(math.log(1.0 / alpha2) / (2.0 * m))
 
@@ -81,7 +102,7 @@ def order_statistic_quantile(values: Tensor, q: float) -> float:
     return float(values.reshape(-1).kthvalue(rank).values)
 
 
-def smallest_m(eps_in: float, sigma: float, delta: float, alpha2: float) -> int | None:
+def smallest_m(eps_in: float, sigma: float | Noise, delta: float, alpha2: float) -> int | None:
     """The smallest m with q <= 1 for this eps_in, or None if no m works (p rounds to 1)."""
     gap = 1.0 - mass_needed(eps_in, sigma, delta)
     if gap <= 0:
@@ -177,7 +198,8 @@ class CenterCertificate:
 
 
 class CenterSmooth:
-    """Center-smoothed ``base_function`` under ``distance`` with Gaussian noise of scale sigma.
+    """Center-smoothed ``base_function`` under ``distance`` with Gaussian noise of scale sigma
+    (``noise``: a GaussianNoise or "gaussian"; other noises are refused, see ``center_noise``).
 
     Guarantee (per x', see the module docstring): for one x' with ||x' - x|| <= eps_in smoothed
     with independent noise, d(smoothed(x), smoothed(x')) <= eps_out or one of them abstains, with
@@ -216,6 +238,7 @@ class CenterSmooth:
             as the budget allows, at least ``min_candidates``).
         candidates: force candidates mode with this many candidate centers (>= min_candidates).
         modules: further modules the base function calls (put in eval mode while certifying).
+        noise: the smoothing noise at ``sigma`` (None: Gaussian); only Gaussian noise fits.
     """
 
     def __init__(
@@ -234,10 +257,12 @@ class CenterSmooth:
         memory_bytes: int = 2**30,
         candidates: int | None = None,
         modules: Sequence[nn.Module] = (),
+        noise: Noise | str | None = None,
     ) -> None:
         self.base_function = base_function
         self.distance = build_distance(distance)
         self.sigma = check_sigma(sigma)
+        self.noise = center_noise(self.sigma, noise)
         self.n, self.m = check_count(n, "n"), check_count(m, "m")
         require(0 < delta < 0.5, f"delta={delta} must lie in (0, 0.5)")
         require(0 < alpha1 < 1, f"alpha1={alpha1} must lie in (0, 1)")
@@ -304,7 +329,7 @@ class CenterSmooth:
                 stack.enter_context(eval_mode(module))
             yield
 
-    def _outputs(self, x: Tensor, count: int, stream: GaussianNoiseStream) -> Iterator[Tensor]:
+    def _outputs(self, x: Tensor, count: int, stream: NoiseStream) -> Iterator[Tensor]:
         """Base outputs on ``count`` noisy copies of x, in batches; non-finite outputs raise."""
         done = 0
         while done < count:
@@ -318,15 +343,15 @@ class CenterSmooth:
             done += size
             yield out
 
-    def _stream(self, x: Tensor, generator: torch.Generator | None) -> GaussianNoiseStream:
+    def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.seed()
-        return GaussianNoiseStream(tuple(x.shape), self.sigma, generator, x.device, x.dtype)
+        return self.noise.stream(tuple(x.shape), generator, x.device, x.dtype)
 
     # ----- Algorithm 1 ----------------------------------------------------------------------
 
-    def _center_all(self, x: Tensor, stream: GaussianNoiseStream) -> tuple[Tensor, float]:
+    def _center_all(self, x: Tensor, stream: NoiseStream) -> tuple[Tensor, float]:
         outputs = torch.cat(list(self._outputs(x, self.n, stream)))
         best, radius = min_median_sample(
             self.distance, self.distance.embed(outputs), self.chunk_elements
@@ -347,7 +372,7 @@ class CenterSmooth:
         return torch.cat(parts, dim=1)
 
     def _center_candidates(
-        self, x: Tensor, stream: GaussianNoiseStream, candidates: int
+        self, x: Tensor, stream: NoiseStream, candidates: int
     ) -> tuple[Tensor, float]:
         """Candidates mode: only the first ``candidates`` of the n samples are kept; their exact
         distances to all n samples are accumulated batch by batch (memory candidates x n)."""
@@ -382,7 +407,7 @@ class CenterSmooth:
         for out in self._outputs(x, count, stream):
             yield self.distance.paired(anchor.expand(len(out), -1), self.distance.embed(out))
 
-    def _smooth(self, x: Tensor, stream: GaussianNoiseStream) -> Smoothed:
+    def _smooth(self, x: Tensor, stream: NoiseStream) -> Smoothed:
         with torch.inference_mode():
             probe = self.base_function(x.unsqueeze(0))
         candidates = self._num_candidates(probe)
@@ -411,11 +436,11 @@ class CenterSmooth:
 
     def check_certifiable(self, eps_in: Sequence[float]) -> None:
         """Raises before sampling if q > 1 for every eps_in, naming the smallest m that works."""
-        levels = [quantile_level(e, self.sigma, self.delta, self.m, self.alpha2) for e in eps_in]
+        levels = [quantile_level(e, self.noise, self.delta, self.m, self.alpha2) for e in eps_in]
         if min(levels) <= 1.0:
             return
         smallest = min(eps_in)
-        need = smallest_m(smallest, self.sigma, self.delta, self.alpha2)
+        need = smallest_m(smallest, self.noise, self.delta, self.alpha2)
         fix = (
             f"use m >= {need}" if need is not None else "no m suffices; lower eps_in or raise sigma"
         )
@@ -448,7 +473,7 @@ class CenterSmooth:
         factor = output_factor(self.gamma)
         quantiles = [
             order_statistic_quantile(
-                distances, quantile_level(e, self.sigma, self.delta, self.m, self.alpha2)
+                distances, quantile_level(e, self.noise, self.delta, self.m, self.alpha2)
             )
             for e in radii
         ]

@@ -2,9 +2,10 @@
 
 A segmentation model ``f`` maps ``[B, C, H, W]`` pixels in [0, 1] to logits ``[B, K, H, W]``. The
 smoothed model ``f^tau`` returns, per pixel, the class ``c`` the noisy model predicts with
-probability ``p_c > tau`` and abstains elsewhere. What such a pixel keeps (Theorem 5.1, as its
-proof shows it): for every perturbation with ``||delta||_2 <= R = sigma * Phi^-1(tau)``, ``c``
-keeps probability above 1/2 at ``x + delta``, so no perturbation within ``R`` makes the pixel
+probability ``p_c > tau`` and abstains elsewhere. What such a pixel keeps (Theorem 5.1, as its proof
+shows it): for every perturbation within ``R``, the noise's radius for ``p_A = tau`` (Gaussian l2:
+``R = sigma * Phi^-1(tau)``; any noise and norm of ``smoothcert.noise`` through ``Certificate``),
+``c`` keeps probability above 1/2 at ``x + delta``, so no perturbation within ``R`` makes the pixel
 *another class*. ``f^tau`` itself may abstain there: p = 0.8, tau = 0.75, sigma = 0.25 and
 ``||delta|| = 0.1 < R = 0.17`` leave ``p = Phi(Phi^-1(0.8) - 0.4) = 0.67 < tau`` (the theorem's
 ``f^tau(x + delta) = f^tau(x)`` is stronger than its proof). SegCertify selects each pixel's class
@@ -23,11 +24,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from scipy.stats import beta as beta_dist
-from scipy.stats import binom, norm
+from scipy.stats import binom
 from torch import Tensor, nn
 
-from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, check_unit_range
-from smoothcert.noise import GaussianNoiseStream
+from smoothcert.errors import ConfigError, check_alpha, check_count, check_unit_range
+from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
 from smoothcert.smooth import ABSTAIN, eval_mode
 
 # A "false certificate" is a pixel certified with a class whose true probability is <= tau.
@@ -62,9 +63,10 @@ def check_correction(correction: str, budget: int = 0) -> tuple[str, int]:
     return correction, budget
 
 
-def segmentation_radius(sigma: float, tau: float) -> float:
-    """The l2 radius sigma * Phi^-1(tau) of Theorem 5.1 (0 at tau = 0.5)."""
-    return float(sigma * norm.ppf(tau))
+def segmentation_radius(sigma: float | Certificate, tau: float) -> float:
+    """The radius of Theorem 5.1 for threshold ``tau``: the noise's radius at p_A = tau (0 at
+    tau = 0.5). A plain ``sigma`` is Gaussian noise in l2: ``sigma * Phi^-1(tau)``."""
+    return float(as_certificate(sigma).radius(check_tau(tau)))
 
 
 def tau_alpha(alpha: float, num_taus: int, joint: bool) -> float:
@@ -101,7 +103,7 @@ def guarantee(correction: str, budget: int, num_taus: int, joint: bool) -> str:
     return (
         f"family-wise {tau_scope(num_taus, joint)}: with probability >= 1 - alpha, {wrong} "
         f"class probability <= tau, {scope}; a pixel whose class probability is > tau never "
-        "becomes another class within radius sigma*Phi^-1(tau) (the thresholded model may abstain)"
+        "becomes another class within the radius at tau (the thresholded model may abstain)"
     )
 
 
@@ -169,18 +171,26 @@ def reject_counts(
     return rejected[counts]
 
 
-def _stream(x: Tensor, sigma: float, generator: torch.Generator | None) -> GaussianNoiseStream:
+def certificate_of(
+    x: Tensor, sigma: float, noise: Noise | str | None = None, norm: str | None = None
+) -> Certificate:
+    """The certificate of ``noise`` (None: Gaussian) at ``sigma`` in ``norm`` (None: its natural
+    norm) for images shaped like ``x``."""
+    return Certificate.of(sigma, noise, norm, x.numel())
+
+
+def _stream(x: Tensor, noise: Noise, generator: torch.Generator | None) -> NoiseStream:
     if x.dim() != 3:
         raise ConfigError(f"segcertify expects one image [C, H, W], got shape {tuple(x.shape)}")
     check_unit_range(x, "segcertify input")
     if generator is None:
         generator = torch.Generator(device=x.device)
         generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-    return GaussianNoiseStream(tuple(x.shape), sigma, generator, x.device, torch.float32)
+    return noise.stream(tuple(x.shape), generator, x.device, torch.float32)
 
 
 def _predictions(
-    model: nn.Module, x: Tensor, num: int, batch_size: int, stream: GaussianNoiseStream
+    model: nn.Module, x: Tensor, num: int, batch_size: int, stream: NoiseStream
 ) -> Iterator[tuple[Tensor, int]]:
     """Yields ``(argmax [b, H, W], K)`` for successive noisy batches (inference mode), then raises
     FloatingPointError if any logit was NaN or infinite (checked once, on the device)."""
@@ -215,16 +225,19 @@ def sample_modes_and_counts(
     n: int,
     batch_size: int,
     generator: torch.Generator | None = None,
+    *,
+    noise: Noise | str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Samples the model under N(0, sigma^2 I) noise: ``(modes, counts)``, both ``[H, W]`` int64.
+    """Samples the model under ``noise`` (None: N(0, sigma^2 I)) at ``sigma``: ``(modes, counts)``,
+    both ``[H, W]`` int64.
 
     ``modes`` is each pixel's most frequent class among the first ``n0`` samples (lowest class on
     ties); ``counts`` is how often that class appears among the next ``n`` independent samples.
     The noise is a stream from ``generator``, so results do not depend on ``batch_size``.
     """
-    sigma, n0, n = check_sigma(sigma), check_count(n0, "n0"), check_count(n, "n")
+    n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")
-    stream = _stream(x, sigma, generator)
+    stream = _stream(x, certificate_of(x, sigma, noise).noise, generator)
     class_counts: Tensor | None = None
     with eval_mode(model):
         for preds, num_classes in _predictions(model, x, n0, batch_size, stream):
@@ -245,13 +258,14 @@ def certify_counts(
     modes: Tensor,
     counts: Tensor,
     n: int,
-    sigma: float,
+    sigma: float | Certificate,
     tau: float,
     alpha: float,
     correction: str = "holm",
     budget: int = 0,
 ) -> tuple[Tensor, float]:
-    """SegCertify's decision step: ``(classes, radius)`` with ABSTAIN where H0 is not rejected."""
+    """SegCertify's decision step: ``(classes, radius)`` with ABSTAIN where H0 is not rejected;
+    ``sigma`` is a Certificate, or a number for Gaussian noise in l2."""
     rejected = reject_counts(counts, n, check_tau(tau), alpha, correction, budget)
     classes = torch.where(rejected, modes, torch.full_like(modes, ABSTAIN))
     return classes, segmentation_radius(sigma, tau)
@@ -270,13 +284,16 @@ def segcertify(
     generator: torch.Generator | None = None,
     budget: int = 0,
     joint: bool = False,
+    *,
+    noise: Noise | str | None = None,
+    norm: str | None = None,
 ) -> tuple[Tensor, float | list[float]]:
     """SEGCERTIFY: certified per-pixel classes of the smoothed segmentation model at ``x``.
 
     Guarantee (Proposition 1), for one tau: with probability at least 1 - alpha over the noise,
     every pixel returned with a class (not ABSTAIN) has true probability above ``tau`` for that
-    class. Such a pixel's class keeps probability above 1/2 under every perturbation with
-    ``||delta||_2 <= radius = sigma * Phi^-1(tau)``: no such perturbation makes it another class,
+    class. Such a pixel's class keeps probability above 1/2 under every perturbation within
+    ``radius`` in ``norm`` (Gaussian l2: ``sigma * Phi^-1(tau)``): none makes it another class,
     though the thresholded model may abstain there (its probability can fall below tau).
     ``kfwer``: at most ``budget`` certified pixels violate this, with probability >= 1 - alpha.
     ``fdr`` / ``fdr_by``: only the expected fraction of violating pixels among the certified ones
@@ -298,6 +315,8 @@ def segcertify(
         generator: noise source (seed it for reproducible results).
         budget: tolerated false certificates for ``kfwer``.
         joint: test each of the T tau values at ``alpha / T`` (a joint statement over tau).
+        noise: the smoothing noise at ``sigma`` (None: Gaussian; a name or a ``Noise``).
+        norm: the norm of the radius (None: the noise's natural one; see ``smoothcert.noise``).
 
     Returns:
         ``(classes, radius)``: LongTensor ``[H, W]`` with ABSTAIN (-1) and a float; for a list of
@@ -306,8 +325,13 @@ def segcertify(
     taus = [check_tau(t) for t in (tau if isinstance(tau, Sequence) else [tau])]
     level = tau_alpha(check_alpha(alpha), len(taus), bool(joint))
     correction, budget = check_correction(correction, budget)
-    modes, counts = sample_modes_and_counts(model, x, sigma, n0, n, batch_size, generator)
-    results = [certify_counts(modes, counts, n, sigma, t, level, correction, budget) for t in taus]
+    certificate = certificate_of(x, sigma, noise, norm)
+    modes, counts = sample_modes_and_counts(
+        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise
+    )
+    results = [
+        certify_counts(modes, counts, n, certificate, t, level, correction, budget) for t in taus
+    ]
     if not isinstance(tau, Sequence):
         return results[0]
     return torch.stack([c for c, _ in results]), [r for _, r in results]
@@ -322,14 +346,16 @@ def clopper_pearson_lower_table(n: int, alpha: float) -> np.ndarray:
 
 
 def indivclass_counts(
-    modes: Tensor, counts: Tensor, n: int, sigma: float, alpha: float
+    modes: Tensor, counts: Tensor, n: int, sigma: float | Certificate, alpha: float
 ) -> tuple[Tensor, float]:
     """IndivClass (Section 4): Cohen's CERTIFY per pixel at level alpha / N (Bonferroni); all
-    pixels or none, with radius min_i sigma * Phi^-1(p_i lower) (from the smallest count).
+    pixels or none, with the radius of the smallest p_i lower bound (from the smallest count;
+    Gaussian l2: min_i sigma * Phi^-1(p_i lower)). ``sigma``: a Certificate, or a number for
+    Gaussian noise in l2.
 
     Guarantee: with probability >= 1 - alpha, either every pixel abstains, or every pixel's
-    returned class has true probability >= ``Phi(radius / sigma)`` > 1/2, so each pixel's smoothed
-    (argmax) class is the returned one under every perturbation with ``||delta||_2 < radius``.
+    returned class has true probability >= that bound > 1/2, so each pixel's smoothed (argmax)
+    class is the returned one under every perturbation within ``radius``.
     The alpha / N split (the paper's) makes every pixel's own bound hold jointly; the statement
     returned here rests on the worst pixel's bound alone, which the split only makes stricter.
     """
@@ -337,7 +363,7 @@ def indivclass_counts(
     p_lower = float(lower[int(counts.min())])
     if p_lower <= 0.5:
         return torch.full_like(modes, ABSTAIN), 0.0
-    return modes.clone(), float(sigma * norm.ppf(p_lower))
+    return modes.clone(), float(as_certificate(sigma).radius(p_lower))
 
 
 def indivclass(
@@ -349,10 +375,16 @@ def indivclass(
     alpha: float,
     batch_size: int = 100,
     generator: torch.Generator | None = None,
+    *,
+    noise: Noise | str | None = None,
+    norm: str | None = None,
 ) -> tuple[Tensor, float]:
     """IndivClass on an image (the guarantee of ``indivclass_counts``, at level alpha)."""
-    modes, counts = sample_modes_and_counts(model, x, sigma, n0, n, batch_size, generator)
-    return indivclass_counts(modes, counts, n, sigma, alpha)
+    certificate = certificate_of(x, sigma, noise, norm)
+    modes, counts = sample_modes_and_counts(
+        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise
+    )
+    return indivclass_counts(modes, counts, n, certificate, alpha)
 
 
 def jointclass(
@@ -364,19 +396,23 @@ def jointclass(
     alpha: float,
     batch_size: int = 100,
     generator: torch.Generator | None = None,
+    *,
+    noise: Noise | str | None = None,
+    norm: str | None = None,
 ) -> tuple[Tensor, float]:
     """JointClass (Section 4): the whole map is one class of Cohen's CERTIFY. The mode of the
     ``n0`` maps (kept, O(n0 x pixels)) must reappear exactly in the ``n`` samples; returns it with
-    radius sigma * Phi^-1(p lower), or ABSTAIN everywhere.
+    the noise's radius of its probability's lower bound (Gaussian l2: sigma * Phi^-1(p lower)),
+    or ABSTAIN everywhere.
 
     Guarantee: with probability >= 1 - alpha, either every pixel abstains, or the noisy model
-    outputs exactly the returned map with probability >= ``Phi(radius / sigma)`` > 1/2, so the
-    smoothed classifier over whole maps returns it under every ``||delta||_2 < radius``.
+    outputs exactly the returned map with probability >= that bound > 1/2, so the smoothed
+    classifier over whole maps returns it under every perturbation within ``radius``.
     """
-    sigma, alpha = check_sigma(sigma), check_alpha(alpha)
+    certificate, alpha = certificate_of(x, sigma, noise, norm), check_alpha(alpha)
     n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")
-    stream = _stream(x, sigma, generator)
+    stream = _stream(x, certificate.noise, generator)
     with eval_mode(model):
         maps = torch.cat([p for p, _ in _predictions(model, x, n0, batch_size, stream)])
         unique, frequency = torch.unique(maps.flatten(1), dim=0, return_counts=True)
@@ -388,7 +424,7 @@ def jointclass(
     p_lower = float(clopper_pearson_lower_table(n, alpha)[hits])
     if p_lower <= 0.5:
         return torch.full_like(mode, ABSTAIN), 0.0
-    return mode, float(sigma * norm.ppf(p_lower))
+    return mode, float(certificate.radius(p_lower))
 
 
 def score_segmentation(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_input_range, check_sigma
-from smoothcert.noise import GaussianNoise, Noise, NoiseStream, build_noise
+from smoothcert.noise import Noise, NoiseStream, resolve_noise
 from smoothcert.sampling import sample_class_counts
 from smoothcert.statistics import binom_test_two_sided, clopper_pearson_lower
 
@@ -70,19 +70,7 @@ class Smooth:
         self.base_classifier = base_classifier
         self.num_classes = check_count(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
-        if noise is None:
-            noise = GaussianNoise(self.sigma)
-        elif isinstance(noise, str):
-            noise = build_noise(noise, self.sigma)
-        elif not isinstance(noise, Noise):
-            raise ConfigError(f"noise={noise!r} must be a smoothcert.noise.Noise or a noise name")
-        if noise.sigma != self.sigma:
-            raise ConfigError(
-                f"noise sigma={noise.sigma} differs from Smooth's sigma={self.sigma}: give both "
-                "the same single noise level"
-            )
-        self.noise = noise
-        self.norm = noise.check_norm(norm)
+        self.noise, self.norm = resolve_noise(self.sigma, noise, norm)
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
 

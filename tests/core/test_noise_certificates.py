@@ -328,7 +328,7 @@ def test_sigma_must_be_positive_to_certify(name: str) -> None:
     for sigma in (0.0, -0.25):
         with pytest.raises(ConfigError, match="must be > 0"):
             Smooth(model, 2, sigma, noise=name, input_range=None)
-    with pytest.raises(ConfigError, match="differs from Smooth's sigma"):
+    with pytest.raises(ConfigError, match="differs from sigma="):
         Smooth(model, 2, SIGMA, noise=NOISES[name](0.5), input_range=None)
 
 

@@ -14,6 +14,7 @@ from smoothcert.noise.base import (
     noise_levels,
     supported_pairs,
 )
+from smoothcert.noise.certificate import Certificate, as_certificate, resolve_noise
 from smoothcert.noise.gaussian import GaussianNoise, GaussianNoiseStream
 from smoothcert.noise.laplace import LaplaceNoise
 from smoothcert.noise.stream import (
@@ -29,6 +30,7 @@ Laplace = LaplaceNoise
 Uniform = UniformNoise
 
 __all__ = [
+    "Certificate",
     "NOISE_CHUNK_ELEMENTS",
     "NORMS",
     "Gaussian",
@@ -40,10 +42,12 @@ __all__ = [
     "NoiseStream",
     "Uniform",
     "UniformNoise",
+    "as_certificate",
     "build_noise",
     "canonical_norm",
     "example_generator",
     "example_seed",
     "noise_levels",
+    "resolve_noise",
     "supported_pairs",
 ]

@@ -80,6 +80,7 @@ class Noise(nn.Module):
     name: ClassVar[str] = ""
     norms: ClassVar[tuple[str, ...]] = ()
     two_class: ClassVar[bool] = False  # whether ``radius`` uses an upper bound on p_B
+    worst_case_mass: ClassVar[bool] = False  # whether it has ``worst_case_mass_lower/upper`` (l2)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

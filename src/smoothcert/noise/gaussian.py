@@ -32,6 +32,7 @@ class GaussianNoise(Noise):
     name = "gaussian"
     norms = ("l2", "l1", "linf")
     two_class = True
+    worst_case_mass = True
 
     @staticmethod
     def scale_of(sigma: float) -> float:
