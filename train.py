@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification import CertificationCallback
 from lightning_modules.runner import (
+    RUN_LOG,
     build_run,
     finish_wandb,
     log_to_run_file,
@@ -39,7 +40,14 @@ def main(cfg: DictConfig) -> float | None:
                     rank_zero_info(f"checkpoint: {checkpoint.best_model_path}")
             for callback in run.callbacks:
                 if isinstance(callback, CertificationCallback) and callback.summary:
-                    return callback.objective_value()
+                    value = callback.objective_value()
+                    trainer, mode = run.trainer, callback.objective_mode
+                    where = f"; rank {trainer.global_rank} of {trainer.world_size}"
+                    line = f"objective: {callback.objective}={value} ({mode}"
+                    line += f"{where if trainer.world_size > 1 else ''})"
+                    print(line, flush=True)  # every rank returns it (sweepers read it there)
+                    RUN_LOG.info(line)
+                    return value
             return None
     finally:
         finish_wandb()

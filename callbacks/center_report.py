@@ -135,7 +135,8 @@ def report_distance(
 ) -> tuple[dict[str, float], dict[str, Path]]:
     """Writes and logs (rank 0) the curves of the median eps_out and the median smoothing error
     against eps_in under the distance ``name`` (``center_curve_<name>.tsv``/``.png``, wandb) with
-    the scalars ``cert/<name>/eps_out@<eps_in>``, ``cert/<name>/smoothing_error`` and
+    the scalars ``cert/<name>/eps_out@<eps_in>`` (and ``eps_out@h<h>`` with ``h``: eps_in =
+    h * sigma), ``cert/<name>/smoothing_error`` and
     ``cert/<name>/abstain`` (each ending in ``/sigma<sigma>`` when several sigmas were certified;
     plus ``extra_scalars``), and says them in one line per sigma. ``statement`` (what each
     certificate guarantees) is the plot title's second line.
@@ -153,6 +154,9 @@ def report_distance(
         at = f"/sigma{sigma:g}" if several else ""
         for eps, value in zip(median["eps_in"], median["eps_out"], strict=True):
             scalars[f"cert/{name}/eps_out@{eps:g}{at}"] = value
+        for factor, value in zip(h or median["eps_out"], median["eps_out"], strict=True):
+            if h:  # eps_in = h * sigma: the same key at every sigma, so sigma sweeps compare
+                scalars[f"cert/{name}/eps_out@h{factor:g}{at}"] = value
         scalars[f"cert/{name}/smoothing_error{at}"] = error = median["smoothing_error"][0]
         scalars[f"cert/{name}/abstain{at}"] = abstain = sum(r.abstain for r in level) / len(level)
         per_example = sum(r.time for r in level) / len(level)

@@ -7,12 +7,18 @@ alpha=0.01``). Writes ``<sweep dir>/sweep_summary/``: ``runs.tsv``/``.md`` (one 
 swept values, sigma, accuracy at each radius and ACR), ``envelope.tsv``/``.md`` (Cohen et al.'s
 Table 1 over the jobs: per radius the best job, its certified accuracy and its clean accuracy) and
 ``certified_accuracy.png`` (all jobs' curves in one plot), and logs them to a wandb run in the
-sweep's group when the jobs used wandb.
+sweep's group when the jobs used wandb. For every certifier (Cohen, SegCertify, center
+smoothing) it also writes ``objectives.tsv``/``.md``/``.png``: each job's objective (the metric
+its certifier declares, e.g. certified mIoU, or center smoothing's eps_out, lower is better),
+the best job marked, and every certification scalar, from the jobs'
+``certification_summary.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,16 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from smoothcert.report import DEFAULT_RADII, Result, curve_names, load_result, write_report
+from callbacks.certification.base import SUMMARY_FILE
+from smoothcert.report import (
+    DEFAULT_RADII,
+    Result,
+    curve_names,
+    load_result,
+    markdown,
+    write_report,
+    write_tsv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +83,17 @@ def _job_number(job: str) -> tuple[int, str]:
     return (int(digits.group()) if digits else -1, job)
 
 
-def job_results(sweep_dir: Path, summary_dir: str = "sweep_summary") -> list[Result]:
-    """Every job's ``certify.tsv`` under ``sweep_dir``, one Result per job, labelled by the
-    values of the settings the sweep varied (the job's directory when nothing varied; labels are
-    made distinct), sorted by those values (numerically where they are numbers), then sigma."""
-    paths = sorted(
-        p
-        for p in sweep_dir.rglob("certify.tsv")
-        if summary_dir not in p.relative_to(sweep_dir).parts
+def job_files(sweep_dir: Path, name: str, summary_dir: str = "sweep_summary") -> list[Path]:
+    """Every job's file called ``name`` under ``sweep_dir`` (not the summary's own folder)."""
+    return sorted(
+        p for p in sweep_dir.rglob(name) if summary_dir not in p.relative_to(sweep_dir).parts
     )
+
+
+def job_labels(sweep_dir: Path, paths: list[Path]) -> tuple[list[str], list[str], list[dict]]:
+    """For the jobs holding ``paths``: the swept settings, each job's label (the values of the
+    settings the sweep varied, or its directory when nothing varied; made distinct) and each
+    job's swept values."""
     jobs = [p.parent.relative_to(sweep_dir).as_posix() for p in paths]
     overrides = [job_overrides(p.parent) for p in paths]
     swept = swept_settings(overrides)
@@ -89,9 +106,20 @@ def job_results(sweep_dir: Path, summary_dir: str = "sweep_summary") -> list[Res
         f"{label} ({job})" if labels.count(label) > 1 and label != job else label
         for label, job in zip(labels, jobs, strict=True)
     ]
+    settings = [{key: job[key] for key in swept if key in job} for job in overrides]
+    return swept, labels, settings
+
+
+def job_results(sweep_dir: Path, summary_dir: str = "sweep_summary") -> list[Result]:
+    """Every job's ``certify.tsv`` under ``sweep_dir``, one Result per job, labelled by the
+    values of the settings the sweep varied (the job's directory when nothing varied; labels are
+    made distinct), sorted by those values (numerically where they are numbers), then sigma."""
+    paths = job_files(sweep_dir, "certify.tsv", summary_dir)
+    jobs = [p.parent.relative_to(sweep_dir).as_posix() for p in paths]
+    swept, labels, settings = job_labels(sweep_dir, paths)
     results = [
-        load_result(path, label=label, settings={key: job[key] for key in swept if key in job})
-        for path, label, job in zip(paths, labels, overrides, strict=True)
+        load_result(path, label=label, settings=values)
+        for path, label, values in zip(paths, labels, settings, strict=True)
     ]
     for result, job in zip(results, jobs, strict=True):
         result.source = f"{job}/certify.tsv"
@@ -104,6 +132,68 @@ def job_results(sweep_dir: Path, summary_dir: str = "sweep_summary") -> list[Res
     return sorted(results, key=key)
 
 
+def job_objectives(sweep_dir: Path, summary_dir: str = "sweep_summary") -> list[dict[str, Any]]:
+    """One row per job that certified with any certifier (its ``certification_summary.json``):
+    the job's label and swept values, the certifier, its objective and value, ``best`` marking
+    the best job (largest value, or smallest for objectives minimised, e.g. center smoothing's
+    eps_out), then every summary scalar. Sorted like ``job_results``."""
+    paths = job_files(sweep_dir, SUMMARY_FILE, summary_dir)
+    swept, labels, settings = job_labels(sweep_dir, paths)
+    rows = []
+    for path, label, values in zip(paths, labels, settings, strict=True):
+        content = json.loads(path.read_text(encoding="utf-8"))
+        row = {"job": label, **{key: values.get(key) for key in swept}}
+        row.update(
+            certifier=content["certifier"],
+            objective=content["objective"],
+            mode=content["objective_mode"],
+            value=_number(content["value"]),
+            best="",
+        )
+        rows.append((row, content["summary"]))
+    rows.sort(key=lambda pair: (*(_order(pair[0].get(k)) for k in swept), pair[0]["job"]))
+    scalars = list(dict.fromkeys(key for _, summary in rows for key in summary))
+    table = [{**row, **{k: _number(summary.get(k)) for k in scalars}} for row, summary in rows]
+    for objective in dict.fromkeys(row["objective"] for row in table):
+        group = [r for r in table if r["objective"] == objective and math.isfinite(r["value"])]
+        if group:
+            pick = min if group[0]["mode"] == "min" else max
+            pick(group, key=lambda r: r["value"])["best"] = "*"
+    return table
+
+
+def _number(value: object) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def write_objectives(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """``objectives.tsv``/``.md`` and ``objectives.png`` (each job's objective, the best one
+    highlighted, one panel per objective) in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_tsv(out / "objectives.tsv", rows)
+    (out / "objectives.md").write_text(markdown(rows), encoding="utf-8")
+    objectives = list(dict.fromkeys(row["objective"] for row in rows))
+    figure, axes = plt.subplots(
+        len(objectives), 1, figsize=(7, 1.5 + 0.4 * len(rows)), squeeze=False
+    )
+    for axis, objective in zip(axes[:, 0], objectives, strict=True):
+        group = [row for row in rows if row["objective"] == objective]
+        colors = ["tab:orange" if row["best"] else "tab:blue" for row in group]
+        axis.barh([row["job"] for row in group], [row["value"] for row in group], color=colors)
+        axis.invert_yaxis()
+        better = "lower" if group[0]["mode"] == "min" else "higher"
+        axis.set_xlabel(f"{objective} ({group[0]['certifier']}, {better} is better)")
+    figure.tight_layout()
+    figure.savefig(out / "objectives.png", dpi=120)
+    plt.close(figure)
+    return [out / "objectives.tsv", out / "objectives.md", out / "objectives.png"]
+
+
 class SweepSummary(Callback):
     """Summarises the certification results of all jobs of a Hydra multirun."""
 
@@ -113,11 +203,23 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        out = sweep_dir / self.subdir
+        objectives = job_objectives(sweep_dir, self.subdir)
+        if objectives:
+            write_objectives(objectives, out)
+            for row in objectives:
+                if row["best"]:
+                    log.info(
+                        "sweep summary: best %s = %.4g (%s): %s",
+                        row["objective"], row["value"], row["mode"], row["job"],
+                    )  # fmt: skip
         results = job_results(sweep_dir, self.subdir)
         if not results:
-            log.info("sweep summary: no job wrote a certify.tsv under %s", sweep_dir)
+            if not objectives:
+                log.info("sweep summary: no job certified anything under %s", sweep_dir)
+            else:
+                log.info("sweep summary of %d jobs: %s", len(objectives), out)
             return
-        out = sweep_dir / self.subdir
         tables = write_report(results, out, self.radii)
         log.info("sweep summary of %d jobs: %s", len(results), out)
         if "wandb" in (config.get("logger") or {}):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,10 @@ def test_ddp_training_certifies_each_example_exactly_once(tmp_path):
     assert indices == list(range(9))
     assert not list(tmp_path.glob("certify.rank*.tsv"))
     assert (tmp_path / "certified_accuracy.png").is_file()
+    # train.py returns the objective (for sweepers) on every rank, and the same value.
+    pattern = r"objective: cert/acr=(\S+) \(max; rank {} of 2\)"
+    values = [re.search(pattern.format(rank), result.stdout) for rank in (0, 1)]
+    assert all(values), result.stdout[-2000:]
+    assert values[0].group(1) == values[1].group(1) != "None"
+    summary = json.loads((tmp_path / "certification_summary.json").read_text())
+    assert summary["objective"] == "cert/acr" and summary["value"] == float(values[0].group(1))

@@ -140,3 +140,42 @@ def test_sweep_summary_labels_several_swept_settings_and_keeps_rows_distinct(tmp
     same = fake_sweep(tmp_path / "same", [(["certify.n=100"], [0.1]), (["certify.n=100"], [0.2])])
     assert [r.label for r in job_results(same)] == ["0_sigma0.25", "1_sigma0.25"]
     assert len(set(report.curve_names(job_results(same)))) == 2
+
+
+def summary_job(sweep: Path, num: int, overrides: list[str], certifier, value: float) -> None:
+    """Job ``num`` of a sweep whose certifier (a real callback) wrote its summary file."""
+    job = sweep / f"{num}"
+    certifier.output_dir = job
+    certifier.summary = {certifier.objective: value, "cert/num_examples": 4.0}
+    job.mkdir(parents=True)
+    certifier.write_summary()
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+
+
+@pytest.mark.parametrize("kind", ["segcertify", "center"])
+def test_sweep_summary_ranks_jobs_of_any_certifier_by_its_objective(tmp_path, kind):
+    from callbacks.certification.center import CenterCertification
+    from callbacks.certification.segcertify import SegCertifyCertification
+
+    sweep = tmp_path / "multirun"
+    values = {"0.12": 0.3, "0.5": 0.1, "0.25": 0.2}  # sigma -> objective
+    for num, (sigma, value) in enumerate(values.items()):
+        if kind == "segcertify":
+            certifier = SegCertifyCertification(float(sigma), str(tmp_path))
+        else:
+            certifier = CenterCertification(float(sigma), str(tmp_path), h=[1.0], distance="l2")
+        summary_job(sweep, num, [f"sigma={sigma}", "seed=0"], certifier, value)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "logger": None})
+    SweepSummary().on_multirun_end(config)
+    out = sweep / "sweep_summary"
+    rows = read_rows(out / "objectives.tsv")
+    assert [row["job"] for row in rows] == ["sigma=0.12", "sigma=0.25", "sigma=0.5"]
+    assert [float(row["value"]) for row in rows] == [0.3, 0.2, 0.1]
+    # SegCertify maximises certified mIoU; center smoothing minimises eps_out.
+    best = "sigma=0.12" if kind == "segcertify" else "sigma=0.5"
+    assert [row["job"] for row in rows if row["best"] == "*"] == [best]
+    assert {row["certifier"] for row in rows} == {kind}
+    assert all(row["cert/num_examples"] == "4.0" for row in rows)
+    assert (out / "objectives.png").stat().st_size > 1000
+    assert not (out / "runs.tsv").exists()  # no Cohen records in this sweep

@@ -5,6 +5,7 @@ certify one example, its record schemas, its header settings and its report."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from callbacks.distributed import gather_packed
 from smoothcert.certification import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.records import Record, RecordSchema, RecordStore
+
+SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the records
 
 
 class CertificationCallback(Callback):
@@ -219,6 +222,9 @@ class CertificationCallback(Callback):
         self.keep(kept)
         if rank == 0:
             self.report(trainer, pl_module)
+            self.write_summary()
+        # Every rank returns the objective (train.py, sweepers): rank 0's summary, broadcast.
+        self.summary = trainer.strategy.broadcast(self.summary, src=0)
         trainer.strategy.barrier(f"{self.option}_certification_done")
 
     def _previous(self, trainer: Trainer, stores: Mapping[str, RecordStore]) -> dict[str, list]:
@@ -242,8 +248,23 @@ class CertificationCallback(Callback):
         return [r for part in packed for r in store.schema.unpack(part, store.metadata)]
 
     def objective_value(self) -> float | None:
-        """The ``objective`` of the last certification (None before one)."""
+        """The ``objective`` of the last certification (None before one), on every rank."""
         return self.summary.get(self.objective)
+
+    def write_summary(self) -> Path:
+        """``certification_summary.json`` in the run directory: the certifier, its objective
+        (name, direction, value) and every summary scalar; the sweep summary reads it for any
+        certifier."""
+        path = self.output_dir / SUMMARY_FILE
+        content = {
+            "certifier": self.option,
+            "objective": self.objective,
+            "objective_mode": self.objective_mode,
+            "value": self.objective_value(),
+            "summary": {key: float(value) for key, value in self.summary.items()},
+        }
+        path.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+        return path
 
     def header(
         self,

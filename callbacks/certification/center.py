@@ -101,8 +101,10 @@ class CenterCertification(CertificationCallback):
         self.feature_network = feature_network
         self.num_images = check_count(num_images, "certify.num_images", minimum=0)
         at = f"/sigma{sigmas[0]:g}" if len(sigmas) > 1 else ""
-        # The median eps_out under the first distance at the first sigma's smallest eps_in.
-        self.objective = f"cert/{self.distances[0]}/eps_out@{self.grid[0][1][0]:g}{at}"
+        # The median eps_out under the first distance at the first sigma's smallest eps_in (named
+        # by its h when eps_in = h * sigma, so that jobs of a sigma sweep share the key).
+        point = f"{self.grid[0][1][0]:g}" if self.h is None else f"h{self.h[0]:g}"
+        self.objective = f"cert/{self.distances[0]}/eps_out@{point}{at}"
         self.smoothers: dict[str, list[CenterSmooth]] = {}  # one per sigma, in grid order
         self.candidate_counts: dict[str, int] = {}  # centers chosen among (n: all samples)
         self.records: dict[str, list[CenterExample]] = {}

@@ -82,7 +82,9 @@ def test_certifies_each_distance_into_records_curves_and_figures(tmp_path):
         examples = sorted((tmp_path / "center_examples").glob(f"center_{name}_*.png"))
         assert [p.name for p in examples] == [f"center_{name}_0000{i}.png" for i in range(2)]
     assert callback.summary["cert/time_per_example"] > 0
-    assert next(iter(callback.summary)) == "cert/l2/eps_out@0.125"  # what train.py returns
+    # What train.py returns: named by h (eps_in = h * sigma), so sigma sweeps share the key.
+    assert callback.objective == "cert/l2/eps_out@h0.5"
+    assert callback.objective_value() == callback.summary["cert/l2/eps_out@0.125"]
 
 
 def test_rows_are_the_core_certifier_with_noise_seeded_by_example(tmp_path):
@@ -296,7 +298,8 @@ def test_several_sigmas_with_h_certify_at_eps_in_h_times_sigma(tmp_path):
     for first, second in zip(curve[0::2], curve[1::2], strict=True):  # both grow with eps_in
         for key in ("eps_in", "eps_out", "smoothing_error"):
             assert float(first[key]) < float(second[key])
-    assert next(iter(callback.summary)) == "cert/l2/eps_out@0.06/sigma0.12"
+    assert callback.objective == "cert/l2/eps_out@h0.5/sigma0.12"
+    assert callback.objective_value() == callback.summary["cert/l2/eps_out@0.06/sigma0.12"]
     assert callback.summary["cert/l2/abstain/sigma0.25"] == 0.0
     assert (tmp_path / "center_curve_l2.png").stat().st_size > 1000
     examples = sorted(p.name for p in (tmp_path / "center_examples").iterdir())
