@@ -179,3 +179,34 @@ def test_sweep_summary_ranks_jobs_of_any_certifier_by_its_objective(tmp_path, ki
     assert all(row["cert/num_examples"] == "4.0" for row in rows)
     assert (out / "objectives.png").stat().st_size > 1000
     assert not (out / "runs.tsv").exists()  # no Cohen records in this sweep
+
+
+def test_report_names_the_noise_and_norm_of_each_run(tmp_path):
+    """Runs of several noises certified in l1 (docs/results.md's table): the legend and the runs
+    table say which noise each is and the x axis says l1; Cohen's files keep their layout."""
+    paths = [
+        write_tsv(tmp_path / name / "certify.tsv", [0.9, 0.3, -1], f"# sigma: 0.5\n{head}")
+        for name, head in [
+            ("gaussian", "# noise: gaussian\n# norm: l1\n"),
+            ("laplace", "# noise: laplace\n# norm: l1\n"),
+            ("uniform", "# noise: uniform\n# norm: l1\n"),
+        ]
+    ]
+    results = [report.load_result(path) for path in paths]
+    assert [r.smoothing for r in results] == ["gaussian l1", "laplace l1", "uniform l1"]
+    assert report.curve_names(results) == [
+        "gaussian, l1: sigma=0.5",
+        "laplace, l1: sigma=0.5",
+        "uniform, l1: sigma=0.5",
+    ]
+    assert report.radius_label(results) == "l1 radius"
+    rows = report.per_run_table(results, [0.0])
+    assert [(row["noise"], row["norm"]) for row in rows] == [
+        ("gaussian", "l1"),
+        ("laplace", "l1"),
+        ("uniform", "l1"),
+    ]
+    cohen = report.load_result(write_tsv(tmp_path / "cohen.tsv", [0.9], "# sigma: 0.25\n"))
+    assert cohen.smoothing == "gaussian l2" and report.radius_label([cohen]) == "l2 radius"
+    assert "noise" not in report.per_run_table([cohen], [0.0])[0]
+    assert report.curve_names([cohen]) == ["sigma=0.25"]

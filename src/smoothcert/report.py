@@ -50,6 +50,13 @@ class Result:
     train_sigma: tuple[float, ...] = ()
     settings: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    noise: str = "gaussian"  # the header's ``noise`` (files without one: Cohen's Gaussian)
+    norm: str = "l2"  # the header's ``norm``: what the radii measure
+
+    @property
+    def smoothing(self) -> str:
+        """``"gaussian l2"``, ``"laplace l1"``: the noise and the norm of the radii."""
+        return f"{self.noise} {self.norm}"
 
     @property
     def acr(self) -> float:
@@ -96,9 +103,27 @@ def load_result(
     train_sigma = _levels(metadata.get("train_sigma"))
     if not train_sigma and path_train is not None:
         train_sigma = (path_train,)
+    noise, norm = metadata.get("noise") or "gaussian", metadata.get("norm") or "l2"
     return Result(
-        label or str(path), sigma, records, train_sigma, dict(settings or {}), source=str(path)
+        label or str(path),
+        sigma,
+        records,
+        train_sigma,
+        dict(settings or {}),
+        str(path),
+        noise,
+        norm,
     )
+
+
+def plain_gaussian(results: Sequence[Result]) -> bool:
+    """Whether every run is Gaussian noise with l2 radii (Cohen's setting)."""
+    return all(result.smoothing == "gaussian l2" for result in results)
+
+
+def radius_label(results: Sequence[Result]) -> str:
+    """The x-axis label: ``"l1 radius"``, or every norm when the runs mix them."""
+    return f"{'/'.join(dict.fromkeys(result.norm for result in results))} radius"
 
 
 def _sigmas_text(levels: Sequence[float]) -> str | None:
@@ -111,6 +136,7 @@ def curve_names(results: Sequence[Result]) -> list[str]:
     (with the training sigma when that differs), else its label; a repeated name gets the run's
     label appended."""
     names = []
+    mixed = len({res.smoothing for res in results}) > 1
     for res in results:
         if res.settings or res.sigma is None:
             name = res.label
@@ -118,6 +144,8 @@ def curve_names(results: Sequence[Result]) -> list[str]:
             name = f"sigma={res.sigma}"
             if res.train_sigma and res.train_sigma != (res.sigma,):
                 name += f" (trained at {_sigmas_text(res.train_sigma)})"
+        if mixed:  # runs of several noises or norms: say which is which
+            name = f"{res.noise}, {res.norm}: {name}"
         names.append(name)
     return [
         f"{name} ({res.label})" if names.count(name) > 1 and name != res.label else name
@@ -148,12 +176,15 @@ def envelope(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str
 
 def per_run_table(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str, object]]:
     """One row per run: its label, one column per swept setting other than sigma, certification
-    and training sigma, example count, accuracy at each radius, ACR and the source file."""
+    and training sigma, example count, accuracy at each radius, ACR and the source file; the
+    noise and the norm of the radii too unless every run is Gaussian with l2 radii."""
     swept = list(dict.fromkeys(k for r in results for k in r.settings if k != "sigma"))
     rows: list[dict[str, object]] = []
     for result in results:
         row: dict[str, object] = {"run": result.label}
         row.update({key: result.settings.get(key) for key in swept})
+        if not plain_gaussian(results):
+            row.update(noise=result.noise, norm=result.norm)
         row["sigma"] = result.sigma
         row["train_sigma"] = _sigmas_text(result.train_sigma)
         row["examples"] = len(result.records)
@@ -212,7 +243,9 @@ def write_report(results: Sequence[Result], out_dir: Path, radii: Sequence[float
         name: (grid, certified_accuracy_curve(res.records, grid))
         for name, res in zip(curve_names(results), results, strict=True)
     }
-    plot_curves(out_dir / "certified_accuracy.png", curves, "certified accuracy")
+    plot_curves(
+        out_dir / "certified_accuracy.png", curves, "certified accuracy", radius_label(results)
+    )
     return {"runs": runs, "envelope": env}
 
 
