@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_modules.optimization import optimizers_config
+from smoothcert.errors import ConfigError
+from smoothcert.noise import Noise
 from smoothcert.smooth import eval_mode
 
 
@@ -21,14 +24,65 @@ def plain_sigma(value: Any) -> float | list[float]:
     return [float(v) for v in value]
 
 
+@dataclass(frozen=True)
+class Contract:
+    """What a certifier may rely on in a model: its task, the kind of output its base function
+    gives (``class_logits``, ``label_map``, ``image``, ``box``), that base function (what is
+    smoothed: pixels in [0, 1] -> outputs), the metrics a checkpoint may monitor and the noise
+    the model trains with."""
+
+    task: str
+    output_kind: str
+    base_function: Callable[[Tensor], Tensor]
+    monitorable: tuple[str, ...]
+    noise: Noise
+
+
 class SmoothcertModule(LightningModule):
-    """Base of the task modules. A subclass sets ``task``, implements ``_evaluate(batch, stage)``
-    (validation and test share it), keeps ``optimizer_factory``/``scheduler_factory`` and hparams
-    ``train_sigma``, ``mean``, ``std``, ``dataset``, and adds its own checkpoint fields in
-    ``checkpoint_fields``. Checkpoints carry all of them under ``checkpoint["smoothcert"]``."""
+    """Base of the task modules. A subclass sets ``task`` and ``output_kind``, implements
+    ``_evaluate(batch, stage)`` (validation and test share it), keeps ``noise`` (and, if it
+    trains through a regime, ``objective`` with the regime's noise), ``optimizer_factory`` /
+    ``scheduler_factory`` and hparams ``mean``, ``std``, ``dataset``, and adds its own checkpoint
+    fields in ``checkpoint_fields``. Checkpoints carry all of them, and the training noise level,
+    under ``checkpoint["smoothcert"]``. ``contract()`` is what certifiers check in ``setup``."""
 
     task = ""
+    output_kind = ""  # what base_function returns: class_logits | label_map | image | box
     evaluation_metrics: tuple[str, ...] = ()  # what _evaluate logs, as val/NAME and test/NAME
+
+    @property
+    def training_noise(self) -> Noise:
+        """The noise the model trains with: its regime's (``objective.noise``) when it trains
+        through a regime, else its own ``noise``. The one source of the training sigma."""
+        regime_noise = getattr(getattr(self, "objective", None), "noise", None)
+        return regime_noise if isinstance(regime_noise, Noise) else self.noise
+
+    @property
+    def train_sigma(self) -> float | list[float]:
+        """The training noise level(s), as plain floats (for headers and checkpoints)."""
+        return plain_sigma(self.training_noise.sigma)
+
+    def base_function(self) -> Callable[[Tensor], Tensor]:
+        """The function a certifier smooths (inputs in [0, 1]): the model by default."""
+        return self.model
+
+    def contract(self) -> Contract:
+        """The module's declared interface; a one-line ConfigError if something is missing."""
+        missing = [name for name in ("task", "output_kind") if not getattr(self, name)]
+        if not isinstance(getattr(self, "noise", None), Noise):
+            missing.append("noise")
+        if missing:
+            raise ConfigError(
+                f"{type(self).__name__} does not declare {', '.join(missing)}: a certifiable "
+                "module states its task, output kind and noise (see SmoothcertModule)"
+            )
+        return Contract(
+            self.task,
+            self.output_kind,
+            self.base_function(),
+            tuple(self.monitorable()),
+            self.training_noise,
+        )
 
     def monitorable(self) -> list[str]:
         """The metric keys a checkpoint or early-stopping callback can monitor."""
@@ -80,7 +134,7 @@ class SmoothcertModule(LightningModule):
         checkpoint.setdefault("smoothcert", {}).update(
             {
                 "task": self.task,
-                "train_sigma": plain_sigma(h.train_sigma),
+                "train_sigma": self.train_sigma,
                 "normalization": {"mean": list(h.mean), "std": list(h.std)},
                 "dataset": h.dataset,
                 **self.checkpoint_fields(),

@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
 from smoothcert.distances import BoxJaccardDistance
-from smoothcert.errors import ConfigError, check_count, check_sigma, check_unit_range, require
+from smoothcert.errors import ConfigError, check_count, check_unit_range, require
 from smoothcert.noise import Noise
 from smoothcert.structured_models import NormalizedNet
 
@@ -55,7 +55,6 @@ class BoxRegressionModule(SmoothcertModule):
         channels: int,
         mean: Sequence[float],
         std: Sequence[float],
-        train_sigma: float,
         iou_weight: float = 1.0,
         scheduler: Callable[..., Any] | None = None,
         dataset: str = "",
@@ -64,7 +63,6 @@ class BoxRegressionModule(SmoothcertModule):
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
         channels = check_count(channels, "model.channels")
-        train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
         iou_weight = float(iou_weight)
         require(iou_weight >= 0, f"model.iou_weight={iou_weight} must be >= 0")
         require(
@@ -85,6 +83,10 @@ class BoxRegressionModule(SmoothcertModule):
     @override
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def base_function(self) -> Callable[[Tensor], Tensor]:
+        """What center smoothing smooths: ``structured_output``."""
+        return self.structured_output
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: boxes ``[B, 4]`` (x1, y1, x2, y2), float, in

@@ -8,7 +8,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from callbacks.certification_common import check_task
 from smoothcert.errors import ConfigError
@@ -58,7 +58,7 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
     with open_dict(cfg):
         for key in ("model", "data"):
             if key in stored and not _overridden(overrides, key):
-                cfg[key] = OmegaConf.create(stored[key])
+                cfg[key] = OmegaConf.create(upgrade_config(key, stored[key]))
         # The training noise's distribution (its level: sigma, below); older checkpoints: Gaussian.
         noise = stored.get("noise") or {}
         if "_target_" in noise and "noise" in cfg and not _overridden(overrides, "noise"):
@@ -73,6 +73,37 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
                 cfg.sigma = [float(v) for v in stored_sigma]
             elif stored_sigma:
                 cfg.sigma = float(stored_sigma)
+        _restore_training_noise(cfg, meta, overrides)
+
+
+# Keys that older checkpoints' configs hold and today's modules no longer take, by config group:
+# model.train_sigma (the training level is read from the noise the model trains with).
+RETIRED_KEYS = {"model": ("train_sigma",)}
+
+
+def upgrade_config(group: str, node: dict[str, Any]) -> dict[str, Any]:
+    """A stored config node of ``group`` as today's code reads it (retired keys dropped)."""
+    return {key: value for key, value in node.items() if key not in RETIRED_KEYS.get(group, ())}
+
+
+def _restore_training_noise(
+    cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[str]
+) -> None:
+    """Gives the regime the checkpoint's training level when it differs from ``sigma`` (e.g. 0 for
+    a clean classifier certified at sigma > 0), so headers and warnings state how the model was
+    trained; nothing is trained by certify.py."""
+    regime = cfg.get("regime")
+    trained = meta.get("train_sigma")
+    if trained is None or not isinstance(regime, DictConfig) or "noise" not in regime:
+        return
+    if _overridden(overrides, "regime"):
+        return
+    trained = [float(v) for v in trained] if isinstance(trained, (list, tuple)) else float(trained)
+    sigma = cfg.get("sigma")
+    sigma = list(sigma) if isinstance(sigma, ListConfig) else sigma
+    if trained != sigma:
+        target = OmegaConf.select(cfg, "noise._target_") or "smoothcert.noise.GaussianNoise"
+        cfg.regime.noise = OmegaConf.create({"_target_": target, "sigma": trained})
 
 
 def pop_evaluate(cfg: DictConfig) -> bool:

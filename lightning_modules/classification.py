@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
-from smoothcert.errors import check_sigma, check_unit_range
+from smoothcert.errors import check_unit_range
 from smoothcert.models import NormalizedClassifier
 from smoothcert.noise import Noise
 from smoothcert.regimes import TrainingObjective
@@ -26,6 +26,7 @@ class ClassificationModule(SmoothcertModule):
     """
 
     task = "classification"
+    output_kind = "class_logits"
     evaluation_metrics = ("loss", "acc", "acc_noisy")
 
     def __init__(
@@ -37,7 +38,6 @@ class ClassificationModule(SmoothcertModule):
         num_classes: int,
         mean: Sequence[float],
         std: Sequence[float],
-        train_sigma: float,
         cifar_stem: bool = False,
         scheduler: Callable[..., Any] | None = None,
         dataset: str = "",
@@ -45,7 +45,6 @@ class ClassificationModule(SmoothcertModule):
         super().__init__()
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-        train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
         self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = NormalizedClassifier(net, mean, std, cifar_stem=cifar_stem)

@@ -38,6 +38,40 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
         _check_keys(path, node, choices or {})
     for path, node in nodes:
         _check_types(path, node)
+    check_regime_used(cfg, choices or {})
+
+
+# The regime of models that train on x + noise themselves (no ``objective``): plain augmentation.
+PLAIN_REGIME = "smoothcert.regimes.GaussianAugmentation"
+
+
+def _mentions(value: Any, text: str) -> bool:
+    if isinstance(value, str):
+        return text in value
+    if isinstance(value, dict):
+        return any(_mentions(v, text) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions(v, text) for v in value)
+    return False
+
+
+def check_regime_used(cfg: DictConfig, choices: Mapping[str, str]) -> None:
+    """Every model consumes the regime it is given: a model that takes no ``objective`` (it
+    trains on x + noise itself, e.g. an autoencoder or a denoiser) accepts only the plain
+    augmentation regime; any other regime would be silently ignored, so it is refused."""
+    regime, model = cfg.get("regime"), cfg.get("model")
+    if not isinstance(regime, DictConfig) or not isinstance(model, DictConfig):
+        return
+    if _mentions(OmegaConf.to_container(model, resolve=False), "${regime"):
+        return
+    if regime.get("_target_") != PLAIN_REGIME:
+        name = choices.get("regime") or regime.get("_target_")
+        model_name = choices.get("model") or model.get("_target_")
+        raise ConfigError(
+            f"regime={name} is not used by model={model_name}: it trains on x + noise itself "
+            "(noise=... sets that noise); drop the regime override, or use a model that takes a "
+            "regime (model.objective=${regime})"
+        )
 
 
 def check_launcher(launcher: DictConfig | None, trainer: DictConfig) -> None:

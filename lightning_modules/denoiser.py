@@ -26,7 +26,7 @@ from smoothcert.denoisers import (
     load_classifier,
     load_denoiser,
 )
-from smoothcert.errors import ConfigError, check_sigma, check_unit_range, require
+from smoothcert.errors import ConfigError, check_unit_range, require
 from smoothcert.noise import Noise
 from smoothcert.regimes import check_weight
 
@@ -66,6 +66,7 @@ class DenoiserModule(SmoothcertModule):
     """
 
     task = "denoised_classification"
+    output_kind = "class_logits"
     evaluation_metrics = ("loss", "mse", "acc", "acc_noisy")
 
     def __init__(
@@ -76,7 +77,6 @@ class DenoiserModule(SmoothcertModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         num_classes: int,
         channels: int,
-        train_sigma: float,
         classifier_ckpt: str | None = None,
         objective: str = "mse",
         access: str = "full",
@@ -90,7 +90,10 @@ class DenoiserModule(SmoothcertModule):
         super().__init__()
         require(objective in OBJECTIVES, f"model.objective={objective!r}: use one of {OBJECTIVES}")
         require(access in ACCESS_MODES, f"model.access={access!r}: use full or query")
-        train_sigma = check_sigma(train_sigma, "sigma")
+        require(
+            min(noise.levels) > 0,
+            f"sigma={noise.sigma}: a denoiser learns to remove noise, so it trains at sigma > 0",
+        )
         stability_weight = check_weight(stability_weight, "model.stability_weight")
         needs_surrogate = access == "query" and "stability" in objective
         surrogate_net = copy.deepcopy(surrogate_net or classifier_net) if needs_surrogate else None

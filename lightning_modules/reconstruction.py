@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import check_count, check_unit_range, require
-from smoothcert.noise import Noise, noise_levels
+from smoothcert.noise import Noise
 from smoothcert.structured_models import NormalizedNet
 
 
@@ -46,7 +46,6 @@ class ReconstructionModule(SmoothcertModule):
         channels: int,
         mean: Sequence[float],
         std: Sequence[float],
-        train_sigma: float | Sequence[float],
         scheduler: Callable[..., Any] | None = None,
         dataset: str = "",
     ) -> None:
@@ -54,8 +53,6 @@ class ReconstructionModule(SmoothcertModule):
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
         channels = check_count(channels, "model.channels")
-        levels = noise_levels(train_sigma, "sigma")  # a list: training at several noise levels
-        train_sigma = levels[0] if len(levels) == 1 else levels
         require(
             len(mean) == channels,
             f"model.mean has {len(mean)} values for {channels} channels: use data.mean",
@@ -74,6 +71,10 @@ class ReconstructionModule(SmoothcertModule):
     @override
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def base_function(self) -> Callable[[Tensor], Tensor]:
+        """What center smoothing smooths: ``structured_output``."""
+        return self.structured_output
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: reconstructions ``[B, C, H, W]`` in [0, 1]

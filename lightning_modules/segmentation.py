@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
-from smoothcert.errors import ConfigError, check_sigma, check_unit_range
+from smoothcert.errors import ConfigError, check_unit_range
 from smoothcert.noise import Noise
 from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
 from smoothcert.seg_models import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
@@ -45,7 +45,6 @@ class SegmentationModule(SmoothcertModule):
         num_classes: int,
         mean: Sequence[float],
         std: Sequence[float],
-        train_sigma: float,
         ignore_index: int = 255,
         scale: float | Sequence[float] = 1.0,
         flip: bool = False,
@@ -55,7 +54,6 @@ class SegmentationModule(SmoothcertModule):
         super().__init__()
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-        train_sigma = check_sigma(train_sigma, "sigma", allow_zero=True)
         if type(objective) is ConsistencyRegularization:  # per example: [B, K] logits only
             raise ConfigError("regime=consistency is per example: use regime=seg_consistency")
         scales = check_scales(scale, "model.scale")
@@ -94,6 +92,10 @@ class SegmentationModule(SmoothcertModule):
     @override
     def forward(self, x: Tensor) -> Tensor:
         return self.inference_model()(x)
+
+    def base_function(self) -> nn.Module:
+        """What SegCertify smooths: full-resolution logits at the module's scale."""
+        return self.inference_model()
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: label maps ``[B, H, W]`` (int64 in

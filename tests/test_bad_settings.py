@@ -23,7 +23,14 @@ BAD = [
     # a checkpoint monitor the model does not log
     (["model=autoencoder", "certify=none"], "callbacks.best_checkpoint.monitor=val/acc is a"),
     # a list where one number is expected
-    (["sigma=[0.25,0.5]"], "sigma=[0.25,0.5] (read by model.train_sigma) must be a single value"),
+    (["sigma=[0.25,0.5]"], "sigma=[0.25,0.5] (read by certify.sigma) must be a single value"),
+    # a regime the model would silently ignore (it trains on x + noise itself)
+    (
+        ["+experiment=digits_autoencoder_tv", "regime=consistency"],
+        "regime=consistency is not used by model=autoencoder",
+    ),
+    # a noise center smoothing has no certificate for
+    (["+experiment=shapes_box_center", "noise=laplace"], "certify.noise: center smoothing needs"),
     # a value of the wrong type, in any group
     (["certify.alpha=abc"], "certify.alpha=abc must be a number"),
     (["certify.n=true"], "certify.n=true must be a whole number"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hydra
 import pytest
+import torch
 from pytorch_lightning import Trainer
 
 from conftest import TINY
@@ -29,3 +30,46 @@ def test_declared_evaluation_metrics_are_the_logged_ones(make_cfg, experiment):
     logged = {key for key in trainer.callback_metrics if key.startswith("val/")}
     assert logged == {f"val/{name}" for name in module.evaluation_metrics}
     assert cfg.callbacks.best_checkpoint.monitor in module.monitorable()
+
+
+CONTRACTS = [  # experiment, task, output kind, training sigma, what the base function returns
+    (None, "classification", "class_logits", 0.25, (10,)),
+    ("digits_clean", "classification", "class_logits", 0.0, (10,)),
+    ("digits_autoencoder_tv", "reconstruction", "image", [0.12, 0.25, 0.5], (1, 8, 8)),
+    ("shapes_seg", "segmentation", "label_map", 0.25, None),
+    ("shapes_box_center", "box_regression", "box", 0.25, (4,)),
+]
+
+
+@pytest.mark.parametrize(("experiment", "task", "kind", "sigma", "shape"), CONTRACTS)
+def test_every_module_declares_its_contract(make_cfg, experiment, task, kind, sigma, shape):
+    """Task, output kind, base function, monitorable metrics and the training noise: the last
+    from the noise the model really trains with (digits_clean's regime trains at sigma 0)."""
+    cfg = make_cfg(*TINY, *([f"+experiment={experiment}"] if experiment else []))
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="object")
+    module = hydra.utils.instantiate(cfg.model, _convert_="object")
+    contract = module.contract()
+    assert (contract.task, contract.output_kind) == (task, kind)
+    assert contract.noise is module.training_noise and module.train_sigma == sigma
+    assert cfg.callbacks.best_checkpoint.monitor in contract.monitorable
+    datamodule.setup("fit")
+    x = torch.as_tensor(datamodule.dataset("train")[0][0])[None]
+    with torch.no_grad():
+        out = contract.base_function(x)
+    if shape is not None:
+        assert tuple(out.shape[1:]) == shape
+    else:  # per-pixel logits at full resolution
+        assert tuple(out.shape[2:]) == tuple(x.shape[2:])
+
+
+def test_a_module_without_its_contract_is_refused_before_training(make_cfg):
+    from callbacks.certification.cohen import CohenCertification
+    from smoothcert.errors import ConfigError
+
+    module = hydra.utils.instantiate(make_cfg(*TINY).model, _convert_="object")
+    module.output_kind = ""
+    with pytest.raises(ConfigError, match="does not declare output_kind"):
+        module.contract()
+    certifier = CohenCertification(0.25, "unused")
+    with pytest.raises(ConfigError, match="does not declare output_kind"):
+        certifier.check_model(module)

@@ -27,6 +27,13 @@ from smoothcert.records import Record, RecordSchema, RecordStore
 SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the records
 
 
+def trained_sigma(pl_module: LightningModule) -> float | list[float] | None:
+    """The model's training noise level(s): ``train_sigma`` (from the noise it trains with), or
+    the hyperparameter of that name for modules that keep it there; None if unknown."""
+    value = getattr(pl_module, "train_sigma", None)
+    return pl_module.hparams.get("train_sigma") if value is None else value
+
+
 class CertificationCallback(Callback):
     """Certifies ``num_examples`` examples of ``split`` (every ``skip``-th) with the ``last``
     weights or the ``best`` checkpoint, at the end of fitting (``on_train_end``) or testing
@@ -127,17 +134,21 @@ class CertificationCallback(Callback):
         return select_indices(size, self.num_examples, self.skip, self.split, self.noun)
 
     def check_model(self, pl_module: LightningModule) -> None:
-        """Raises a one-line ConfigError if ``pl_module``'s task is not one this certifier
-        certifies (run before training: a mismatch would otherwise fail after it)."""
-        check_task(self.option, self.tasks, getattr(pl_module, "task", ""))
+        """Raises a one-line ConfigError if ``pl_module`` does not declare its contract (task,
+        output kind, base function, monitorable metrics, noise; modules of the project do) or its
+        task is not one this certifier certifies (run before training: a mismatch would
+        otherwise fail after it)."""
+        contract = getattr(pl_module, "contract", None)
+        task = contract().task if callable(contract) else getattr(pl_module, "task", "")
+        check_task(self.option, self.tasks, task)
 
     def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Checks that the certifier fits the model and the example selection, and warns about
-        the noise levels (``sigmas``) the model was not trained at (its ``hparams.train_sigma``:
-        a number or a list)."""
+        the noise levels (``sigmas``) the model was not trained at (its ``train_sigma``, from the
+        noise it trains with: a number or a list)."""
         self.check_model(pl_module)
         self.indices(trainer)
-        train_sigma = pl_module.hparams.get("train_sigma")
+        train_sigma = trained_sigma(pl_module)
         if train_sigma is None:
             return
         trained = sigma_levels(train_sigma)
@@ -282,7 +293,7 @@ class CertificationCallback(Callback):
             "smoothcert": smoothcert.__version__,
             "certifier": certifier,
             "sigma": self.sigma,
-            "train_sigma": h.get("train_sigma"),
+            "train_sigma": trained_sigma(pl_module),
             **settings,
             "seed": self.seed,
             "split": self.split,

@@ -88,7 +88,8 @@ class CohenCertification(CertificationCallback):
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         dtype, classes = torch.bfloat16 if self.bf16 else None, pl_module.hparams.num_classes
-        model, self.device = pl_module.model, pl_module.device
+        base = getattr(pl_module, "base_function", None)
+        model, self.device = (base() if callable(base) else pl_module.model), pl_module.device
         options = {"autocast_dtype": dtype, "channels_last": self.channels_last}
         noise = {"noise": self.noise, "norm": self.norm}
         self.smooth = Smooth(model, classes, self.sigma, **options, **noise)
