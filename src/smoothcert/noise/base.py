@@ -7,7 +7,7 @@ sigma / sqrt(2), uniform: sqrt(3) sigma). Radius formulas live in the subclasses
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -74,7 +74,7 @@ class Noise(nn.Module):
     at several noise levels (each example of a batch then gets a level drawn uniformly from the
     list; ``self.sigma`` is the sorted list). Certification (``stream``, ``radius``) needs a single
     level > 0. Subclasses set ``name`` and ``norms`` (the first is the natural norm) and implement
-    ``scale_of``, ``draw_standard`` and ``_radius``.
+    ``scale_of``, ``source``/``standardize`` and ``_radius``.
     """
 
     name: ClassVar[str] = ""
@@ -100,16 +100,29 @@ class Noise(nn.Module):
         """The distribution's own scale for a per-coordinate standard deviation ``sigma``."""
         raise NotImplementedError
 
+    # The one random source of a noise, ``torch.randn`` or ``torch.rand``, and the in-place map
+    # from its draws to the noise at scale 1 (each draw is used exactly once).
+    source: ClassVar[Callable[..., Tensor]] = staticmethod(torch.randn)
+
     @staticmethod
+    def standardize(draws: Tensor) -> Tensor:
+        """Turns ``source`` draws into i.i.d. samples of the noise at scale 1, in place."""
+        raise NotImplementedError
+
+    @classmethod
     def draw_standard(
+        cls,
         size: tuple[int, ...],
         generator: torch.Generator | None,
         device: torch.device | str,
         dtype: torch.dtype,
         out: Tensor | None = None,
     ) -> Tensor:
-        """I.i.d. samples at scale 1 (see :class:`~smoothcert.noise.stream.StandardDraw`)."""
-        raise NotImplementedError
+        """I.i.d. samples at scale 1 (see :class:`~smoothcert.noise.stream.StandardDraw`): the
+        ``source`` draws, into ``out`` when given, then ``standardize``."""
+        if out is not None:
+            return cls.standardize(cls.source(size, generator=generator, out=out))
+        return cls.standardize(cls.source(size, generator=generator, device=device, dtype=dtype))
 
     @property
     def natural_norm(self) -> str:

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from smoothcert.noise.base import Noise
-from smoothcert.noise.stream import uniform_draw
 
 
 class LaplaceNoise(Noise):
@@ -30,18 +29,14 @@ class LaplaceNoise(Noise):
         """``lambda = sigma / sqrt(2)`` (a Laplace(0, lambda) variable has variance 2 lambda^2)."""
         return sigma / math.sqrt(2.0)
 
+    source = staticmethod(torch.rand)
+
     @staticmethod
-    def draw_standard(
-        size: tuple[int, ...],
-        generator: torch.Generator | None,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        out: Tensor | None = None,
-    ) -> Tensor:
-        """I.i.d. Laplace(0, 1) samples, one uniform draw each: u in [0, 1) gives the sign
+    def standardize(draws: Tensor) -> Tensor:
+        """Laplace(0, 1) samples from uniform u in [0, 1), one each: u gives the sign
         ``u >= 1/2`` and, from v = 2u - [u >= 1/2] (uniform on [0, 1), exact in floating point),
         the magnitude ``-ln(1 - v)``, an Exp(1) variable that is always finite."""
-        u = uniform_draw(size, generator, device, dtype, out)
+        u = draws
         positive = u >= 0.5
         u.mul_(2).sub_(positive.to(u.dtype))
         u.clamp_(max=1.0 - torch.finfo(u.dtype).eps)  # a generator that returned 1 stays finite

@@ -30,20 +30,6 @@ def example_generator(seed: int, index: int, device: torch.device | str = "cpu")
     return generator
 
 
-def uniform_draw(
-    size: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    out: Tensor | None = None,
-) -> Tensor:
-    """I.i.d. uniform samples on [0, 1) (``torch.rand``), into ``out`` when given: the one source
-    of randomness of the noises built from uniform variables (Laplace, uniform)."""
-    if out is not None:
-        return torch.rand(size, generator=generator, out=out)
-    return torch.rand(size, generator=generator, device=device, dtype=dtype)
-
-
 class StandardDraw(Protocol):
     """Draws i.i.d. samples of a noise at unit scale (the noise's ``draw_standard``).
 

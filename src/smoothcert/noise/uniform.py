@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from smoothcert.noise.base import Noise
-from smoothcert.noise.stream import uniform_draw
 
 
 class UniformNoise(Noise):
@@ -33,17 +32,12 @@ class UniformNoise(Noise):
         """``lambda = sqrt(3) sigma`` (uniform on [-lambda, lambda] has variance lambda^2 / 3)."""
         return math.sqrt(3.0) * sigma
 
+    source = staticmethod(torch.rand)
+
     @staticmethod
-    def draw_standard(
-        size: tuple[int, ...],
-        generator: torch.Generator | None,
-        device: torch.device | str,
-        dtype: torch.dtype,
-        out: Tensor | None = None,
-    ) -> Tensor:
-        """I.i.d. samples uniform on [-1, 1): ``2u - 1`` for u uniform on [0, 1)."""
-        u = uniform_draw(size, generator, device, dtype, out)
-        return u.mul_(2).sub_(1)
+    def standardize(draws: Tensor) -> Tensor:
+        """Samples uniform on [-1, 1): ``2u - 1`` for u uniform on [0, 1)."""
+        return draws.mul_(2).sub_(1)
 
     def _radius(
         self, p: np.ndarray, norm: str, dim: int | None, q: np.ndarray | None, sigma: float
