@@ -7,7 +7,7 @@ distance to all n. Two ways of doing that on the same samples:
    does: distances from sample i to all samples as one vector operation, then their median. It
    takes minutes at n = 10,000, so it is timed on the first ``--loop-rows`` samples (distances
    still to all n) and extrapolated linearly to n rows; the table says so.
-2. ``ours``: ``smoothcert.center.min_median_sample``, the distance matrix formed
+2. ``ours``: ``smoothcert.certifiers.center.min_median_sample``, the distance matrix formed
    ``chunk_elements`` entries at a time (for l2 through a matrix product) with ``kthvalue`` per row,
    exact where it matters: the products are taken in float64 after moving the rows to a common
    reference, and the 8 best medians are recomputed from exact (difference-based) distances.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from smoothcert.center import min_median_sample
+from smoothcert.certifiers.center import min_median_sample
 from smoothcert.distances import L2Distance, build_distance
 
 SHAPES = {"784": (784,), "3x32x32": (3, 32, 32)}

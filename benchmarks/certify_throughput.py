@@ -32,9 +32,9 @@ import torch
 from statsmodels.stats.proportion import proportion_confint
 from torch import Tensor, nn
 
+from smoothcert.certifiers.classification import Smooth
 from smoothcert.models import DigitsCNN, NormalizedClassifier
 from smoothcert.noise import GaussianNoiseStream
-from smoothcert.smooth import Smooth
 
 NUM_CLASSES = 10
 SIGMA = 0.25

@@ -33,10 +33,10 @@ from scipy.stats import binomtest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from smoothcert.curves import average_certified_radius, certified_accuracy  # noqa: E402
+from smoothcert.metrics.certified import average_certified_radius, certified_accuracy  # noqa: E402
 from smoothcert.noise import GaussianNoise, LaplaceNoise, UniformNoise  # noqa: E402
 from smoothcert.records import read_records  # noqa: E402
-from smoothcert.statistics import clopper_pearson_lower  # noqa: E402
+from smoothcert.stats.binomial import clopper_pearson_lower  # noqa: E402
 
 NOISES = {"gaussian": GaussianNoise, "laplace": LaplaceNoise, "uniform": UniformNoise}
 COLORS = {"gaussian": "tab:blue", "laplace": "tab:orange", "uniform": "tab:green"}

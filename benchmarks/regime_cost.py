@@ -31,11 +31,16 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from smoothcert.denoisers import DenoisedClassifier, DnCNN, FrozenClassifier, denoiser_loss_terms
 from smoothcert.models import DigitsCNN, NormalizedClassifier
+from smoothcert.models.denoisers import (
+    DenoisedClassifier,
+    DnCNN,
+    FrozenClassifier,
+    denoiser_loss_terms,
+)
 from smoothcert.noise import GaussianNoise
 from smoothcert.regimes import ConsistencyRegularization, GaussianAugmentation
-from smoothcert.regimes_adv import SmoothAdv
+from smoothcert.regimes.smoothadv import SmoothAdv
 
 SIGMA = 0.25
 SHAPES = {"digits": (1, 8, 8), "resnet18": (3, 32, 32)}

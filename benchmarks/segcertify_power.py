@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
-from smoothcert.segcertify import (
+from smoothcert.certifiers.classification import ABSTAIN
+from smoothcert.certifiers.segmentation import (
     certify_counts,
     clopper_pearson_lower_table,
     indivclass_counts,
     pvalue_table,
 )
-from smoothcert.smooth import ABSTAIN
 
 SIGMA = 0.25  # only scales radii; rates do not depend on it
 CORRECT, WRONG = 0, 1

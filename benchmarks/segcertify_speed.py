@@ -4,9 +4,10 @@
    class (drawn once: Bin(100, p) with p ~ Beta(20, 1), seeded), three ways to decide which
    pixels to certify, with identical decisions (checked):
 
-   - ``ours``: ``smoothcert.segcertify.reject_counts``: a table of the n + 1 possible p-values,
-     Holm on the (n + 1)-bin histogram of counts, one gather back to the pixels. Also timed: the
-     per-pixel p-value map ``pvalue_table(n, tau)[counts]``, which the decisions do not need.
+   - ``ours``: ``smoothcert.certifiers.segmentation.reject_counts``: a table of the n + 1 possible
+     p-values, Holm on the (n + 1)-bin histogram of counts, one gather back to the pixels. Also
+     timed: the per-pixel p-value map ``pvalue_table(n, tau)[counts]``, which the decisions do not
+     need.
    - ``scipy vectorised``: ``scipy.stats.binom.sf(counts - 1, n, tau)`` on every pixel, then
      ``statsmodels.stats.multitest.multipletests(pvalues, alpha, method="holm")``.
    - ``reference loop``: ``scipy.stats.binomtest(count, n, tau, alternative="greater")`` per pixel
@@ -46,7 +47,7 @@ from scipy.stats import binom, binomtest
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
-from smoothcert.segcertify import pvalue_table, reject_counts, segcertify
+from smoothcert.certifiers.segmentation import pvalue_table, reject_counts, segcertify
 
 HEIGHT, WIDTH, NUM_CLASSES = 1024, 2048, 19
 N, TAU, ALPHA, SIGMA = 100, 0.75, 0.001, 0.25

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from smoothcert.center import CenterSmooth, quantile_level, smallest_m
-from smoothcert.center_records import Grid
+from smoothcert.certifiers.center import CenterSmooth, quantile_level, smallest_m
 from smoothcert.distances import Distance
 from smoothcert.errors import ConfigError, check_sigma, require
+from smoothcert.records.center import Grid
 
 
 def float_list(value: float | Sequence[float], setting: str) -> list[float]:

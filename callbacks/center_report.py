@@ -11,8 +11,8 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.reporting import log_images, log_locations, report_curves, report_series
-from smoothcert.center_records import CenterExample, CenterRecord, median_curves
-from smoothcert.plots import palette, plt
+from smoothcert.records.center import CenterExample, CenterRecord, median_curves
+from smoothcert.report.plots import palette, plt
 
 # As in the paper's Fig. 3b: base box green, smoothed box blue (dashed, so both stay visible).
 BASE_STYLE = {"edgecolor": "tab:green", "linewidth": 3}

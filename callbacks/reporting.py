@@ -10,7 +10,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from smoothcert.plots import plot_curves
+from smoothcert.report.plots import plot_curves
 
 
 def write_curve_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[float]]) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from smoothcert.plots import palette, plt
+from smoothcert.report.plots import palette, plt
 
 TITLES = ("input", "ground truth", "base model", "certified (white: abstain)")
 

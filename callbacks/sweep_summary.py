@@ -232,7 +232,7 @@ class SweepSummary(Callback):
         import wandb
 
         from lightning_modules.wandb_setup import sweep_group, wandb_configured
-        from smoothcert.curves import certified_accuracy_curve
+        from smoothcert.metrics.certified import certified_accuracy_curve
 
         settings = config.logger.wandb
         offline = settings.get("offline")

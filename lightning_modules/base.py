@@ -12,9 +12,9 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_modules.optimization import optimizers_config
+from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import ConfigError
 from smoothcert.noise import Noise
-from smoothcert.smooth import eval_mode
 
 
 def plain_sigma(value: Any) -> float | list[float]:

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from typing_extensions import override
 
 from lightning_modules.splits_data import SplitsDataModule
-from smoothcert.box_data import ShapeBoxesDataset
-from smoothcert.datasets import Splits
+from smoothcert.data.boxes import ShapeBoxesDataset
+from smoothcert.data.classification import Splits
 from smoothcert.errors import check_unit_range, require
 
 RANGE_CHECK_EXAMPLES = 8
 
 
 class ShapeBoxesDataModule(SplitsDataModule):
-    """Train/val/test loaders of ``smoothcert.box_data.ShapeBoxesDataset``: shapes images and the
+    """Train/val/test loaders of ``smoothcert.data.boxes.ShapeBoxesDataset``: shapes images and the
     box ``(x1, y1, x2, y2)`` of their largest visible shape, in normalized [0, 1] coordinates.
 
     The splits are the images of ``data=shapes`` (same seed, split and size give the same

@@ -10,7 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from callbacks.certification_common import check_task
+from callbacks.certification.checks import check_task
 from smoothcert.errors import ConfigError
 
 
@@ -62,7 +62,7 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
         # The training noise's distribution (its level: sigma, below); older checkpoints: Gaussian.
         noise = stored.get("noise") or {}
         if "_target_" in noise and "noise" in cfg and not _overridden(overrides, "noise"):
-            cfg.noise._target_ = noise["_target_"]
+            cfg.noise._target_ = moved_target(noise["_target_"])
         if (
             "train_sigma" in meta
             and not _overridden(overrides, "sigma")
@@ -81,9 +81,53 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
 RETIRED_KEYS = {"model": ("train_sigma",)}
 
 
-def upgrade_config(group: str, node: dict[str, Any]) -> dict[str, Any]:
-    """A stored config node of ``group`` as today's code reads it (retired keys dropped)."""
-    return {key: value for key, value in node.items() if key not in RETIRED_KEYS.get(group, ())}
+# Where the modules that checkpoints' ``_target_`` paths may name live now (the core was reorganized
+# into folders named after the config groups; see DESIGN.md). Longest names first.
+MOVED_MODULES = {
+    "smoothcert.structured_models": "smoothcert.models.structured",
+    "smoothcert.segmentation_data": "smoothcert.data.segmentation",
+    "smoothcert.center_records": "smoothcert.records.center",
+    "smoothcert.record_store": "smoothcert.records.legacy",
+    "smoothcert.certification": "smoothcert.certifiers.examples",
+    "smoothcert.regimes_adv": "smoothcert.regimes.smoothadv",
+    "smoothcert.seg_records": "smoothcert.records.segmentation",
+    "smoothcert.statistics": "smoothcert.stats.binomial",
+    "smoothcert.seg_models": "smoothcert.models.segmenters",
+    "smoothcert.segcertify": "smoothcert.certifiers.segmentation",
+    "smoothcert.denoisers": "smoothcert.models.denoisers",
+    "smoothcert.datasets": "smoothcert.data.classification",
+    "smoothcert.box_data": "smoothcert.data.boxes",
+    "smoothcert.center": "smoothcert.certifiers.center",
+    "smoothcert.curves": "smoothcert.metrics.certified",
+    "smoothcert.shapes": "smoothcert.data.shapes",
+    "smoothcert.smooth": "smoothcert.certifiers.classification",
+    "smoothcert.plots": "smoothcert.report.plots",
+    "callbacks.cohen_certification": "callbacks.certification.cohen",
+    "callbacks.segcertify_certification": "callbacks.certification.segcertify",
+    "callbacks.center_certification": "callbacks.certification.center",
+}
+
+
+def moved_target(target: str) -> str:
+    """``target`` (``module.Name``) at its module's current place."""
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_MODULES.get(module, module)}.{name}" if module else target
+
+
+def upgrade_config(group: str, node: Any) -> Any:
+    """A stored config node of ``group`` as today's code reads it: retired keys dropped and every
+    ``_target_`` (nested ones too) moved to its module's current place."""
+    if isinstance(node, dict):
+        retired = RETIRED_KEYS.get(group, ())
+        return {
+            key: moved_target(value) if key == "_target_" and isinstance(value, str)
+            else upgrade_config("", value)
+            for key, value in node.items()
+            if key not in retired
+        }  # fmt: skip
+    if isinstance(node, list):
+        return [upgrade_config("", value) for value in node]
+    return node
 
 
 def _restore_training_noise(

@@ -8,7 +8,7 @@ import torch
 from typing_extensions import override
 
 from lightning_modules.splits_data import SplitsDataModule
-from smoothcert.datasets import Splits, build_splits, check_dataset
+from smoothcert.data.classification import Splits, build_splits, check_dataset
 from smoothcert.errors import check_unit_range
 
 RANGE_CHECK_EXAMPLES = 64

@@ -19,14 +19,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
-from smoothcert.denoisers import (
+from smoothcert.errors import ConfigError, check_unit_range, require
+from smoothcert.models.denoisers import (
     DenoisedClassifier,
     FrozenClassifier,
     denoiser_loss_terms,
     load_classifier,
     load_denoiser,
 )
-from smoothcert.errors import ConfigError, check_unit_range, require
 from smoothcert.noise import Noise
 from smoothcert.regimes import check_weight
 

@@ -14,8 +14,8 @@ from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
 from smoothcert.errors import check_count, check_unit_range, require
+from smoothcert.models.structured import NormalizedNet
 from smoothcert.noise import Noise
-from smoothcert.structured_models import NormalizedNet
 
 
 class ReconstructionModule(SmoothcertModule):

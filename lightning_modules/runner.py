@@ -18,7 +18,7 @@ from pytorch_lightning import Callback, LightningDataModule, LightningModule, Tr
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from callbacks.certification_common import CertificationCallback
+from callbacks.certification.base import CertificationCallback
 from callbacks.run_config import RunConfigInCheckpoint
 from lightning_modules.checkpoints import pop_evaluate
 from lightning_modules.config_checks import check_config, check_launcher

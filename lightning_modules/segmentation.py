@@ -11,11 +11,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule
+from smoothcert.data.segmentation import check_label_map
 from smoothcert.errors import ConfigError, check_unit_range
+from smoothcert.models.segmenters import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
 from smoothcert.noise import Noise
 from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
-from smoothcert.seg_models import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
-from smoothcert.segmentation_data import check_label_map
 
 
 class SegmentationModule(SmoothcertModule):

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from typing_extensions import override
 
 from lightning_modules.splits_data import SplitsDataModule
-from smoothcert.datasets import Splits
-from smoothcert.errors import check_unit_range
-from smoothcert.segmentation_data import (
+from smoothcert.data.classification import Splits
+from smoothcert.data.segmentation import (
     build_segmentation_splits,
     check_label_map,
     check_segmentation_dataset,
 )
+from smoothcert.errors import check_unit_range
 
 RANGE_CHECK_EXAMPLES = 8
 

@@ -13,7 +13,7 @@ from lightning_modules.runner import build_run, config_error_in
 from smoothcert.noise import GaussianNoise, LaplaceNoise, Noise, UniformNoise
 from smoothcert.records import read_records
 from smoothcert.records.tsv import read_table
-from smoothcert.regimes_adv import SmoothAdv
+from smoothcert.regimes.smoothadv import SmoothAdv
 
 CERTIFY = ["certify.n=200", "certify.n0=20", "certify.num_examples=4"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import smoothcert.datasets
+import smoothcert.data.classification
 from conftest import TINY, run_script, table_rows
 from lightning_modules.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
@@ -87,7 +87,7 @@ def test_too_many_examples_fails_before_training(make_cfg, tmp_path):
 
 
 def test_inputs_outside_unit_range_fail_before_training(make_cfg, tmp_path, monkeypatch):
-    real = smoothcert.datasets.digits_splits
+    real = smoothcert.data.classification.digits_splits
 
     def unscaled(*args, **kwargs):  # the classic mistake: pixels left in [0, 16]
         splits = real(*args, **kwargs)
@@ -97,7 +97,7 @@ def test_inputs_outside_unit_range_fail_before_training(make_cfg, tmp_path, monk
         )
         return splits
 
-    monkeypatch.setattr(smoothcert.datasets, "digits_splits", unscaled)
+    monkeypatch.setattr(smoothcert.data.classification, "digits_splits", unscaled)
     with pytest.raises(ConfigError, match=r"must lie in \[0, 1\]"):
         fit(make_cfg(*TINY))
     assert not (tmp_path / "checkpoints").exists()

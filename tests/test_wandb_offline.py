@@ -146,7 +146,7 @@ def config(wandb_file: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def expected_scalars(train_run: TrainRun, run_dir: Path) -> dict[str, float]:
-    """The cert/* scalars recomputed by hand from certify.tsv (not with smoothcert.curves)."""
+    """The cert/* scalars recomputed by hand from certify.tsv (not with smoothcert.metrics)."""
     _, records = read_cert_records(train_run.out / "certify.tsv")
     n = len(records)
     assert n == NUM_EXAMPLES
@@ -297,7 +297,7 @@ def test_resolved_config_logged(config: dict[str, Any], train_run: TrainRun) -> 
     assert config["sigma"] == SIGMA
     assert config["seed"] == 0
     certify = config["certify"]
-    assert certify["_target_"] == "callbacks.cohen_certification.CohenCertification"
+    assert certify["_target_"] == "callbacks.certification.cohen.CohenCertification"
     assert certify["sigma"] == SIGMA
     assert (certify["n0"], certify["n"], certify["num_examples"]) == (100, 10000, NUM_EXAMPLES)
     assert certify["alpha"] == 0.001

@@ -20,7 +20,7 @@ from typing_extensions import override
 import smoothcert
 from callbacks.certification.checks import check_task, number_or_list, sigma_levels
 from callbacks.distributed import gather_packed
-from smoothcert.certification import select_indices
+from smoothcert.certifiers.examples import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.records import Record, RecordSchema, RecordStore
 

@@ -12,12 +12,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from callbacks.certification.base import CertificationCallback
 from callbacks.certification.checks import certify_noise, norm_prefix
 from callbacks.reporting import log_locations, report_curve
-from smoothcert.certification import certify_one
-from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
+from smoothcert.certifiers.classification import Smooth
+from smoothcert.certifiers.examples import certify_one
 from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import Noise, example_generator
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
-from smoothcert.smooth import Smooth
 
 
 class CohenCertification(CertificationCallback):

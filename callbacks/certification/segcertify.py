@@ -14,19 +14,8 @@ from callbacks.certification.base import CertificationCallback
 from callbacks.certification.checks import certify_noise, norm_prefix
 from callbacks.reporting import log_images, log_locations, report_curve
 from callbacks.seg_report import save_overlay
-from smoothcert.errors import ConfigError, check_alpha, check_count, require
-from smoothcert.noise import Certificate, Noise, example_generator
-from smoothcert.records import (
-    BASE,
-    SEG_BASE_SCHEMA,
-    SEG_SCHEMA,
-    RecordSchema,
-    Row,
-    SegImage,
-    SegRecord,
-)
-from smoothcert.seg_models import check_scales
-from smoothcert.segcertify import (
+from smoothcert.certifiers.classification import eval_mode
+from smoothcert.certifiers.segmentation import (
     FDR,
     check_correction,
     check_tau,
@@ -38,7 +27,18 @@ from smoothcert.segcertify import (
     tau_alpha,
     tau_scope,
 )
-from smoothcert.smooth import eval_mode
+from smoothcert.errors import ConfigError, check_alpha, check_count, require
+from smoothcert.models.segmenters import check_scales
+from smoothcert.noise import Certificate, Noise, example_generator
+from smoothcert.records import (
+    BASE,
+    SEG_BASE_SCHEMA,
+    SEG_SCHEMA,
+    RecordSchema,
+    Row,
+    SegImage,
+    SegRecord,
+)
 
 
 class SegCertifyCertification(CertificationCallback):

@@ -3,22 +3,26 @@
 The core (this package) is pure PyTorch: no Lightning, Hydra or wandb imports.
 """
 
-from smoothcert.center import CenterSmooth  # certified structured outputs
-from smoothcert.certification import certify_examples, select_indices
-from smoothcert.curves import (
+from smoothcert.certifiers.center import CenterSmooth  # certified structured outputs
+from smoothcert.certifiers.classification import ABSTAIN, Smooth
+from smoothcert.certifiers.examples import certify_examples, select_indices
+from smoothcert.certifiers.segmentation import (  # certified segmentation
+    indivclass,
+    jointclass,
+    segcertify,
+)
+from smoothcert.distances import build_distance
+from smoothcert.errors import ConfigError
+from smoothcert.metrics.certified import (
     abstain_rate,
     average_certified_radius,
     certified_accuracy,
     certified_accuracy_curve,
     summarize,
 )
-from smoothcert.distances import build_distance
-from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, GaussianNoiseStream, example_generator
 from smoothcert.records import CohenRecord, read_records
-from smoothcert.segcertify import indivclass, jointclass, segcertify  # certified segmentation
-from smoothcert.smooth import ABSTAIN, Smooth
-from smoothcert.statistics import binom_test_two_sided, clopper_pearson_lower
+from smoothcert.stats.binomial import binom_test_two_sided, clopper_pearson_lower
 
 __version__ = "0.1.0"
 

@@ -16,17 +16,17 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 
-import callbacks.center_certification as center_callback
+import callbacks.certification.center as center_callback
 from center.toy import FAST, ROOT, ToyData, ToyStructured, certify, trainer
-from smoothcert.center import CenterSmooth, smallest_m
-from smoothcert.center_records import (
+from smoothcert.certifiers.center import CenterSmooth, smallest_m
+from smoothcert.errors import ConfigError
+from smoothcert.noise import example_generator
+from smoothcert.records.center import (
     CENTER_COLUMNS,
     CenterExample,
     CenterRecord,
     read_center_records,
 )
-from smoothcert.errors import ConfigError
-from smoothcert.noise import example_generator
 
 REQUIRED = ("idx", "eps_in", "eps_out", "smoothing_error", "abstain", "time")
 SETTINGS = ("sigma", "n", "m", "delta", "alpha1", "alpha2", "gamma", "distance")

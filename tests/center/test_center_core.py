@@ -9,7 +9,7 @@ import torch
 from scipy.stats import norm
 
 from smoothcert import CenterSmooth, build_distance
-from smoothcert.center import (
+from smoothcert.certifiers.center import (
     delta1,
     delta2,
     mass_needed,

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import binom, norm
 
 from smoothcert import CenterSmooth
-from smoothcert.center import delta1, order_statistic_quantile, quantile_level
+from smoothcert.certifiers.center import delta1, order_statistic_quantile, quantile_level
 
 
 def allowed_failures(trials: int, rate: float) -> int:

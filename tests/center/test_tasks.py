@@ -12,12 +12,12 @@ from omegaconf import ListConfig
 from conftest import TINY, run_script, table_rows
 from lightning_modules.box_regression import box_iou
 from lightning_modules.runner import build_run, config_error_in
-from smoothcert.box_data import ShapeBoxesDataset, largest_region_box
-from smoothcert.center import delta1, quantile_level
+from smoothcert.certifiers.center import delta1, quantile_level
+from smoothcert.data.boxes import ShapeBoxesDataset, largest_region_box
+from smoothcert.data.shapes import render_shape_instances, render_shapes
 from smoothcert.distances import BoxJaccardDistance
 from smoothcert.errors import ConfigError
-from smoothcert.shapes import render_shape_instances, render_shapes
-from smoothcert.structured_models import BoxRegressor, ConvAutoencoder, sort_box_corners
+from smoothcert.models.structured import BoxRegressor, ConvAutoencoder, sort_box_corners
 
 AUTOENCODER = ["+experiment=digits_autoencoder_tv", *TINY]
 # Tiny certification for the end-to-end run: the experiment's three noise levels and two h values.

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: callbacks/ is importable from the repository
     sys.path.insert(0, str(ROOT))
 
-from callbacks.center_certification import CenterCertification  # noqa: E402
+from callbacks.certification.center import CenterCertification  # noqa: E402
 
 # Fast settings: delta 0.2 lets n = 100 pass the mass check; m = 1000 certifies eps_in <= sigma.
 FAST = {"n": 1000, "m": 2000, "delta": 0.2, "batch_size": 64, "num_images": 2, "num_examples": 2}

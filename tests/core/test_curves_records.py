@@ -18,7 +18,7 @@ from smoothcert import (
     read_records,
     summarize,
 )
-from smoothcert.curves import radius_grid
+from smoothcert.metrics.certified import radius_grid
 from smoothcert.records import (
     COHEN_COLUMNS,
     RecordWriter,

@@ -20,9 +20,9 @@ from scipy.stats import binom, norm
 from statsmodels.stats.proportion import proportion_confint
 from torch import Tensor, nn
 
-import smoothcert.smooth
+import smoothcert.certifiers.classification
 from smoothcert import ABSTAIN, ConfigError, Smooth, certify_examples, example_generator
-from smoothcert.statistics import binom_test_two_sided
+from smoothcert.stats.binomial import binom_test_two_sided
 
 SIGMA = 0.25
 SHAPE = (1, 4, 4)
@@ -171,7 +171,9 @@ def test_broken_bound_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     geometry = Geometry()
     n0, n, alpha = 50, 200, 0.1
     points = _near_tight_points(geometry, n, alpha)
-    monkeypatch.setattr(smoothcert.smooth, "clopper_pearson_lower", lambda k, n, a: k / n)
+    monkeypatch.setattr(
+        smoothcert.certifiers.classification, "clopper_pearson_lower", lambda k, n, a: k / n
+    )
     rate, trials = _false_certificate_rate(geometry, points, 60, n0, n, alpha)
     assert rate > alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 

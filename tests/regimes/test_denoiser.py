@@ -10,8 +10,8 @@ import torch
 
 from conftest import TINY, compose_config
 from lightning_modules.runner import build_run, config_error_in
-from smoothcert.denoisers import DnCNN, FrozenClassifier, UNet
 from smoothcert.errors import ConfigError
+from smoothcert.models.denoisers import DnCNN, FrozenClassifier, UNet
 from smoothcert.records import read_records
 
 

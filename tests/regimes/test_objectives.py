@@ -12,7 +12,7 @@ from smoothcert.errors import ConfigError
 from smoothcert.models import DigitsCNN, NormalizedClassifier
 from smoothcert.noise import GaussianNoise
 from smoothcert.regimes import ConsistencyRegularization, consistency_loss
-from smoothcert.regimes_adv import SmoothAdv, smoothed_nll, smoothed_pgd_l2
+from smoothcert.regimes.smoothadv import SmoothAdv, smoothed_nll, smoothed_pgd_l2
 
 
 def softmax(row: list[float]) -> list[float]:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from seg.toy import CORRECT, ThresholdOracle
 from smoothcert import ABSTAIN, segcertify
-from smoothcert.segcertify import indivclass, jointclass
+from smoothcert.certifiers.segmentation import indivclass, jointclass
 
 SIGMA = 0.25
 

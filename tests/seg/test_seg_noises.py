@@ -15,9 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from smoothcert import ABSTAIN
+from smoothcert.certifiers.segmentation import (
+    indivclass,
+    jointclass,
+    segcertify,
+    segmentation_radius,
+)
 from smoothcert.errors import ConfigError
 from smoothcert.noise import Certificate, GaussianNoise, LaplaceNoise, UniformNoise
-from smoothcert.segcertify import indivclass, jointclass, segcertify, segmentation_radius
 
 SIGMA, TAU = 0.1, 0.75
 PAIRS = [

@@ -11,23 +11,23 @@ from PIL import Image
 from torchmetrics.classification import MulticlassAccuracy
 
 from smoothcert import ABSTAIN, ConfigError
-from smoothcert.noise import GaussianNoise
-from smoothcert.regimes import consistency_loss
-from smoothcert.seg_models import (
+from smoothcert.certifiers.segmentation import score_segmentation, summarize_scores
+from smoothcert.data.segmentation import (
+    CityscapesSegmentation,
+    PairedAugment,
+    check_label_map,
+    cityscapes_root,
+)
+from smoothcert.data.shapes import ShapesDataset, render_shapes
+from smoothcert.models.segmenters import (
     IGNORE,
     NormalizedSegmenter,
     ScaledInference,
     SegmentationConsistency,
     timm_segmenter,
 )
-from smoothcert.segcertify import score_segmentation, summarize_scores
-from smoothcert.segmentation_data import (
-    CityscapesSegmentation,
-    PairedAugment,
-    check_label_map,
-    cityscapes_root,
-)
-from smoothcert.shapes import ShapesDataset, render_shapes
+from smoothcert.noise import GaussianNoise
+from smoothcert.regimes import consistency_loss
 
 # Cityscapes label ids and their train ids: road 7 -> 0, building 11 -> 2, sky 23 -> 10,
 # car 26 -> 13; unlabeled 0 and ego vehicle 1 are ignored (255).

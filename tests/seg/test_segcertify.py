@@ -11,12 +11,10 @@ from scipy.stats import binom, binomtest, norm
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
-from callbacks.segcertify_certification import SegCertifyCertification
+from callbacks.certification.segcertify import SegCertifyCertification
 from seg.toy import ThresholdOracle, certified_rates, toy_probabilities
 from smoothcert import ABSTAIN, ConfigError, segcertify
-from smoothcert.record_store import RecordStore
-from smoothcert.seg_records import SEG_COLUMNS, SEG_RESUME_KEYS, Row, SegImage, seg_image_reader
-from smoothcert.segcertify import (
+from smoothcert.certifiers.segmentation import (
     guarantee,
     indivclass,
     jointclass,
@@ -25,6 +23,14 @@ from smoothcert.segcertify import (
     reject_levels,
     sample_modes_and_counts,
     tau_alpha,
+)
+from smoothcert.records.legacy import RecordStore
+from smoothcert.records.segmentation import (
+    SEG_COLUMNS,
+    SEG_RESUME_KEYS,
+    Row,
+    SegImage,
+    seg_image_reader,
 )
 
 STATSMODELS = {"holm": "holm", "bonferroni": "bonferroni", "fdr": "fdr_bh", "fdr_by": "fdr_by"}

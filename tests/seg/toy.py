@@ -14,7 +14,11 @@ import torch
 from scipy.stats import norm
 from torch import Tensor, nn
 
-from smoothcert.segcertify import certify_counts, clopper_pearson_lower_table, indivclass_counts
+from smoothcert.certifiers.segmentation import (
+    certify_counts,
+    clopper_pearson_lower_table,
+    indivclass_counts,
+)
 
 CORRECT = 0  # the oracle's correct class; class 1 is the only wrong one
 

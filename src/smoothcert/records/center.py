@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smoothcert.center import CenterSmooth
+from smoothcert.certifiers.center import CenterSmooth
 from smoothcert.noise import example_generator
 from smoothcert.records.schema import RecordSchema
 

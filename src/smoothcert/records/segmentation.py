@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from smoothcert.certifiers.segmentation import summarize_scores
 from smoothcert.records.schema import RecordSchema
-from smoothcert.segcertify import summarize_scores
 
 __all__ = [
     "BASE",

@@ -8,10 +8,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from smoothcert.certifiers.classification import Smooth
 from smoothcert.errors import ConfigError
 from smoothcert.noise import example_generator
 from smoothcert.records import CohenRecord
-from smoothcert.smooth import Smooth
 
 
 def certify_examples(

@@ -3,7 +3,7 @@
 An objective is called as ``objective(model, x, y) -> loss`` with ``x`` in [0, 1] pixel space; the
 module calls ``objective.on_epoch_start(epoch)`` so schedules (warm-ups) need no module changes.
 Here: Gaussian augmentation (Cohen et al. 2019) and consistency regularization (Jeong & Shin 2020);
-SmoothAdv (Salman et al. 2019) is in :mod:`smoothcert.regimes_adv`.
+SmoothAdv (Salman et al. 2019) is in :mod:`smoothcert.regimes.smoothadv`.
 """
 
 from __future__ import annotations

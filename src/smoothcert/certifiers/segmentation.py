@@ -27,9 +27,9 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import binom
 from torch import Tensor, nn
 
+from smoothcert.certifiers.classification import ABSTAIN, eval_mode
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_unit_range
 from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
-from smoothcert.smooth import ABSTAIN, eval_mode
 
 # A "false certificate" is a pixel certified with a class whose true probability is <= tau.
 # Family-wise procedures: P(any false certificate in the image) <= alpha (kfwer: P(more than

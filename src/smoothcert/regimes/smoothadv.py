@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise
-from smoothcert.regimes import TrainingObjective
-from smoothcert.smooth import eval_mode
+from smoothcert.regimes.augmentation import TrainingObjective
 
 # An l2 radius this large in [0, 1] pixel units is almost surely a value in the reference code's
 # 1/256 units (e.g. 64 or 127) that was not divided.

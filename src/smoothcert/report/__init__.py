@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smoothcert.curves import (
+from smoothcert.metrics.certified import (
     average_certified_radius,
     certified_accuracy,
     certified_accuracy_curve,
@@ -229,7 +229,7 @@ def write_tsv(path: Path, rows: Sequence[dict[str, object]]) -> None:
 
 def write_report(results: Sequence[Result], out_dir: Path, radii: Sequence[float]) -> dict:
     """Writes runs.tsv/.md, envelope.tsv/.md and certified_accuracy.png into ``out_dir``."""
-    from smoothcert.plots import plot_curves
+    from smoothcert.report.plots import plot_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, env = per_run_table(results, radii), envelope(results, radii)
@@ -271,7 +271,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_report(results, args.out, args.radii)
         print(f"wrote {args.out}/runs.tsv, envelope.tsv (and .md), certified_accuracy.png")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_input_range, check_sigma
 from smoothcert.noise import Noise, NoiseStream, resolve_noise
 from smoothcert.sampling import sample_class_counts
-from smoothcert.statistics import binom_test_two_sided, clopper_pearson_lower
+from smoothcert.stats.binomial import binom_test_two_sided, clopper_pearson_lower
 
 ABSTAIN = -1
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from smoothcert.certifiers.classification import ABSTAIN
 from smoothcert.records import CohenRecord
-from smoothcert.smooth import ABSTAIN
 
 
 def _arrays(records: Sequence[CohenRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,10 +38,10 @@ import torch
 from scipy.stats import binom
 from torch import Tensor, nn
 
+from smoothcert.certifiers.classification import eval_mode
 from smoothcert.distances import Distance, build_distance
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.noise import GaussianNoise, Noise, NoiseStream, resolve_noise, supported_pairs
-from smoothcert.smooth import eval_mode
 
 ABSTAIN_RADIUS = math.inf
 # Candidates mode splits the alpha1 / 2 that full mode spends on Lemma 1 (see CenterSmooth):

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from smoothcert.data.shapes import SPLIT_CODES, render_shape_instances
 from smoothcert.errors import ConfigError, check_count
-from smoothcert.shapes import SPLIT_CODES, render_shape_instances
 
 EMPTY_BOX = (0.0, 0.0, 0.0, 0.0)
 

@@ -67,7 +67,7 @@ class UNet(nn.Module):
 
     Widths double per level from ``width``. Any input size works (up-sampled features are resized
     to their skip connection), so 8x8 digits can use ``depth=2``. Same argument names as
-    :class:`DnCNN`, so ``model.denoiser._target_=smoothcert.denoisers.UNet`` swaps it in.
+    :class:`DnCNN`, so ``model.denoiser._target_=smoothcert.models.denoisers.UNet`` swaps it in.
     """
 
     def __init__(self, channels: int = 3, depth: int = 2, width: int = 32) -> None:

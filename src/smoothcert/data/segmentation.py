@@ -1,6 +1,6 @@
 """Segmentation datasets as ``(image [3, H, W] in [0, 1], mask [H, W] int64)`` pairs.
 
-``shapes`` is generated (see ``smoothcert.shapes``); ``cityscapes`` reads the official layout
+``shapes`` is generated (see ``smoothcert.data.shapes``); ``cityscapes`` reads the official layout
 through torchvision and maps the label ids to the 19 train ids, 255 elsewhere. Nothing normalizes
 and nothing downloads.
 """
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from smoothcert.datasets import Splits
+from smoothcert.data.classification import Splits
+from smoothcert.data.shapes import ShapesDataset
 from smoothcert.errors import ConfigError
-from smoothcert.shapes import ShapesDataset
 
 CITYSCAPES_NUM_CLASSES = 19
 CITYSCAPES_HOW = (

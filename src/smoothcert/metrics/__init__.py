@@ -1,0 +1,1 @@
+"""Metrics of certification records: certified accuracy curves, ACR, abstention."""
