@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import netrc
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -175,3 +177,18 @@ def log_locations(trainer: Trainer, records: str, curves: Sequence[Mapping[str, 
     run_dir = wandb_run_dir(trainer)
     if run_dir:
         rank_zero_info(f"wandb:   {run_dir} (offline runs upload with `wandb sync {run_dir}`)")
+
+
+def wandb_configured() -> bool:
+    """True when the user chose a mode (WANDB_MODE) or has credentials (WANDB_API_KEY, netrc)."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def sweep_group(task_name: str, sweep_dir: str | Path) -> str:
+    """The wandb group shared by every job of one Hydra multirun (and its sweep summary)."""
+    return f"{task_name}-{Path(sweep_dir).name}"

@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from callbacks.certification.base import SUMMARY_FILE
+from callbacks.reporting import sweep_group, wandb_configured
 from smoothcert.report import (
     DEFAULT_RADII,
     Result,
@@ -231,7 +232,6 @@ class SweepSummary(Callback):
         import numpy as np
         import wandb
 
-        from lightning_modules.wandb_setup import sweep_group, wandb_configured
         from smoothcert.metrics.certified import certified_accuracy_curve
 
         settings = config.logger.wandb

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import netrc
-import os
 from pathlib import Path
 
 from pytorch_lightning.loggers import WandbLogger
 
+from callbacks.reporting import sweep_group, wandb_configured
 
-def wandb_configured() -> bool:
-    """True when the user chose a mode (WANDB_MODE) or has credentials (WANDB_API_KEY, netrc)."""
-    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def sweep_group(task_name: str, sweep_dir: str | Path) -> str:
-    """The wandb group shared by every job of one Hydra multirun (and its sweep summary)."""
-    return f"{task_name}-{Path(sweep_dir).name}"
+__all__ = ["make_wandb_logger", "sweep_group", "wandb_configured"]
 
 
 def make_wandb_logger(
