@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningModule
 from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_modules.optimization import optimizers_config
@@ -22,6 +23,18 @@ def plain_sigma(value: Any) -> float | list[float]:
     if isinstance(value, (int, float)):
         return float(value)
     return [float(v) for v in value]
+
+
+def per_stage(make: Callable[[], nn.Module]) -> nn.ModuleDict:
+    """One fresh ``make()`` per evaluation stage (``val``, ``test``): metrics must not be shared."""
+    return nn.ModuleDict({stage: make() for stage in ("val", "test")})
+
+
+def clean_and_noisy_accuracy(num_classes: int) -> nn.ModuleList:
+    """Accuracy on clean inputs and on noisy ones (micro-averaged): a classifier's two metrics."""
+    return nn.ModuleList(
+        [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class SmoothcertModule(LightningModule):
 
     task = ""
     output_kind = ""  # what base_function returns: class_logits | label_map | image | box
+    base_attribute = "model"  # the attribute base_function returns
     evaluation_metrics: tuple[str, ...] = ()  # what _evaluate logs, as val/NAME and test/NAME
 
     @property
@@ -62,9 +76,14 @@ class SmoothcertModule(LightningModule):
         """The training noise level(s), as plain floats (for headers and checkpoints)."""
         return plain_sigma(self.training_noise.sigma)
 
+    @override
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
     def base_function(self) -> Callable[[Tensor], Tensor]:
-        """The function a certifier smooths (inputs in [0, 1]): the model by default."""
-        return self.model
+        """The function a certifier smooths (inputs in [0, 1]): the attribute ``base_attribute``
+        (the normalized ``model`` unless a module names another, e.g. ``structured_output``)."""
+        return getattr(self, self.base_attribute)
 
     def contract(self) -> Contract:
         """The module's declared interface; a one-line ConfigError if something is missing."""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule
+from lightning_modules.base import SmoothcertModule, per_stage
 from smoothcert.distances import BoxJaccardDistance
 from smoothcert.errors import ConfigError, check_count, check_unit_range, require
 from smoothcert.models.structured import NormalizedNet
@@ -45,6 +45,7 @@ class BoxRegressionModule(SmoothcertModule):
 
     task = "box_regression"
     evaluation_metrics = ("loss", "iou", "iou_noisy")
+    base_attribute = "structured_output"  # what center smoothing smooths
     output_kind = "box"
 
     def __init__(
@@ -73,20 +74,8 @@ class BoxRegressionModule(SmoothcertModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = NormalizedNet(net, mean, std)
         self.noise = noise
-        self.eval_metrics = nn.ModuleDict(
-            {
-                stage: nn.ModuleDict({name: MeanMetric() for name in ("loss", "iou", "iou_noisy")})
-                for stage in ("val", "test")
-            }
-        )
-
-    @override
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def base_function(self) -> Callable[[Tensor], Tensor]:
-        """What center smoothing smooths: ``structured_output``."""
-        return self.structured_output
+        names = ("loss", "iou", "iou_noisy")
+        self.eval_metrics = per_stage(lambda: nn.ModuleDict({n: MeanMetric() for n in names}))
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: boxes ``[B, 4]`` (x1, y1, x2, y2), float, in

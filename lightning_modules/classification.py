@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule
+from lightning_modules.base import SmoothcertModule, clean_and_noisy_accuracy, per_stage
 from smoothcert.errors import check_unit_range
 from smoothcert.models import NormalizedClassifier
 from smoothcert.noise import Noise
@@ -50,18 +49,7 @@ class ClassificationModule(SmoothcertModule):
         self.model = NormalizedClassifier(net, mean, std, cifar_stem=cifar_stem)
         self.objective = objective
         self.noise = noise
-        self.eval_metrics = nn.ModuleDict(
-            {
-                stage: nn.ModuleList(
-                    [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
-                )
-                for stage in ("val", "test")
-            }
-        )
-
-    @override
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        self.eval_metrics = per_stage(lambda: clean_and_noisy_accuracy(num_classes))
 
     @override
     def on_train_epoch_start(self) -> None:

@@ -15,10 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule
+from lightning_modules.base import SmoothcertModule, clean_and_noisy_accuracy, per_stage
 from smoothcert.errors import ConfigError, check_unit_range, require
 from smoothcert.models.denoisers import (
     DenoisedClassifier,
@@ -114,18 +113,7 @@ class DenoiserModule(SmoothcertModule):
         self.model = DenoisedClassifier(denoiser, FrozenClassifier(classifier))
         self.surrogate = FrozenClassifier(surrogate) if surrogate is not None else None
         self.noise = noise
-        self.eval_metrics = nn.ModuleDict(
-            {
-                stage: nn.ModuleList(
-                    [MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in range(2)]
-                )
-                for stage in ("val", "test")
-            }
-        )
-
-    @override
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        self.eval_metrics = per_stage(lambda: clean_and_noisy_accuracy(num_classes))
 
     def objective_terms(self, x: Tensor, denoised: Tensor) -> dict[str, Tensor]:
         """The configured loss terms for clean ``x`` and ``denoised = D(x + delta)``: the stability

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule
+from lightning_modules.base import SmoothcertModule, per_stage
 from smoothcert.errors import check_count, check_unit_range, require
 from smoothcert.models.structured import NormalizedNet
 from smoothcert.noise import Noise
@@ -36,6 +36,7 @@ class ReconstructionModule(SmoothcertModule):
 
     task = "reconstruction"
     evaluation_metrics = ("mse", "mse_noisy")
+    base_attribute = "structured_output"  # what center smoothing smooths
     output_kind = "image"
 
     def __init__(
@@ -61,20 +62,9 @@ class ReconstructionModule(SmoothcertModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = NormalizedNet(net, mean, std)
         self.noise = noise
-        self.eval_metrics = nn.ModuleDict(
-            {
-                stage: nn.ModuleDict({"mse": MeanSquaredError(), "mse_noisy": MeanSquaredError()})
-                for stage in ("val", "test")
-            }
+        self.eval_metrics = per_stage(
+            lambda: nn.ModuleDict({"mse": MeanSquaredError(), "mse_noisy": MeanSquaredError()})
         )
-
-    @override
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def base_function(self) -> Callable[[Tensor], Tensor]:
-        """What center smoothing smooths: ``structured_output``."""
-        return self.structured_output
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: reconstructions ``[B, C, H, W]`` in [0, 1]

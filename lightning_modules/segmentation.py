@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule
+from lightning_modules.base import SmoothcertModule, per_stage
 from smoothcert.data.segmentation import check_label_map
 from smoothcert.errors import ConfigError, check_unit_range
 from smoothcert.models.segmenters import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
@@ -73,11 +73,8 @@ class SegmentationModule(SmoothcertModule):
                 num_classes, average="micro", ignore_index=ignore_index
             ),
         }
-        self.eval_metrics = nn.ModuleDict(
-            {
-                stage: nn.ModuleDict({name: make() for name, make in metrics.items()})
-                for stage in ("val", "test")
-            }
+        self.eval_metrics = per_stage(
+            lambda: nn.ModuleDict({name: make() for name, make in metrics.items()})
         )
 
     def inference_model(
