@@ -17,10 +17,12 @@ from torch import Tensor, nn
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise, NoiseStream
 
-# CPU memory cap of the batch-size choice: noisy input elements per batch (32 MiB of float32).
-# Activations of a convolutional base model are a few times the input, so this keeps a batch far
-# below the memory of any machine that trains such a model.
-CPU_MAX_ELEMENTS = 1 << 23
+# CPU cap of the batch-size choice: noisy input elements per batch (2 MiB of float32, e.g. 8192
+# digits of 8x8 or 128 CIFAR images). A convolutional net's activations are some tens of times
+# its input, so a batch stays far below the memory of a machine that trains such a model; and a
+# CPU's throughput peaks well below it (beyond, batches overflow the caches: the digits CNN runs
+# 1.5-3x slower at 10,000 than at 512-2048).
+CPU_MAX_ELEMENTS = 1 << 19
 
 
 @contextlib.contextmanager
@@ -180,10 +182,10 @@ def choose_batch_size(
     max_elements: int = CPU_MAX_ELEMENTS,
     memory_fraction: float = 0.5,
     min_seconds: float = 0.03,
-    max_seconds: float = 2.0,
-    decline: float = 0.8,
+    max_seconds: float = 1.0,
+    decline: float = 0.5,
     repeats: int = 3,
-    time_budget: float = 5.0,
+    time_budget: float = 3.0,
 ) -> BatchSizeChoice:
     """Times :func:`sample_class_counts` (noise, forward pass, counting) on ``x`` at each of the
     ``candidates`` and returns the one with the most samples per second.
@@ -194,9 +196,9 @@ def choose_batch_size(
     memory cap (CPU: ``batch * x.numel() > max_elements``; CUDA: a peak allocation above
     ``memory_fraction`` of the memory free at the start, measured with
     ``torch.cuda.max_memory_allocated`` and extrapolated to the next size, or an out-of-memory
-    error), once one batch takes more than ``max_seconds``, or once two in a row run below
-    ``decline`` times the best rate so far (past the best size, rates fall on a CPU whose caches
-    overflow and plateau on a GPU). The smallest candidate is always timed. Then
+    error), once one batch took more than ``max_seconds`` (timing larger ones would cost more
+    than they can gain), or once two in a row run below ``decline`` times the best rate so far
+    (past the best size). The smallest candidate is always timed. Then
     ``repeats`` rounds (fewer, but at least one, once ``time_budget`` seconds have passed) time
     every remaining candidate once each, over at least ``min_seconds``; a candidate's best run
     counts (interleaved rounds and best runs resist a busy machine).
@@ -249,7 +251,7 @@ def choose_batch_size(
                     break
             calls[batch] = max(1, min(64, math.ceil(min_seconds * warm[batch] / batch)))
             if batch / warm[batch] > max_seconds:
-                stopped = f"one batch of {batch} took over {max_seconds} s"
+                stopped = f"one batch of {batch} took over {max_seconds:g} s"
                 break
             slower = slower + 1 if warm[batch] < decline * max(warm.values()) else 0
             if slower == 2:

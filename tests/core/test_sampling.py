@@ -146,7 +146,7 @@ def test_choice_is_the_fastest_candidate_and_stops_after_two_slower_ones() -> No
     )
     assert choice.batch_size == 256, choice.describe()
     assert list(choice.rates) == [64, 128, 256, 512, 1024], choice.describe()
-    assert "below 0.8 x the best rate" in choice.stopped
+    assert "below 0.5 x the best rate" in choice.stopped
 
 
 def test_choice_touches_no_certificate_noise_and_certificates_do_not_change() -> None:
