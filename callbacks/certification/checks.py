@@ -35,3 +35,20 @@ def sigma_levels(value: float | Iterable[float]) -> list[float]:
 def number_or_list(values: Sequence[float]) -> float | list[float]:
     """One value as itself, several as a list (for messages and headers)."""
     return values[0] if len(values) == 1 else list(values)
+
+
+def check_batch_size(value: object, option: str, auto: bool) -> int | str:
+    """``certify.batch_size`` as an integer >= 1, or ``"auto"`` for a certifier that chooses it
+    (``auto``); anything else is a one-line ConfigError."""
+    if value == "auto" and auto:
+        return "auto"
+    if value == "auto":
+        raise ConfigError(
+            f"certify.batch_size=auto: certify={option} does not choose its batch size; give a "
+            "number of noisy inputs per forward pass (certifications do not depend on it)"
+        )
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is None or number != int(number) or number < 1:
+        wanted = "an integer >= 1" + (" or auto" if auto else "")
+        raise ConfigError(f"certify.batch_size={value} must be {wanted}")
+    return int(number)
