@@ -116,10 +116,12 @@ class CohenCertification(CertificationCallback):
         self.smooth = Smooth(model, classes, self.sigma, **options, **noise)
         self.samples_per_batch = self.batch_size
         if self.batch_size == "auto":
-            first = trainer.datamodule.dataset(self.split)[self.indices(trainer)[0]][0]
+            indices = self.indices(trainer)
+            first = trainer.datamodule.dataset(self.split)[indices[0]][0]
             x = torch.as_tensor(first).to(self.device)
             candidates = auto_batch_candidates(self.n0, self.n, self.max_group)
-            choice = self.smooth.choose_batch_size(x, max(candidates), candidates)
+            work = -(-len(indices) // trainer.world_size) * (self.n0 + self.n)  # this rank's
+            choice = self.smooth.choose_batch_size(x, max(candidates), candidates, work=work)
             self.samples_per_batch = choice.batch_size
             rank_zero_info(f"certify.batch_size=auto: {choice.describe()}")
         self.group_size = group_size(self.samples_per_batch, self.n0, self.n, self.max_group)

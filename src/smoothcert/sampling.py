@@ -186,6 +186,8 @@ def choose_batch_size(
     decline: float = 0.5,
     repeats: int = 3,
     time_budget: float = 3.0,
+    work: int | None = None,
+    work_share: float = 0.05,
 ) -> BatchSizeChoice:
     """Times :func:`sample_class_counts` (noise, forward pass, counting) on ``x`` at each of the
     ``candidates`` and returns the one with the most samples per second.
@@ -199,9 +201,14 @@ def choose_batch_size(
     error), once one batch took more than ``max_seconds`` (timing larger ones would cost more
     than they can gain), or once two in a row run below ``decline`` times the best rate so far
     (past the best size). The smallest candidate is always timed. Then
-    ``repeats`` rounds (fewer, but at least one, once ``time_budget`` seconds have passed) time
-    every remaining candidate once each, over at least ``min_seconds``; a candidate's best run
-    counts (interleaved rounds and best runs resist a busy machine).
+    ``repeats`` rounds time every remaining candidate once each, over at least ``min_seconds``,
+    interleaved so that a busy spell slows every candidate alike. A candidate's rate is all its
+    rounds' samples over all their seconds, the throughput a run would see: a size that is fast
+    only in quiet spells (small batches, whose many thread synchronizations stall while another
+    process holds a core) is not favoured by one lucky run. Rounds stop early (after one) once
+    ``time_budget`` seconds have passed, or, given ``work`` (the samples the caller will draw with
+    the choice), ``work_share`` of the time that work takes at the best warm-up rate, so a short
+    run does not pay more for the choice than it can gain.
     """
     began = time.perf_counter()
     candidates = sorted({check_count(b, "batch size candidate") for b in candidates})
@@ -212,13 +219,13 @@ def choose_batch_size(
     stream = noise.stream(tuple(x.shape), torch.Generator(device=device).manual_seed(0), device)
     options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
 
-    def rate(batch: int, calls: int = 1) -> float:
+    def seconds(batch: int, calls: int = 1) -> float:
         start = time.perf_counter()
         counts, _ = sample_class_counts(
             model, x, calls * batch, num_classes, batch, stream, **options
         )
         counts.sum().item()  # waits for the device
-        return calls * batch / (time.perf_counter() - start)
+        return time.perf_counter() - start
 
     budget = memory_fraction * torch.cuda.mem_get_info(device)[0] if cuda else math.inf
     calls: dict[int, int] = {}  # batches per timed run, by candidate
@@ -236,7 +243,7 @@ def choose_batch_size(
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                     base = torch.cuda.memory_allocated(device)
-                warm[batch] = rate(batch)
+                warm[batch] = batch / seconds(batch)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 if not calls:
@@ -257,11 +264,13 @@ def choose_batch_size(
             if slower == 2:
                 stopped = f"two sizes up to {batch} ran below {decline:g} x the best rate"
                 break
-        rates = {batch: 0.0 for batch in calls}
-        for round_ in range(repeats):
-            if round_ and time.perf_counter() - began > time_budget:
-                break
+        if work is not None:
+            time_budget = min(time_budget, work_share * work / max(warm.values()))
+        spent, rounds = dict.fromkeys(calls, 0.0), 0
+        while rounds < repeats and (rounds == 0 or time.perf_counter() - began <= time_budget):
             for batch, times in calls.items():
-                rates[batch] = max(rates[batch], rate(batch, times))
+                spent[batch] += seconds(batch, times)
+            rounds += 1
+    rates = {batch: rounds * calls[batch] * batch / spent[batch] for batch in calls}
     best = max(rates, key=rates.__getitem__)
     return BatchSizeChoice(best, rates, stopped, time.perf_counter() - began)

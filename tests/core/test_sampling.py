@@ -165,3 +165,14 @@ def test_choice_touches_no_certificate_noise_and_certificates_do_not_change() ->
     results["auto"] = smooth.certify(x, 100, 2000, 0.001, choice.batch_size, generator)
     assert len(set(results.values())) == 1, results
     assert results["auto"][1] > 0
+
+
+def test_a_short_run_pays_for_one_timing_round_only() -> None:
+    model, candidates = RowwiseLinear(), [64, 128, 256]
+    settings = {"min_seconds": 0.0, "repeats": 3}
+    choose_batch_size(model, torch.rand(SHAPE), CLASSES, GaussianNoise(0.5), candidates, **settings)
+    assert len(model.batch_sizes) == 4 * len(candidates)  # a warm-up and three rounds
+    model.batch_sizes.clear()
+    noise = GaussianNoise(0.5)
+    choose_batch_size(model, torch.rand(SHAPE), CLASSES, noise, candidates, work=10, **settings)
+    assert len(model.batch_sizes) == 2 * len(candidates)  # a warm-up and one round
