@@ -179,15 +179,22 @@ class Smooth:
         """CERTIFY of several examples of one shape, their samples packed into shared forward
         passes (faster when ``n0 + n`` is well below ``batch_size``): result ``e`` equals
         ``certify(xs[e], n0, n, alpha, batch_size, generators[e])``, noise included, for a base
-        classifier that treats the rows of a batch independently."""
+        classifier that treats the rows of a batch independently.
+
+        Each example's stream gives its ``n0`` selection samples, then its ``n`` estimation
+        samples (disjoint, so independent); both sets of every example go through one packed
+        loop, so the selection samples fill batches rather than running as small ones.
+        """
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
         require(len(xs) == len(generators) > 0, "give one generator (or None) per example")
         xs = list(xs)
         streams = [self._stream(x, generator) for x, generator in zip(xs, generators, strict=True)]
+        each_twice = [x for x in xs for _ in range(2)]
+        streams_twice = [stream for stream in streams for _ in range(2)]
         with eval_mode(self.base_classifier):
-            counts0 = self._counts(xs, [n0] * len(xs), batch_size, streams)
-            counts = self._counts(xs, [n] * len(xs), batch_size, streams)
+            both = self._counts(each_twice, [n0, n] * len(xs), batch_size, streams_twice)
+        counts0, counts = both[0::2], both[1::2]
         c_hats = counts0.argmax(dim=1).tolist()
         selected = counts.gather(1, torch.tensor(c_hats, device=counts.device)[:, None])
         return [

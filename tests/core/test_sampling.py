@@ -96,6 +96,16 @@ def test_certify_many_equals_certify_of_each_example() -> None:
     assert any(radius > 0 for _, radius in single)
 
 
+def test_selection_and_estimation_samples_fill_shared_batches() -> None:
+    model = RowwiseLinear()
+    smooth, xs = Smooth(model, CLASSES, 0.5), examples(3)
+    smooth.certify(xs[0], 50, 400, 0.01, 64, example_generator(3, 0))
+    assert model.batch_sizes == [64] * 7 + [2]  # not a batch of 50, then 400 in 64s
+    model.batch_sizes.clear()
+    smooth.certify_many(xs, 50, 400, 0.01, 1000, [example_generator(3, i) for i in range(3)])
+    assert model.batch_sizes == [1000, 350]
+
+
 def test_candidates_are_powers_of_two_then_the_largest() -> None:
     assert batch_size_candidates(10_000) == [64, 128, 256, 512, 1024, 2048, 4096, 8192, 10_000]
     assert batch_size_candidates(1024) == [64, 128, 256, 512, 1024]
