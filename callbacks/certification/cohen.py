@@ -16,7 +16,6 @@ from smoothcert.certification import (
     MAX_GROUP,
     auto_batch_candidates,
     certify_group,
-    certify_one,
     group_size,
 )
 from smoothcert.curves import certified_accuracy_curve, radius_grid, summarize
@@ -135,15 +134,9 @@ class CohenCertification(CertificationCallback):
     def certify_one(
         self, idx: int, example: tuple, needed: Sequence[str]
     ) -> dict[str, CohenRecord]:
-        x, label = torch.as_tensor(example[0]).to(self.device), int(example[1])
-        generator = example_generator(self.seed, idx, self.device)
-        settings = (self.n0, self.n, self.alpha, self.samples_per_batch)
-        return {"cohen": certify_one(self.smooth, idx, x, label, generator, *settings)}
+        return next(self.certify_group([(idx, example, needed)]))
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
-        if len(items) == 1:
-            yield self.certify_one(*items[0])
-            return
         indices = [idx for idx, _, _ in items]
         xs = [torch.as_tensor(example[0]).to(self.device) for _, example, _ in items]
         labels = [int(example[1]) for _, example, _ in items]
