@@ -44,6 +44,7 @@ def test_auto_chooses_a_timed_batch_size_and_gives_the_fixture_rows(tmp_path, ca
     assert callback.batch_size == "auto"
     chosen = callback.samples_per_batch
     assert chosen in auto_batch_candidates(50, 500) and chosen * 64 <= 1 << 19  # the CPU cap
+    assert 550 in auto_batch_candidates(50, 500) and max(auto_batch_candidates(50, 500)) == 64 * 550
     assert callback.group_size == max(1, min(64, chosen // 550))
     lines = [r.getMessage() for r in caplog.records if "certify.batch_size=auto" in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith(f"certify.batch_size=auto: chose {chosen} (")

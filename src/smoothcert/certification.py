@@ -65,13 +65,13 @@ MAX_GROUP = 64
 def auto_batch_candidates(n0: int, n: int, max_group: int = MAX_GROUP) -> list[int]:
     """The batch sizes ``certify.batch_size=auto`` times for CERTIFY(n0, n): powers of two from
     64 up to ``max_group`` whole certifications (``n0 + n`` samples each; the memory cap of
-    ``choose_batch_size`` ends them sooner), and ``n`` (one example's n pass in one batch)."""
-    return sorted({*batch_size_candidates(max_group * (n0 + n)), n})
+    ``choose_batch_size`` ends them sooner), and ``n0 + n`` (one example in one batch)."""
+    return sorted({*batch_size_candidates(max_group * (n0 + n)), n0 + n})
 
 
 def group_size(batch_size: int, n0: int, n: int, max_group: int = MAX_GROUP) -> int:
     """Examples to certify together at ``batch_size``: as many whole certifications as fit one
-    batch (at most ``max_group``) if at least two do, else one (no packing: it would not pay)."""
+    batch (at most ``max_group``) if at least two do, else one."""
     fits = batch_size // (n0 + n)
     return min(max_group, fits) if fits >= 2 else 1
 
