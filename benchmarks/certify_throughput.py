@@ -14,7 +14,15 @@ Repeats are interleaved (raw, certify, reference, raw, ...) after one warm-up of
 shared machine slows all three alike; the table reports medians (``--stat max``: best runs) in noise
 samples per second.
 
-Usage: ``python benchmarks/certify_throughput.py [--device cuda] [--bf16] [--channels-last]``.
+``--mode batch-size`` measures the default digits run instead (``certify=cohen``: n0=100,
+n=10,000, the digits CNN at 1x8x8, random or ``--checkpoint`` weights): certification time per
+example at the old fixed ``certify.batch_size=10000`` against the batch size ``auto`` chooses
+(with packing where whole certifications fit a batch twice), and, at every batch size of a sweep,
+certify's throughput against the raw forward pass, so certify is compared with raw at *its* best
+batch size too.
+
+Usage: ``python benchmarks/certify_throughput.py [--device cuda] [--bf16] [--channels-last]``,
+``python benchmarks/certify_throughput.py --mode batch-size [--checkpoint CKPT]``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from statsmodels.stats.proportion import proportion_confint
 from torch import Tensor, nn
 
 from smoothcert.certifiers.classification import Smooth
+from smoothcert.certifiers.examples import auto_batch_candidates, group_size
 from smoothcert.models import DigitsCNN, NormalizedClassifier
 from smoothcert.noise import GaussianNoiseStream
 
@@ -182,6 +191,107 @@ def measure(s: Setup, repeats: int) -> dict[str, list[float]]:
     return rates
 
 
+def load_weights(model: nn.Module, checkpoint: str) -> None:
+    """Loads a smoothcert classification checkpoint's ``model.*`` weights into ``model``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+
+
+def timed_examples(s: Setup, batch: int, packed: bool = True) -> float:
+    """Seconds per example of CERTIFY at ``batch`` as the Cohen callback runs it: one example,
+    or (``packed``) a group sharing forward passes where whole certifications fit the batch
+    twice."""
+    count = group_size(batch, s.n0, s.n) if packed else 1
+    generators = [torch.Generator(device=s.device).manual_seed(1234 + i) for i in range(count)]
+    s.sync()
+    start = time.perf_counter()
+    s.smooth.certify_many([s.x] * count, s.n0, s.n, ALPHA, batch, generators)
+    s.sync()
+    return (time.perf_counter() - start) / count
+
+
+def timed_raw(s: Setup, batch: int) -> float:
+    """Samples per second of raw forward passes at ``batch`` covering n0 + n samples."""
+    fixed = s.fixed_batch[:batch]
+    if fixed.shape[0] < batch:
+        fixed = fixed.repeat(-(-batch // fixed.shape[0]), *[1] * (fixed.dim() - 1))[:batch]
+    num_batches = -(-(s.n0 + s.n) // batch)
+    s.sync()
+    start = time.perf_counter()
+    with torch.inference_mode(), s.autocast():
+        for _ in range(num_batches):
+            s.model(fixed)
+    s.sync()
+    return num_batches * batch / (time.perf_counter() - start)
+
+
+def batch_size_mode(args: argparse.Namespace) -> None:
+    """The default digits run: fixed batch 10,000 against ``auto``, and certify against raw
+    forward passes over a sweep of batch sizes (interleaved rounds after one warm-up)."""
+    args.batch_size = {"digits": max(args.fixed, max(args.sweep))}
+    s = Setup(args, "digits")
+    if args.checkpoint:
+        load_weights(s.model, args.checkpoint)
+    candidates = auto_batch_candidates(s.n0, s.n)
+    work = args.examples * (s.n0 + s.n)  # as the Cohen callback passes it
+    choice = s.smooth.choose_batch_size(s.x, max(candidates), candidates, work=work)
+    auto, per = choice.batch_size, s.n0 + s.n
+    print(f"certify.batch_size=auto: {choice.describe()}")
+    print(
+        f"(the choice runs once per run: {choice.seconds * 1000 / args.examples:.1f} ms per "
+        f"example over a {args.examples}-example run)\n"
+    )
+    sizes = sorted({*args.sweep, args.fixed, auto})
+    grouped = [b for b in sizes if group_size(b, s.n0, s.n) > 1]
+    certify_s: dict[int, list[float]] = {b: [] for b in sizes}
+    unpacked: dict[int, list[float]] = {b: [] for b in grouped}
+    raw: dict[int, list[float]] = {b: [] for b in sizes}
+    for b in sizes:  # warm-up
+        timed_examples(s, b), timed_raw(s, b)
+    for _ in range(args.repeats):
+        for b in sizes:
+            certify_s[b].append(timed_examples(s, b))
+            raw[b].append(timed_raw(s, b))
+            if b in grouped:
+                unpacked[b].append(timed_examples(s, b, packed=False))
+    # --stat max: the best run, i.e. the fewest seconds and the most samples per second.
+    fastest = statistics.median if args.stat == "median" else min
+    seconds = {b: fastest(v) for b, v in certify_s.items()}
+    alone = {b: fastest(v) for b, v in unpacked.items()}
+    raw_rate = {b: (statistics.median if args.stat == "median" else max)(v) for b, v in raw.items()}
+    cert_rate = {b: per / seconds[b] for b in sizes}
+    best_raw = max(raw_rate, key=raw_rate.__getitem__)
+    print(
+        "| B | group | certify (ms/example) | one at a time (ms/example) | certify (samples/s) "
+        "| raw at B (samples/s) | certify / raw at B | certify / best raw | |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for b in sizes:
+        marks = [m for m, hit in (("fixed", b == args.fixed), ("auto", b == auto)) if hit]
+        marks += ["best raw"] if b == best_raw else []
+        print(
+            f"| {b} | {group_size(b, s.n0, s.n)} | {seconds[b] * 1000:.1f} "
+            f"| {f'{alone[b] * 1000:.1f}' if b in alone else '(same)'} | {cert_rate[b]:,.0f} "
+            f"| {raw_rate[b]:,.0f} | {cert_rate[b] / raw_rate[b]:.3f} "
+            f"| {cert_rate[b] / raw_rate[best_raw]:.3f} | {', '.join(marks)} |"
+        )
+    fixed, chosen = seconds[args.fixed], seconds[auto]
+    amortized = chosen + choice.seconds / args.examples
+    print(
+        f"\nDigits CNN, CERTIFY(n0={s.n0}, n={s.n}), {args.stat} of {args.repeats}:\n\n"
+        f"| | ms/example | speed-up over fixed {args.fixed} | certify / best raw |\n"
+        "|---|---|---|---|\n"
+        f"| fixed batch_size={args.fixed} | {fixed * 1000:.1f} | 1.00x "
+        f"| {cert_rate[args.fixed] / raw_rate[best_raw]:.3f} |\n"
+        f"| auto (chose {auto}) | {chosen * 1000:.1f} | {fixed / chosen:.2f}x "
+        f"| {cert_rate[auto] / raw_rate[best_raw]:.3f} |\n"
+        f"| auto + its choice over {args.examples} examples | {amortized * 1000:.1f} "
+        f"| {fixed / amortized:.2f}x | |\n"
+        f"| best raw forward (B={best_raw}) | {per / raw_rate[best_raw] * 1000:.1f} "
+        f"| {fixed * raw_rate[best_raw] / per:.2f}x | 1.000 |"
+    )
+
+
 def per_model(text: str) -> dict[str, int] | int:
     """Parses ``"123"`` (every model) or ``"digits=10000,resnet18=256"``."""
     if "=" not in text:
@@ -210,12 +320,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on every path")
     parser.add_argument("--channels-last", action="store_true", help="channels_last on every path")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--mode",
+        choices=("paths", "batch-size"),
+        default="paths",
+        help="paths: raw / certify / reference per model; batch-size: the default digits run at "
+        "the old fixed batch size against auto, and certify against raw over a sweep",
+    )
+    parser.add_argument("--checkpoint", help="batch-size mode: digits weights (a .ckpt)")
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [int(b) for b in text.split(",")],
+        default=[64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+        help="batch-size mode: batch sizes of the certify / raw sweep",
+    )
+    parser.add_argument("--fixed", type=int, default=10_000, help="batch-size mode: old default")
+    parser.add_argument(
+        "--examples", type=int, default=200, help="batch-size mode: run length for amortizing"
+    )
     args = parser.parse_args()
     args.models = [m for m in args.models.split(",") if m]
     if set(args.models) - set(MODELS):
         parser.error(f"--models must be a subset of {MODELS}")
     kind = "cuda" if torch.device(args.device).type == "cuda" else "cpu"
-    for option, defaults in (("batch_size", DEFAULT_BATCH[kind]), ("n", DEFAULT_N[kind])):
+    default_n = {"digits": 10_000} if args.mode == "batch-size" else DEFAULT_N[kind]
+    for option, defaults in (("batch_size", DEFAULT_BATCH[kind]), ("n", default_n)):
         given = getattr(args, option)
         values = {m: given for m in MODELS} if isinstance(given, int) else {**defaults, **given}
         setattr(args, option, values)
@@ -249,6 +378,9 @@ def main() -> None:
         f"channels_last={args.channels_last}, "
         f"repeats={args.repeats} ({args.stat}, after 1 warm-up)\n"
     )
+    if args.mode == "batch-size":
+        batch_size_mode(args)
+        return
     rows = []
     for name in args.models:
         setup = Setup(args, name)

@@ -38,10 +38,23 @@ BAD = [
     (["data.batch_size=1.5"], "data.batch_size=1.5 must be a whole number"),
     (["model.optimizer.lr=abc"], "model.optimizer.lr=abc must be a number"),
     (["certify.radii=[0.5,abc]"], "certify.radii=[0.5,abc] must be a list of numbers"),
+    (
+        ["certify.batch_size=abc"],
+        "certify.batch_size=abc must be a whole number or one of 'auto', e.g. "
+        "certify.batch_size=auto",
+    ),
+    # certify.batch_size=auto is Cohen's only: the other certifiers take a number
+    (["+experiment=shapes_seg", "certify.batch_size=auto"], "certify.batch_size=auto must be a"),
+    (
+        ["+experiment=digits_autoencoder_tv", "certify.batch_size=auto"],
+        "certify.batch_size=auto must be a whole number, e.g. certify.batch_size=1000",
+    ),
     (["seed=abc"], "seed=abc (read by"),
     # values out of range
     (["certify.radii=[-0.5,0.5]"], "certify.radii=[-0.5, 0.5] has a negative radius"),
     (["data.batch_size=0"], "data.batch_size=0 must be an integer >= 1"),
+    (["certify.batch_size=0"], "certify.batch_size=0 must be an integer >= 1 or auto"),
+    (["certify.batch_size=2.5"], "certify.batch_size=2.5 must be a whole number or one of 'auto'"),
     (["model.optimizer.lr=-1"], "Invalid learning rate: -1"),
     (["trainer.devices=0"], "trainer: `Trainer(devices=0)`"),
     # nothing to train before a certification that runs at the end of training

@@ -5,10 +5,11 @@ certify one example, its record schemas, its header settings and its report."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
@@ -18,13 +19,20 @@ from tqdm.auto import tqdm
 from typing_extensions import override
 
 import smoothcert
-from callbacks.certification.checks import check_task, number_or_list, sigma_levels
+from callbacks.certification.checks import (
+    check_batch_size,
+    check_task,
+    number_or_list,
+    sigma_levels,
+)
 from callbacks.distributed import gather_packed
 from smoothcert.certifiers.examples import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.records import Record, RecordSchema, RecordStore
 
 SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the records
+# One example of the loop: its dataset index, the example, and the record files that lack it.
+Item = tuple[int, Any, Sequence[str]]
 
 
 def trained_sigma(pl_module: LightningModule) -> float | list[float] | None:
@@ -41,14 +49,17 @@ class CertificationCallback(Callback):
 
     Guarantees of the loop (``certify``): the unfinished examples are sharded as
     ``todo[rank::world_size]``; each record is written to disk as soon as it is produced (a crash
-    loses at most the example in progress, and one a crash cut short is certified again on
-    ``resume``); every rank ends with every record (``records``); rank 0 merges each record file
-    and reports; all ranks meet at a final barrier. A bad setting fails in ``setup``, before
-    training, and so do existing records without ``resume`` or with other settings.
+    loses at most the examples in progress, one or a group of ``group_size``, and one a crash cut
+    short is certified again on ``resume``); every rank ends with every record (``records``);
+    rank 0 merges each record file and reports; all ranks meet at a final barrier. A bad setting
+    fails in ``setup``, before training, and so do existing records without ``resume`` or with
+    other settings.
 
     A subclass implements ``schemas``, ``metadata``, ``describe``, ``certify_one``, ``keep`` and
-    ``report`` (and optionally ``prepare``, ``start``), and declares its ``objective``: the
-    ``summary`` key a sweeper optimizes, in direction ``objective_mode`` ("max" or "min").
+    ``report`` (and optionally ``prepare``, ``start``, and ``certify_group`` with ``group_size``
+    to certify several examples together), and declares its ``objective``: the ``summary`` key a
+    sweeper optimizes, in direction ``objective_mode`` ("max" or "min"). ``batch_size="auto"``
+    is refused unless it sets ``auto_batch_size`` (and resolves it, e.g. in ``start``).
     """
 
     option = ""  # its certify= option, for messages
@@ -57,12 +68,14 @@ class CertificationCallback(Callback):
     progress = "certify"  # the progress bar's name
     objective = ""  # the summary key a sweeper optimizes
     objective_mode = "max"  # whether larger ("max") or smaller ("min") is better
+    auto_batch_size = False  # whether it chooses its batch size itself (batch_size="auto")
+    group_size = 1  # examples per certify_group call (a subclass may raise it, e.g. in start)
 
     def __init__(
         self,
         sigma: float,
         output_dir: str,
-        batch_size: int,
+        batch_size: int | Literal["auto"],
         num_examples: int | None,
         skip: int,
         split: str,
@@ -74,7 +87,7 @@ class CertificationCallback(Callback):
     ) -> None:
         super().__init__()
         self.sigma = check_sigma(sigma, "certify.sigma")
-        self.batch_size = check_count(batch_size, "certify.batch_size")
+        self.batch_size = check_batch_size(batch_size, self.option, self.auto_batch_size)
         self.num_examples = (
             None if num_examples is None else check_count(num_examples, "certify.num_examples")
         )
@@ -117,6 +130,13 @@ class CertificationCallback(Callback):
         """The records of dataset example ``idx`` (``dataset[idx]``), for every key in ``needed``
         (the record files that lack it). Its noise must be seeded by ``(seed, idx)`` only."""
         raise NotImplementedError
+
+    def certify_group(self, items: Sequence[Item]) -> Iterator[Mapping[str, Record]]:
+        """The records of several examples (``(idx, example, needed)``, at most ``group_size``),
+        one mapping per example, in order, each yielded as soon as it is produced (the loop writes
+        it at once). Default: ``certify_one`` of each."""
+        for idx, example, needed in items:
+            yield self.certify_one(idx, example, needed)
 
     def keep(self, records: Mapping[str, list[Record]]) -> None:
         """Keeps (on every rank) the selected examples' records, by key, sorted by index."""
@@ -213,12 +233,11 @@ class CertificationCallback(Callback):
         with contextlib.ExitStack() as stack:
             writers = {k: stack.enter_context(s.writer(rank, world)) for k, s in stores.items()}
             stack.enter_context(self.start(trainer, pl_module))
-            shard = todo[rank::world]
+            shard, step = todo[rank::world], self.group_size
             unit = self.noun.removesuffix("s")
             bar = tqdm(shard, self.progress, unit=unit, disable=rank != 0, dynamic_ncols=True)
-            for count, idx in enumerate(bar, start=1):
-                needed = [key for key in stores if idx not in done[key]]
-                records = self.certify_one(idx, dataset[idx], needed)
+            items = ((i, dataset[i], [k for k in stores if i not in done[k]]) for i in bar)
+            for count, ((_, _, needed), records) in enumerate(self._certified(items, step), 1):
                 for key in needed:
                     writers[key].write(records[key])
                     mine[key].append(records[key])
@@ -237,6 +256,13 @@ class CertificationCallback(Callback):
         # Every rank returns the objective (train.py, sweepers): rank 0's summary, broadcast.
         self.summary = trainer.strategy.broadcast(self.summary, src=0)
         trainer.strategy.barrier(f"{self.option}_certification_done")
+
+    def _certified(
+        self, items: Iterator[Item], size: int
+    ) -> Iterator[tuple[Item, Mapping[str, Record]]]:
+        """Each item with its records: ``certify_group`` of ``size`` items at a time."""
+        while group := list(itertools.islice(items, size)):
+            yield from zip(group, self.certify_group(group), strict=True)
 
     def _previous(self, trainer: Trainer, stores: Mapping[str, RecordStore]) -> dict[str, list]:
         """The finished records of each store (none without ``resume``), read on every rank; rank

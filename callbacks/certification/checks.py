@@ -56,3 +56,20 @@ def certify_noise(sigma: float, noise: Noise | None, norm: str | None) -> tuple[
 def norm_prefix(norm: str) -> str:
     """The summary-key prefix of radii in ``norm``: ``cert/`` for l2, else ``cert/<norm>/``."""
     return "cert/" if norm == "l2" else f"cert/{norm}/"
+
+
+def check_batch_size(value: object, option: str, auto: bool) -> int | str:
+    """``certify.batch_size`` as an integer >= 1, or ``"auto"`` for a certifier that chooses it
+    (``auto``); anything else is a one-line ConfigError."""
+    if value == "auto" and auto:
+        return "auto"
+    if value == "auto":
+        raise ConfigError(
+            f"certify.batch_size=auto: certify={option} does not choose its batch size; give a "
+            "number of noisy inputs per forward pass (certifications do not depend on it)"
+        )
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is None or number != int(number) or number < 1:
+        wanted = "an integer >= 1" + (" or auto" if auto else "")
+        raise ConfigError(f"certify.batch_size={value} must be {wanted}")
+    return int(number)

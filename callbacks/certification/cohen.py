@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Literal
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.certification.base import CertificationCallback
+from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.checks import certify_noise, norm_prefix
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certifiers.classification import Smooth
-from smoothcert.certifiers.examples import certify_one
+from smoothcert.certifiers.examples import (
+    MAX_GROUP,
+    auto_batch_candidates,
+    certify_group,
+    group_size,
+)
 from smoothcert.errors import check_alpha, check_count, require
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import Noise, example_generator
@@ -30,10 +36,17 @@ class CohenCertification(CertificationCallback):
     the training noise node, so ``certify.sigma`` may differ from the training level) and ``norm``
     the norm of the certified radius (None: the noise's natural norm). Radii and their keys are in
     that norm: l2 keys are ``cert/acc@0.50``, other norms name it (``cert/l1/acc@0.50``, objective
-    ``cert/l1/acr``)."""
+    ``cert/l1/acr``).
+
+    ``batch_size="auto"`` times the first selected example at batch sizes from 64 up to the
+    memory cap and certifies with the fastest (once per run and process; logged). When whole
+    certifications (``n0 + n`` samples) fit a batch at least twice, examples are certified in
+    groups that share forward passes (``Smooth.certify_many``); records do not change."""
 
     option, tasks = "cohen", ("classification", "denoised_classification")
     objective, objective_mode = "cert/acr", "max"
+    auto_batch_size = True
+    max_group = MAX_GROUP  # examples certified together at most (a crash loses at most these)
 
     def __init__(
         self,
@@ -42,7 +55,7 @@ class CohenCertification(CertificationCallback):
         n0: int = 100,
         n: int = 100_000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | Literal["auto"] = "auto",
         num_examples: int | None = 500,
         skip: int = 1,
         split: str = "test",
@@ -93,15 +106,37 @@ class CohenCertification(CertificationCallback):
         options = {"autocast_dtype": dtype, "channels_last": self.channels_last}
         noise = {"noise": self.noise, "norm": self.norm}
         self.smooth = Smooth(model, classes, self.sigma, **options, **noise)
+        self.samples_per_batch = self.batch_size
+        if self.batch_size == "auto":
+            indices = self.indices(trainer)
+            first = trainer.datamodule.dataset(self.split)[indices[0]][0]
+            x = torch.as_tensor(first).to(self.device)
+            candidates = auto_batch_candidates(self.n0, self.n, self.max_group)
+            work = -(-len(indices) // trainer.world_size) * (self.n0 + self.n)  # this rank's
+            choice = self.smooth.choose_batch_size(x, max(candidates), candidates, work=work)
+            self.samples_per_batch = choice.batch_size
+            rank_zero_info(f"certify.batch_size=auto: {choice.describe()}")
+        self.group_size = group_size(self.samples_per_batch, self.n0, self.n, self.max_group)
+        if self.group_size > 1:
+            rank_zero_info(
+                f"certifying {self.group_size} examples per group: their n0 + n = "
+                f"{self.n0 + self.n} samples share forward passes of {self.samples_per_batch}"
+            )
         return super().start(trainer, pl_module)
 
     def certify_one(
         self, idx: int, example: tuple, needed: Sequence[str]
     ) -> dict[str, CohenRecord]:
-        x, label = torch.as_tensor(example[0]).to(self.device), int(example[1])
-        generator = example_generator(self.seed, idx, self.device)
-        settings = (self.n0, self.n, self.alpha, self.batch_size)
-        return {"cohen": certify_one(self.smooth, idx, x, label, generator, *settings)}
+        return next(self.certify_group([(idx, example, needed)]))
+
+    def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
+        indices = [idx for idx, _, _ in items]
+        xs = [torch.as_tensor(example[0]).to(self.device) for _, example, _ in items]
+        labels = [int(example[1]) for _, example, _ in items]
+        generators = [example_generator(self.seed, idx, self.device) for idx in indices]
+        settings = (self.n0, self.n, self.alpha, self.samples_per_batch)
+        records = certify_group(self.smooth, indices, xs, labels, generators, *settings)
+        yield from ({"cohen": record} for record in records)
 
     def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
         self.records: list[CohenRecord] = records["cohen"]

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from smoothcert.errors import ConfigError, check_alpha, check_count, check_input_range, check_sigma
+from smoothcert.errors import (
+    ConfigError,
+    check_alpha,
+    check_count,
+    check_input_range,
+    check_sigma,
+    require,
+)
 from smoothcert.noise import Noise, NoiseStream, resolve_noise
-from smoothcert.sampling import sample_class_counts
+from smoothcert.sampling import (
+    BatchSizeChoice,
+    batch_size_candidates,
+    choose_batch_size,
+    eval_mode,
+    sample_class_counts_many,
+)
 from smoothcert.stats.binomial import binom_test_two_sided, clopper_pearson_lower
 
 ABSTAIN = -1
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Puts ``model`` in eval mode (independent draws, no batch statistics), then restores it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+__all__ = ["ABSTAIN", "Smooth", "eval_mode"]  # eval_mode lives in sampling; imported from here
 
 
 class Smooth:
@@ -75,6 +79,13 @@ class Smooth:
         self.channels_last = channels_last
 
     def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:
+        self._check_example(x)
+        if generator is None:
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        return self.noise.stream(tuple(x.shape), generator, x.device, torch.float32)
+
+    def _check_example(self, x: Tensor) -> None:
         if self.input_range is None:
             if x.dim() == 0:
                 raise ConfigError(
@@ -87,19 +98,18 @@ class Smooth:
                     "that are not images: Smooth(..., input_range=None))"
                 )
             check_input_range(x, "Smooth input", *self.input_range)
-        if generator is None:
-            generator = torch.Generator(device=x.device)
-            generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        return self.noise.stream(tuple(x.shape), generator, x.device, torch.float32)
 
-    def _counts(self, x: Tensor, num: int, batch_size: int, stream: NoiseStream) -> Tensor:
-        counts, finite = sample_class_counts(
+    def _counts(
+        self, xs: list[Tensor], nums: list[int], batch_size: int, streams: list[NoiseStream]
+    ) -> Tensor:
+        """Counts ``[len(xs), K]`` of the examples ``xs``, packed into shared forward passes."""
+        counts, finite = sample_class_counts_many(
             self.base_classifier,
-            x.float(),
-            num,
+            [x.float() for x in xs],
+            nums,
             self.num_classes,
             batch_size,
-            stream,
+            streams,
             autocast_dtype=self.autocast_dtype,
             channels_last=self.channels_last,
         )
@@ -109,6 +119,23 @@ class Smooth:
                 "checkpoint and the input range; certificates from such a model are meaningless"
             )
         return counts
+
+    def choose_batch_size(
+        self, x: Tensor, largest: int, candidates: Sequence[int] | None = None, **options
+    ) -> BatchSizeChoice:
+        """The batch size with the most samples per second for examples like ``x``, timed on
+        ``x`` (:func:`smoothcert.sampling.choose_batch_size`, whose keyword ``options`` it takes),
+        among ``candidates`` (default: powers of two from 64 up to ``largest``, e.g. ``n``).
+
+        Its noise comes from a throwaway generator, so the certificates of later calls are the
+        same as without it (they do not depend on the batch size).
+        """
+        self._check_example(x)
+        candidates = batch_size_candidates(largest) if candidates is None else candidates
+        settings = {"autocast_dtype": self.autocast_dtype, "channels_last": self.channels_last}
+        return choose_batch_size(
+            self.base_classifier, x, self.num_classes, self.noise, candidates, **settings, **options
+        )
 
     def certify(
         self,
@@ -126,14 +153,42 @@ class Smooth:
         class is selected with ``n0`` samples and its probability bounded with ``n`` independent
         ones (Clopper-Pearson); the radius is ``self.noise.radius`` of that bound.
         """
+        return self.certify_many([x], n0, n, alpha, batch_size, [generator])[0]
+
+    def certify_many(
+        self,
+        xs: Sequence[Tensor],
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generators: Sequence[torch.Generator | None],
+    ) -> list[tuple[int, float]]:
+        """CERTIFY of several examples of one shape, their samples packed into shared forward
+        passes (faster when ``n0 + n`` is well below ``batch_size``): result ``e`` equals
+        ``certify(xs[e], n0, n, alpha, batch_size, generators[e])``, noise included, for a base
+        classifier that treats the rows of a batch independently.
+
+        Each example's stream gives its ``n0`` selection samples, then its ``n`` estimation
+        samples (disjoint, so independent); both sets of every example go through one packed
+        loop, so the selection samples fill batches rather than running as small ones.
+        """
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
-        stream = self._stream(x, generator)
+        require(len(xs) == len(generators) > 0, "give one generator (or None) per example")
+        xs = list(xs)
+        streams = [self._stream(x, generator) for x, generator in zip(xs, generators, strict=True)]
+        each_twice = [x for x in xs for _ in range(2)]
+        streams_twice = [stream for stream in streams for _ in range(2)]
         with eval_mode(self.base_classifier):
-            counts0 = self._counts(x, n0, batch_size, stream)
-            counts = self._counts(x, n, batch_size, stream)
-        c_hat = int(counts0.argmax())
-        return self.bound_to_certificate(int(counts[c_hat]), n, alpha, c_hat, x.numel())
+            both = self._counts(each_twice, [n0, n] * len(xs), batch_size, streams_twice)
+        counts0, counts = both[0::2], both[1::2]
+        c_hats = counts0.argmax(dim=1).tolist()
+        selected = counts.gather(1, torch.tensor(c_hats, device=counts.device)[:, None])
+        return [
+            self.bound_to_certificate(count, n, alpha, c_hat, xs[0].numel())
+            for count, c_hat in zip(selected[:, 0].tolist(), c_hats, strict=True)
+        ]
 
     def bound_to_certificate(
         self, count: int, n: int, alpha: float, c_hat: int, dim: int | None = None
@@ -161,7 +216,7 @@ class Smooth:
         batch_size = check_count(batch_size, "batch_size")
         stream = self._stream(x, generator)
         with eval_mode(self.base_classifier):
-            counts = self._counts(x, n, batch_size, stream)
+            counts = self._counts([x], [n], batch_size, [stream])[0]
         top2 = counts.topk(2)
         (count_a, count_b), (c_a, _) = top2.values.tolist(), top2.indices.tolist()
         if binom_test_two_sided(count_a, count_a + count_b, 0.5) > alpha:

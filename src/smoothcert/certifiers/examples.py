@@ -12,6 +12,7 @@ from smoothcert.certifiers.classification import Smooth
 from smoothcert.errors import ConfigError
 from smoothcert.noise import example_generator
 from smoothcert.records import CohenRecord
+from smoothcert.sampling import batch_size_candidates
 
 
 def certify_examples(
@@ -55,6 +56,47 @@ def certify_one(
     prediction, radius = smooth.certify(x, n0, n, alpha, batch_size, generator=generator)
     elapsed = time.perf_counter() - start
     return CohenRecord(idx, label, prediction, radius, int(prediction == label), elapsed)
+
+
+# Examples certified together at most when whole certifications fit a batch several times.
+MAX_GROUP = 64
+
+
+def auto_batch_candidates(n0: int, n: int, max_group: int = MAX_GROUP) -> list[int]:
+    """The batch sizes ``certify.batch_size=auto`` times for CERTIFY(n0, n): powers of two from
+    64 up to ``max_group`` whole certifications (``n0 + n`` samples each; the memory cap of
+    ``choose_batch_size`` ends them sooner), and ``n0 + n`` (one example in one batch)."""
+    return sorted({*batch_size_candidates(max_group * (n0 + n)), n0 + n})
+
+
+def group_size(batch_size: int, n0: int, n: int, max_group: int = MAX_GROUP) -> int:
+    """Examples to certify together at ``batch_size``: as many whole certifications as fit one
+    batch (at most ``max_group``) if at least two do, else one."""
+    fits = batch_size // (n0 + n)
+    return min(max_group, fits) if fits >= 2 else 1
+
+
+def certify_group(
+    smooth: Smooth,
+    indices: Sequence[int],
+    xs: Sequence[torch.Tensor],
+    labels: Sequence[int],
+    generators: Sequence[torch.Generator],
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+) -> list[CohenRecord]:
+    """:func:`certify_one` of several examples of one shape, their samples packed into shared
+    forward passes (``Smooth.certify_many``): the same predictions and radii; each ``time`` is
+    an equal share of the group's seconds."""
+    start = time.perf_counter()
+    results = smooth.certify_many(xs, n0, n, alpha, batch_size, generators)
+    share = (time.perf_counter() - start) / len(results)
+    return [
+        CohenRecord(idx, label, prediction, radius, int(prediction == label), share)
+        for idx, label, (prediction, radius) in zip(indices, labels, results, strict=True)
+    ]
 
 
 def select_indices(
