@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,14 +20,17 @@ from typing_extensions import override
 
 import smoothcert
 from callbacks.certification.checks import (
+    certify_noise,
     check_batch_size,
     check_task,
+    norm_prefix,
     number_or_list,
     sigma_levels,
 )
 from callbacks.distributed import gather_packed
 from smoothcert.certifiers.examples import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
+from smoothcert.noise import Noise
 from smoothcert.records import Record, RecordSchema, RecordStore
 
 SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the records
@@ -102,6 +105,15 @@ class CertificationCallback(Callback):
         self.summary: dict[str, float] = {}
         self.sigmas = [self.sigma]  # every noise level certified (a subclass may certify several)
         self.global_rank = 0  # set when certifying
+        self.noise: Noise | None = None  # set by use_noise
+        self.samples_per_batch = self.batch_size  # "auto" is resolved by choose_batch_size
+
+    def use_noise(self, noise: Noise | None, norm: str | None) -> None:
+        """Certifies with ``noise`` (None: Gaussian) at ``sigma`` in ``norm`` (None: its natural
+        norm): sets ``noise``, ``norm`` and ``prefix`` (the summary keys' ``cert/`` or
+        ``cert/<norm>/``); the record headers then state the noise, its own scale and the norm."""
+        self.noise, self.norm = certify_noise(self.sigma, noise, norm)
+        self.prefix = norm_prefix(self.norm)
 
     # What a certifier supplies.
 
@@ -123,8 +135,15 @@ class CertificationCallback(Callback):
         return contextlib.nullcontext()
 
     def describe(self, todo: int, total: int, world: int) -> str:
-        """The line said (rank 0) before certifying ``todo`` of ``total`` examples."""
-        raise NotImplementedError
+        """The line said (rank 0) before certifying ``todo`` of ``total`` examples: the
+        ``settings`` (a dict, if the certifier keeps one), the noise and the norm."""
+        settings = " ".join(f"{k}={v}" for k, v in getattr(self, "settings", {}).items())
+        noise = f"{self.noise.name} " if self.noise is not None else ""
+        norm = f" ({self.norm} radii)" if self.noise is not None else ""
+        return (
+            f"certifying {todo} of {total} {self.split} {self.noun} ({total - todo} already "
+            f"done): {settings} {noise}sigma={self.sigma}{norm} on {world} process(es)"
+        )
 
     def certify_one(self, idx: int, example: Any, needed: Sequence[str]) -> Mapping[str, Record]:
         """The records of dataset example ``idx`` (``dataset[idx]``), for every key in ``needed``
@@ -234,6 +253,8 @@ class CertificationCallback(Callback):
             writers = {k: stack.enter_context(s.writer(rank, world)) for k, s in stores.items()}
             stack.enter_context(self.start(trainer, pl_module))
             shard, step = todo[rank::world], self.group_size
+            if step > 1:
+                rank_zero_info(f"certifying {step} {self.noun} per group (shared forward passes)")
             unit = self.noun.removesuffix("s")
             bar = tqdm(shard, self.progress, unit=unit, disable=rank != 0, dynamic_ncols=True)
             items = ((i, dataset[i], [k for k in stores if i not in done[k]]) for i in bar)
@@ -320,6 +341,7 @@ class CertificationCallback(Callback):
             "certifier": certifier,
             "sigma": self.sigma,
             "train_sigma": trained_sigma(pl_module),
+            **self.noise_settings(),
             **settings,
             "seed": self.seed,
             "split": self.split,
@@ -330,6 +352,28 @@ class CertificationCallback(Callback):
             "checkpoint": checkpoint,
             "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
         }
+
+    def noise_settings(self) -> dict[str, object]:
+        """The header's noise, its own scale and the norm of the radii (empty before use_noise)."""
+        if self.noise is None:
+            return {}
+        return {"noise": self.noise.name, "noise_scale": self.noise.scale, "norm": self.norm}
+
+    def choose_batch_size(
+        self, trainer: Trainer, choose: Callable[..., Any], candidates: Sequence[int], per: int
+    ) -> int:
+        """``batch_size``, or for ``"auto"`` the fastest of ``candidates`` as ``choose(x, cap,
+        candidates, work=...)`` times it on the first selected example (``per`` samples per
+        example; this rank's share of the work caps the timing), logged once."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        indices = self.indices(trainer)
+        first = trainer.datamodule.dataset(self.split)[indices[0]][0]
+        x = torch.as_tensor(first).to(trainer.lightning_module.device)
+        work = -(-len(indices) // trainer.world_size) * per
+        choice = choose(x, max(candidates), candidates, work=work)
+        rank_zero_info(f"certify.batch_size=auto: {choice.describe()}")
+        return choice.batch_size
 
     def autocast(self, device: torch.device):
         """bfloat16 autocast of the forward passes if ``bf16`` (a no-op otherwise)."""

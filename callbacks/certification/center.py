@@ -18,7 +18,7 @@ from callbacks.center_checks import (
 )
 from callbacks.center_report import report_center
 from callbacks.certification.base import CertificationCallback
-from callbacks.certification.checks import CERTIFIER_FOR_TASK, certify_noise
+from callbacks.certification.checks import CERTIFIER_FOR_TASK
 from smoothcert.certifiers.center import CenterSmooth, center_noise, output_factor
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.distances import build_distance
@@ -86,7 +86,7 @@ class CenterCertification(CertificationCallback):
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigmas[0], output_dir, *selection, bf16, resume)
         self.sigmas = sigmas
-        self.noise, _ = certify_noise(self.sigma, noise, None)
+        self.use_noise(noise, None)
         try:
             center_noise(self.noise)
         except ConfigError as error:
@@ -169,7 +169,6 @@ class CenterCertification(CertificationCallback):
         sigma; with several, the list of sigmas and one list of eps_in per sigma."""
         smoother, several = self.smoothers[name][0], len(self.grid) > 1
         settings = {
-            "noise": self.noise.name,
             "distance": name,
             "gamma": smoother.gamma,
             "eps_out_factor": output_factor(smoother.gamma),

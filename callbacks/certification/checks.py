@@ -73,3 +73,14 @@ def check_batch_size(value: object, option: str, auto: bool) -> int | str:
         wanted = "an integer >= 1" + (" or auto" if auto else "")
         raise ConfigError(f"certify.batch_size={value} must be {wanted}")
     return int(number)
+
+
+def check_radii(radii: Sequence[float], norm: str) -> list[float]:
+    """``certify.radii`` as floats; a one-line ConfigError for a negative one."""
+    values = [float(r) for r in radii]
+    if any(r < 0 for r in values):
+        raise ConfigError(
+            f"certify.radii={list(radii)} has a negative radius: radii are {norm} distances (>= 0),"
+            " e.g. certify.radii=[0.0,0.25,0.5]"
+        )
+    return values

@@ -11,7 +11,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
-from callbacks.certification.checks import certify_noise, norm_prefix
+from callbacks.certification.checks import check_radii
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import (
@@ -20,33 +20,27 @@ from smoothcert.certifiers.examples import (
     certify_group,
     group_size,
 )
-from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.errors import check_alpha, check_count
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import Noise, example_generator
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 
 
 class CohenCertification(CertificationCallback):
-    """CERTIFY(n0, n, alpha) of each example at ``sigma``, its noise seeded by ``(seed, index)``
-    (records depend on neither the device count nor the batch size). Rank 0 writes
-    ``certify.tsv`` (Cohen's columns, ``#`` header), ``certified_accuracy.tsv``/``.png`` and logs
-    the ``cert/*`` scalars; the objective is the average certified radius ``cert/acr``.
+    """CERTIFY(n0, n, alpha) of each example with ``noise`` (None: Gaussian; the config passes
+    the training noise node) at ``sigma``, radii in ``norm`` (None: the noise's natural norm),
+    each example's noise seeded by ``(seed, index)``, so records depend on neither the device
+    count nor the batch size. Rank 0 writes ``certify.tsv`` (Cohen's columns, ``#`` header),
+    ``certified_accuracy.tsv``/``.png`` and the ``cert/*`` scalars (l2: ``cert/acc@0.50``; other
+    norms name it: ``cert/l1/acc@0.50``); the objective is the average certified radius.
 
-    ``noise`` is the smoothing distribution, used at ``sigma`` (None: Gaussian; the config passes
-    the training noise node, so ``certify.sigma`` may differ from the training level) and ``norm``
-    the norm of the certified radius (None: the noise's natural norm). Radii and their keys are in
-    that norm: l2 keys are ``cert/acc@0.50``, other norms name it (``cert/l1/acc@0.50``, objective
-    ``cert/l1/acr``).
-
-    ``batch_size="auto"`` times the first selected example at batch sizes from 64 up to the
-    memory cap and certifies with the fastest (once per run and process; logged). When whole
-    certifications (``n0 + n`` samples) fit a batch at least twice, examples are certified in
-    groups that share forward passes (``Smooth.certify_many``); records do not change."""
+    ``batch_size="auto"`` times the first example at batch sizes up to the memory cap and
+    certifies with the fastest; when whole certifications (``n0 + n`` samples) fit a batch at
+    least twice, examples are certified in groups sharing forward passes. Records do not change.
+    """
 
     option, tasks = "cohen", ("classification", "denoised_classification")
-    objective, objective_mode = "cert/acr", "max"
-    auto_batch_size = True
-    max_group = MAX_GROUP  # examples certified together at most (a crash loses at most these)
+    objective, objective_mode, auto_batch_size = "cert/acr", "max", True
 
     def __init__(
         self,
@@ -71,63 +65,29 @@ class CohenCertification(CertificationCallback):
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
-        self.noise, self.norm = certify_noise(self.sigma, noise, norm)
-        self.prefix = norm_prefix(self.norm)
+        self.use_noise(noise, norm)
         self.objective = f"{self.prefix}acr"
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
-        self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), [float(r) for r in radii]
-        negative = (
-            f"certify.radii={list(radii)} has a negative radius: radii are {self.norm} distances"
-        )
-        require(
-            all(r >= 0 for r in self.radii), f"{negative} (>= 0), e.g. certify.radii=[0.0,0.25,0.5]"
-        )
+        self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
         self.channels_last, self.records = channels_last, []
+        self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
 
     def schemas(self) -> dict[str, RecordSchema]:
         return {"cohen": COHEN_SCHEMA}
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        noise = {"noise": self.noise.name, "noise_scale": self.noise.scale, "norm": self.norm}
-        settings = {**noise, "n0": self.n0, "n": self.n, "alpha": self.alpha}
-        return self.header(pl_module, checkpoint, "cohen", settings)
-
-    def describe(self, todo: int, total: int, world: int) -> str:
-        return (
-            f"certifying {todo} of {total} {self.split} examples ({total - todo} already done): "
-            f"n0={self.n0} n={self.n} alpha={self.alpha} {self.noise.name} sigma={self.sigma} "
-            f"({self.norm} radii) on {world} process(es)"
-        )
+        return self.header(pl_module, checkpoint, "cohen", self.settings)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
-        dtype, classes = torch.bfloat16 if self.bf16 else None, pl_module.hparams.num_classes
-        base = getattr(pl_module, "base_function", None)
-        model, self.device = (base() if callable(base) else pl_module.model), pl_module.device
-        options = {"autocast_dtype": dtype, "channels_last": self.channels_last}
-        noise = {"noise": self.noise, "norm": self.norm}
-        self.smooth = Smooth(model, classes, self.sigma, **options, **noise)
-        self.samples_per_batch = self.batch_size
-        if self.batch_size == "auto":
-            indices = self.indices(trainer)
-            first = trainer.datamodule.dataset(self.split)[indices[0]][0]
-            x = torch.as_tensor(first).to(self.device)
-            candidates = auto_batch_candidates(self.n0, self.n, self.max_group)
-            work = -(-len(indices) // trainer.world_size) * (self.n0 + self.n)  # this rank's
-            choice = self.smooth.choose_batch_size(x, max(candidates), candidates, work=work)
-            self.samples_per_batch = choice.batch_size
-            rank_zero_info(f"certify.batch_size=auto: {choice.describe()}")
-        self.group_size = group_size(self.samples_per_batch, self.n0, self.n, self.max_group)
-        if self.group_size > 1:
-            rank_zero_info(
-                f"certifying {self.group_size} examples per group: their n0 + n = "
-                f"{self.n0 + self.n} samples share forward passes of {self.samples_per_batch}"
-            )
+        options = {"autocast_dtype": torch.bfloat16 if self.bf16 else None, "noise": self.noise}
+        options.update(channels_last=self.channels_last, norm=self.norm)
+        classes, self.device = pl_module.hparams.num_classes, pl_module.device
+        self.smooth = Smooth(pl_module.base_function(), classes, self.sigma, **options)
+        candidates = auto_batch_candidates(self.n0, self.n, MAX_GROUP)
+        choose, per = self.smooth.choose_batch_size, self.n0 + self.n
+        self.samples_per_batch = self.choose_batch_size(trainer, choose, candidates, per)
+        self.group_size = group_size(self.samples_per_batch, self.n0, self.n, MAX_GROUP)
         return super().start(trainer, pl_module)
-
-    def certify_one(
-        self, idx: int, example: tuple, needed: Sequence[str]
-    ) -> dict[str, CohenRecord]:
-        return next(self.certify_group([(idx, example, needed)]))
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
         indices = [idx for idx, _, _ in items]
@@ -147,11 +107,9 @@ class CohenCertification(CertificationCallback):
         grid = radius_grid(self.records)
         curve = certified_accuracy_curve(self.records, grid).tolist()
         title = f"Cohen CERTIFY, {self.noise.name} sigma={self.sigma}, {self.norm} radius"
-        names = ("certified_accuracy", "radius", "certified_accuracy")
-        xs, label = grid.tolist(), f"{self.norm} radius"
-        paths = report_curve(
-            trainer, self.output_dir, *names, xs, curve, title, self.summary, x_label=label
-        )
+        names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
+        label = f"{self.norm} radius"
+        paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
         rank_zero_info(f"certified: {table}")
         log_locations(trainer, str(self.output_dir / "certify.tsv"), [paths])

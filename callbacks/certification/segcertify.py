@@ -11,7 +11,6 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.certification.base import CertificationCallback
-from callbacks.certification.checks import certify_noise, norm_prefix
 from callbacks.reporting import log_images, log_locations, report_curve
 from callbacks.seg_report import save_overlay
 from smoothcert.certifiers.classification import eval_mode
@@ -91,8 +90,7 @@ class SegCertifyCertification(CertificationCallback):
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume)
-        self.noise, self.norm = certify_noise(self.sigma, noise, norm)
-        self.prefix = norm_prefix(self.norm)
+        self.use_noise(noise, norm)
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         taus = list(tau) if isinstance(tau, Sequence) else [tau]
         require(len(taus) > 0, "certify.tau is empty: give a tau in [0.5, 1) or a list of them")
@@ -140,9 +138,6 @@ class SegCertifyCertification(CertificationCallback):
         )
         settings = {
             "guarantee": guarantee(self.correction, self.budget, len(self.taus), self.joint),
-            "noise": self.noise.name,
-            "noise_scale": self.noise.scale,
-            "norm": self.norm,
             "n0": self.n0,
             "n": self.n,
             "tau": self.taus,
