@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,53 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def forward_context(
+    device: torch.device, autocast_dtype: torch.dtype | None = None
+) -> contextlib.ExitStack:
+    """``inference_mode``, and autocast to ``autocast_dtype`` when given: how every noisy batch
+    goes through a base model."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if autocast_dtype is not None:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=autocast_dtype))
+    return stack
+
+
+def noisy_batches(
+    xs: Sequence[Tensor],
+    nums: Sequence[int],
+    streams: Sequence[NoiseStream],
+    batch_size: int,
+    channels_last: bool = False,
+) -> Iterator[tuple[list[tuple[int, int]], Tensor]]:
+    """The one Monte-Carlo loop: batches of ``batch_size`` noisy copies (the last may be short),
+    example ``e`` taking its ``nums[e]`` samples from ``streams[e]`` in order and the examples
+    filling the batches one after another. Yields ``(pieces, batch)``, ``pieces`` the batch's
+    ``(example, samples)`` runs. Callers run it under ``forward_context``."""
+    for pieces in _pack(nums, batch_size):
+        parts = [streams[e].take(m).add_(xs[e]) for e, m in pieces]
+        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        yield pieces, batch
+
+
+def noisy_outputs(
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    num: int,
+    batch_size: int,
+    stream: NoiseStream,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> Iterator[Tensor]:
+    """The base model's outputs on ``num`` noisy copies of one example, a batch at a time (the
+    reducer is the caller's: per-pixel counts for SegCertify, distances for center smoothing)."""
+    with forward_context(x.device, autocast_dtype):
+        for _, batch in noisy_batches([x], [num], [stream], batch_size, channels_last):
+            yield model(batch)
 
 
 def sample_class_counts(
@@ -97,17 +144,8 @@ def sample_class_counts_many(
     counts = torch.zeros(len(xs) * num_classes, dtype=torch.long, device=device)
     all_finite = torch.ones((), dtype=torch.bool, device=device)
     ones = torch.ones(min(batch_size, sum(nums)), dtype=torch.long, device=device)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
-        for pieces in _pack(nums, batch_size):
-            parts = [streams[e].take(m).add_(xs[e]) for e, m in pieces]
-            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
-            if channels_last and batch.dim() == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
+    with forward_context(device, autocast_dtype):
+        for pieces, batch in noisy_batches(xs, nums, streams, batch_size, channels_last):
             logits = model(batch)
             if logits.dim() != 2 or logits.shape[1] != num_classes:
                 raise ValueError(

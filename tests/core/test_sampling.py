@@ -17,6 +17,7 @@ from smoothcert.sampling import (
     BatchSizeChoice,
     batch_size_candidates,
     choose_batch_size,
+    noisy_outputs,
     sample_class_counts,
     sample_class_counts_many,
 )
@@ -186,3 +187,25 @@ def test_a_short_run_pays_for_one_timing_round_only() -> None:
     noise = GaussianNoise(0.5)
     choose_batch_size(model, torch.rand(SHAPE), CLASSES, noise, candidates, work=10, **settings)
     assert len(model.batch_sizes) == 2 * len(candidates)  # a warm-up and one round
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_noisy_outputs_are_the_stream_plus_x_in_order_for_any_batch_size(batch_size) -> None:
+    """The loop SegCertify and center smoothing read: outputs of x + the stream's next samples,
+    batch by batch, under inference mode; concatenated, the same for every batch size."""
+    x = torch.rand(1, 3, 4)
+    noise = LaplaceNoise(0.5)
+    seen_inference = []
+
+    def identity(batch: Tensor) -> Tensor:
+        seen_inference.append(torch.is_inference_mode_enabled())
+        return batch
+
+    outputs = list(
+        noisy_outputs(
+            identity, x, 100, batch_size, noise.stream((1, 3, 4), example_generator(0, 3), "cpu")
+        )
+    )
+    expected = x + noise.stream((1, 3, 4), example_generator(0, 3), "cpu").take(100)
+    assert [len(o) for o in outputs[:-1]] == [batch_size] * (len(outputs) - 1)
+    assert torch.equal(torch.cat(outputs), expected) and all(seen_inference)

@@ -42,6 +42,7 @@ from smoothcert.certifiers.classification import eval_mode
 from smoothcert.distances import Distance, build_distance
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.noise import GaussianNoise, Noise, NoiseStream, resolve_noise, supported_pairs
+from smoothcert.sampling import noisy_outputs
 
 ABSTAIN_RADIUS = math.inf
 # Candidates mode splits the alpha1 / 2 that full mode spends on Lemma 1 (see CenterSmooth):
@@ -331,16 +332,11 @@ class CenterSmooth:
 
     def _outputs(self, x: Tensor, count: int, stream: NoiseStream) -> Iterator[Tensor]:
         """Base outputs on ``count`` noisy copies of x, in batches; non-finite outputs raise."""
-        done = 0
-        while done < count:
-            size = min(self.batch_size, count - done)
-            with torch.inference_mode():
-                out = self.base_function(x.unsqueeze(0) + stream.take(size))
+        for out in noisy_outputs(self.base_function, x, count, self.batch_size, stream):
             if out.is_floating_point() and not bool(torch.isfinite(out).all()):
                 raise FloatingPointError(
                     "the base model returned NaN or inf on noisy inputs; check the model/checkpoint"
                 )
-            done += size
             yield out
 
     def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from smoothcert.certifiers.classification import ABSTAIN, eval_mode
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_unit_range
 from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
+from smoothcert.sampling import noisy_outputs
 
 # A "false certificate" is a pixel certified with a class whose true probability is <= tau.
 # Family-wise procedures: P(any false certificate in the image) <= alpha (kfwer: P(more than
@@ -195,21 +196,16 @@ def _predictions(
     """Yields ``(argmax [b, H, W], K)`` for successive noisy batches (inference mode), then raises
     FloatingPointError if any logit was NaN or infinite (checked once, on the device)."""
     finite = torch.ones((), dtype=torch.bool, device=x.device)
-    remaining = num
-    with torch.inference_mode():
-        while remaining > 0:
-            size = min(batch_size, remaining)
-            logits = model(stream.take(size).add_(x))
-            if logits.dim() != 4 or tuple(logits.shape[2:]) != tuple(x.shape[1:]):
-                raise ValueError(
-                    f"the segmentation model returned logits of shape {tuple(logits.shape)}, "
-                    f"expected [batch, K, {x.shape[1]}, {x.shape[2]}]: certification is at full "
-                    "resolution, so upsample the logits to the input size"
-                )
-            low, high = torch.aminmax(logits)  # NaN propagates; no logits-sized temporaries
-            finite &= torch.isfinite(low) & torch.isfinite(high)
-            yield logits.argmax(dim=1), logits.shape[1]
-            remaining -= size
+    for logits in noisy_outputs(model, x, num, batch_size, stream):
+        if logits.dim() != 4 or tuple(logits.shape[2:]) != tuple(x.shape[1:]):
+            raise ValueError(
+                f"the segmentation model returned logits of shape {tuple(logits.shape)}, "
+                f"expected [batch, K, {x.shape[1]}, {x.shape[2]}]: certification is at full "
+                "resolution, so upsample the logits to the input size"
+            )
+        low, high = torch.aminmax(logits)  # NaN propagates; no logits-sized temporaries
+        finite &= torch.isfinite(low) & torch.isfinite(high)
+        yield logits.argmax(dim=1), logits.shape[1]
     if not bool(finite):
         raise FloatingPointError(
             "the segmentation model returned NaN or infinite logits under noise: check the "
