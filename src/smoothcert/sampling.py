@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise, NoiseStream
+from smoothcert.perturbation import ADDITIVE, Perturbation
 
 # CPU cap of the batch-size choice: noisy input elements per batch (2 MiB of float32, e.g. 8192
 # digits of 8x8 or 128 CIFAR images). A convolutional net's activations are some tens of times
@@ -54,13 +55,15 @@ def noisy_batches(
     streams: Sequence[NoiseStream],
     batch_size: int,
     channels_last: bool = False,
+    perturbation: Perturbation = ADDITIVE,
 ) -> Iterator[tuple[list[tuple[int, int]], Tensor]]:
-    """The one Monte-Carlo loop: batches of ``batch_size`` noisy copies (the last may be short),
-    example ``e`` taking its ``nums[e]`` samples from ``streams[e]`` in order and the examples
-    filling the batches one after another. Yields ``(pieces, batch)``, ``pieces`` the batch's
+    """The one Monte-Carlo loop: batches of ``batch_size`` perturbed copies (the last may be
+    short), example ``e`` taking its ``nums[e]`` draws from ``streams[e]`` in order and the
+    examples filling the batches one after another; ``perturbation`` turns draws into inputs
+    (``x + delta`` by default). Yields ``(pieces, batch)``, ``pieces`` the batch's
     ``(example, samples)`` runs. Callers run it under ``forward_context``."""
     for pieces in _pack(nums, batch_size):
-        parts = [streams[e].take(m).add_(xs[e]) for e, m in pieces]
+        parts = [perturbation.apply(xs[e], streams[e].take(m)) for e, m in pieces]
         batch = parts[0] if len(parts) == 1 else torch.cat(parts)
         if channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -75,11 +78,13 @@ def noisy_outputs(
     stream: NoiseStream,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    perturbation: Perturbation = ADDITIVE,
 ) -> Iterator[Tensor]:
     """The base model's outputs on ``num`` noisy copies of one example, a batch at a time (the
     reducer is the caller's: per-pixel counts for SegCertify, distances for center smoothing)."""
+    options = {"channels_last": channels_last, "perturbation": perturbation}
     with forward_context(x.device, autocast_dtype):
-        for _, batch in noisy_batches([x], [num], [stream], batch_size, channels_last):
+        for _, batch in noisy_batches([x], [num], [stream], batch_size, **options):
             yield model(batch)
 
 

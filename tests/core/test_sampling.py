@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from smoothcert import Smooth
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, LaplaceNoise, example_generator
+from smoothcert.perturbation import ADDITIVE
 from smoothcert.sampling import (
     BatchSizeChoice,
     batch_size_candidates,
@@ -209,3 +210,21 @@ def test_noisy_outputs_are_the_stream_plus_x_in_order_for_any_batch_size(batch_s
     expected = x + noise.stream((1, 3, 4), example_generator(0, 3), "cpu").take(100)
     assert [len(o) for o in outputs[:-1]] == [batch_size] * (len(outputs) - 1)
     assert torch.equal(torch.cat(outputs), expected) and all(seen_inference)
+
+
+def test_a_perturbation_decides_how_the_draws_meet_the_input() -> None:
+    """The loop applies the perturbation it is given (parameter-space smoothing plugs in here);
+    the default is x + delta."""
+
+    class Brightness:  # x + b, one draw b per copy (a stand-in for parameter-space smoothing)
+        units = "brightness"
+
+        def apply(self, x: Tensor, draws: Tensor) -> Tensor:
+            return x.expand(len(draws), *x.shape) + draws.view(-1, *([1] * x.dim()))
+
+    x = torch.rand(1, 2, 2)
+    stream = GaussianNoise(0.5).stream((1,), example_generator(0, 1), "cpu")
+    (batch,) = noisy_outputs(lambda b: b, x, 5, 8, stream, perturbation=Brightness())
+    shifts = GaussianNoise(0.5).stream((1,), example_generator(0, 1), "cpu").take(5)
+    assert torch.equal(batch, x + shifts.view(5, 1, 1, 1))
+    assert repr(ADDITIVE) == "Additive()"
