@@ -81,7 +81,7 @@ def mass_needed(eps_in: float, sigma: float | Noise, delta: float) -> float:
     """p = P_upper(1/2 + delta, eps_in) = Phi(Phi^-1(1/2 + delta) + eps_in / sigma): the mass
     the ball must hold at x (``sigma``: a noise level of Gaussian noise, or the Noise)."""
     noise = sigma if isinstance(sigma, Noise) else GaussianNoise(check_sigma(sigma))
-    return float(center_noise(noise).worst_case_mass_upper(0.5 + delta, eps_in))
+    return float(noise.worst_case_mass_upper(0.5 + delta, eps_in))  # ConfigError if not Gaussian
 
 
 def quantile_level(

@@ -67,10 +67,6 @@ class Certificate:
         """``noise.radius`` in this norm and dimension (0 where nothing is certified)."""
         return self.noise.radius(p_lower, self.norm, self.dim, p_upper)
 
-    def describe(self) -> str:
-        """E.g. ``"gaussian sigma=0.25, l2"``."""
-        return f"{self.noise.name} sigma={self.sigma:g}, {self.norm}"
-
 
 def as_certificate(value: float | Certificate, dim: int | None = None) -> Certificate:
     """``value`` itself if it is a Certificate, else Cohen's: Gaussian noise at sigma ``value``
