@@ -173,6 +173,19 @@ class Smooth:
         samples (disjoint, so independent); both sets of every example go through one packed
         loop, so the selection samples fill batches rather than running as small ones.
         """
+        return self.certify_many_with_counts(xs, n0, n, alpha, batch_size, generators)[0]
+
+    def certify_many_with_counts(
+        self,
+        xs: Sequence[Tensor],
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generators: Sequence[torch.Generator | None],
+    ) -> tuple[list[tuple[int, float]], Tensor]:
+        """``certify_many`` and the class counts ``[len(xs), K]`` of the ``n`` estimation
+        samples it bounded (for further certificates from the same samples, e.g. top-k)."""
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
         require(len(xs) == len(generators) > 0, "give one generator (or None) per example")
@@ -185,10 +198,11 @@ class Smooth:
         counts0, counts = both[0::2], both[1::2]
         c_hats = counts0.argmax(dim=1).tolist()
         selected = counts.gather(1, torch.tensor(c_hats, device=counts.device)[:, None])
-        return [
+        certificates = [
             self.bound_to_certificate(count, n, alpha, c_hat, xs[0].numel())
             for count, c_hat in zip(selected[:, 0].tolist(), c_hats, strict=True)
         ]
+        return certificates, counts.cpu()
 
     def bound_to_certificate(
         self, count: int, n: int, alpha: float, c_hat: int, dim: int | None = None
