@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.checks import check_radii
+from callbacks.certification.topk import TopKReport
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import (
@@ -20,10 +21,12 @@ from smoothcert.certifiers.examples import (
     certify_group,
     group_size,
 )
+from smoothcert.certifiers.topk import certify_group_topk
 from smoothcert.errors import check_alpha, check_count
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import Noise, example_generator
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
+from smoothcert.records.topk import TOPK_SCHEMA
 
 
 class CohenCertification(CertificationCallback):
@@ -33,6 +36,9 @@ class CohenCertification(CertificationCallback):
     count nor the batch size. Rank 0 writes ``certify.tsv`` (Cohen's columns, ``#`` header),
     ``certified_accuracy.tsv``/``.png`` and the ``cert/*`` scalars (l2: ``cert/acc@0.50``; other
     norms name it: ``cert/l1/acc@0.50``); the objective is the average certified radius.
+    ``topk`` (e.g. ``[1, 3, 5]``) also certifies each true label among the top k from the same n
+    counts (Jia et al.): ``topk.tsv`` beside ``certify.tsv`` (whose columns stay Cohen's), the
+    ``certified_topk_accuracy`` curves and ``cert/top<k>/acc@<r>``.
 
     ``batch_size="auto"`` times the first example at batch sizes up to the memory cap and
     certifies with the fastest; when whole certifications (``n0 + n`` samples) fit a batch at
@@ -62,6 +68,7 @@ class CohenCertification(CertificationCallback):
         crash_after: int | None = None,
         noise: Noise | None = None,
         norm: str | None = None,
+        topk: Sequence[int] | None = None,
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
@@ -71,12 +78,19 @@ class CohenCertification(CertificationCallback):
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
         self.channels_last, self.records = channels_last, []
         self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
+        self.topk = TopKReport(topk, self) if topk else None
 
     def schemas(self) -> dict[str, RecordSchema]:
-        return {"cohen": COHEN_SCHEMA}
+        return {"cohen": COHEN_SCHEMA, **({"topk": TOPK_SCHEMA} if self.topk else {})}
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        return self.header(pl_module, checkpoint, "cohen", self.settings)
+        extra = {"topk": self.topk.ks} if key == "topk" and self.topk else {}
+        return self.header(pl_module, checkpoint, "cohen", {**self.settings, **extra})
+
+    def check_model(self, pl_module: LightningModule) -> None:
+        super().check_model(pl_module)
+        if self.topk:  # each k in 1..K, before training
+            self.topk.check(pl_module.hparams.num_classes)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         options = {"autocast_dtype": torch.bfloat16 if self.bf16 else None, "noise": self.noise}
@@ -95,11 +109,19 @@ class CohenCertification(CertificationCallback):
         labels = [int(example[1]) for _, example, _ in items]
         generators = [example_generator(self.seed, idx, self.device) for idx in indices]
         settings = (self.n0, self.n, self.alpha, self.samples_per_batch)
+        if self.topk:
+            pairs = certify_group_topk(
+                self.smooth, indices, xs, labels, generators, settings, self.topk.ks
+            )
+            yield from ({"cohen": record, "topk": topk} for record, topk in pairs)
+            return
         records = certify_group(self.smooth, indices, xs, labels, generators, *settings)
         yield from ({"cohen": record} for record in records)
 
     def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
         self.records: list[CohenRecord] = records["cohen"]
+        if self.topk:
+            self.topk.records = records["topk"]
 
     def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
         summary = summarize(self.records, self.radii)
@@ -112,4 +134,5 @@ class CohenCertification(CertificationCallback):
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
         rank_zero_info(f"certified: {table}")
-        log_locations(trainer, str(self.output_dir / "certify.tsv"), [paths])
+        curves = [paths, self.topk.report(trainer, self.records)] if self.topk else [paths]
+        log_locations(trainer, str(self.output_dir / "certify.tsv"), curves)

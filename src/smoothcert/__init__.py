@@ -6,12 +6,12 @@ The core (this package) is pure PyTorch: no Lightning, Hydra or wandb imports.
 from smoothcert.certifiers.center import CenterSmooth  # certified structured outputs
 from smoothcert.certifiers.classification import ABSTAIN, Smooth
 from smoothcert.certifiers.examples import certify_examples, select_indices
-from smoothcert.certifiers.topk import topk_radius  # top-k certificates
 from smoothcert.certifiers.segmentation import (  # certified segmentation
     indivclass,
     jointclass,
     segcertify,
 )
+from smoothcert.certifiers.topk import topk_radius  # top-k certificates
 from smoothcert.distances import build_distance
 from smoothcert.errors import ConfigError
 from smoothcert.metrics.certified import (

@@ -131,4 +131,4 @@ def test_bad_k_is_a_one_line_error(ks, classes):
 def test_top_k_radius_grows_with_k():
     counts = [400, 350, 150, 80, 20]
     radii = [topk_radius(counts, 1, k, 0.25, 0.001) for k in (1, 2, 3, 4)]
-    assert radii[0] is None and all(a < b for a, b in zip(radii[1:], radii[2:]))
+    assert radii[0] is None and all(a < b for a, b in zip(radii[1:-1], radii[2:], strict=True))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,14 +15,15 @@ from scipy.special import betaincinv, ndtr, ndtri
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.errors import ConfigError, check_alpha, check_sigma
 from smoothcert.records import CohenRecord
+from smoothcert.records.topk import TopKRecord
 
-__all__ = ["TopKResult", "check_topk", "simultaneous_bounds", "topk_radius", "certify_group_topk"]
+__all__ = ["certify_group_topk", "check_topk", "simultaneous_bounds", "topk_radius"]
 
 
 def check_topk(ks: Sequence[int], num_classes: int, name: str = "certify.topk") -> list[int]:
     """``ks`` as sorted distinct ints in ``1..num_classes``; a one-line ConfigError otherwise."""
     values = [ks] if isinstance(ks, int) else list(ks)
-    bad = [k for k in values if isinstance(k, bool) or float(k) != int(k) or not 1 <= k]
+    bad = [k for k in values if isinstance(k, bool) or float(k) != int(k) or k < 1]
     bad += [k for k in values if k not in bad and int(k) > num_classes]
     if not values or bad:
         raise ConfigError(
@@ -94,7 +94,7 @@ def topk_radius(
         # scipy's ufuncs on floats (the root finder evaluates them many times).
         a, b = ndtri(p_lower), ndtri(p_s)
 
-        def gap(r: float, b: float = b, t: int = t) -> float:
+        def gap(r: float, a: float = a, b: float = b, t: int = t) -> float:
             return ndtr(a - r / sigma) - ndtr(b + r / sigma) / t
 
         high = sigma
@@ -102,14 +102,6 @@ def topk_radius(
             high *= 2
         radii.append(brentq(gap, 0.0, high, xtol=1e-12, rtol=1e-12))
     return float(max(radii)) if radii else None
-
-
-@dataclass(frozen=True)
-class TopKResult:
-    """An example's top-k certificates: ``radii[i]`` for ``ks[i]`` (None: not certified)."""
-
-    ks: tuple[int, ...]
-    radii: tuple[float | None, ...]
 
 
 def certify_group_topk(
@@ -120,7 +112,7 @@ def certify_group_topk(
     generators: Sequence[torch.Generator],
     settings: tuple[int, int, float, int],
     ks: Sequence[int],
-) -> list[tuple[CohenRecord, TopKResult]]:
+) -> list[tuple[CohenRecord, TopKRecord]]:
     """CERTIFY (the same records as :func:`~smoothcert.certifiers.examples.certify_group`) and,
     from the same ``n`` estimation counts, the top-k radius of each example's true label for each
     k in ``ks`` (``settings`` = ``(n0, n, alpha, batch_size)``; the top-k bounds use ``alpha``
@@ -130,9 +122,11 @@ def certify_group_topk(
     results, counts = smooth.certify_many_with_counts(xs, n0, n, alpha, batch_size, generators)
     share = (time.perf_counter() - start) / len(results)
     out = []
-    for e, (idx, label, (prediction, radius)) in enumerate(zip(indices, labels, results)):
+    for e, (idx, label, (prediction, radius)) in enumerate(
+        zip(indices, labels, results, strict=True)
+    ):
         record = CohenRecord(idx, label, prediction, radius, int(prediction == label), share)
         row = counts[e].tolist()
         radii = tuple(topk_radius(row, label, k, smooth.sigma, alpha) for k in ks)
-        out.append((record, TopKResult(tuple(ks), radii)))
+        out.append((record, TopKRecord(idx, label, tuple(ks), radii)))
     return out
