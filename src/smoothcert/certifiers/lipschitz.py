@@ -1,0 +1,249 @@
+"""The Lipschitz-margin certificate: a deterministic l2 radius ``margin / (2 L)`` from the gap
+between the top two logits and an upper bound L on the l2 Lipschitz constant of the logit map.
+
+L is the product of per-layer constants of a chain of layers (traced with torch.fx):
+
+- the input normalization ``(x - mean) / std``: ``max 1 / std``;
+- ``Conv2d`` (with a directly following eval-mode ``BatchNorm2d`` folded in, the per-channel affine
+  map it is in eval mode) and ``Linear``: the spectral norm by power iteration on the operator
+  itself (``conv2d`` / ``conv_transpose2d`` at the layer's input shape, ``W`` / ``W^T``);
+- ``BatchNorm`` alone (eval mode): ``max |gamma| / sqrt(var + eps)``;
+- average pooling (``AvgPool2d``, ``AdaptiveAvgPool2d``): a linear map, its spectral norm by power
+  iteration (at most 1);
+- ``ReLU``, ``LeakyReLU`` (slope <= 1), non-overlapping ``MaxPool2d``, ``Flatten``, ``Dropout``
+  (eval), ``Identity``: 1.
+
+Anything else (residual additions, attention, other activations) is refused with a ConfigError
+naming the layer. Power iteration approaches the spectral norm from below: it runs until the
+estimate changes by less than ``tol`` (relative) and the result is multiplied by ``1 + slack``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from smoothcert.errors import ConfigError
+from smoothcert.models.classifiers import Normalize
+
+__all__ = ["LipschitzBound", "lipschitz_bound", "lipschitz_radius", "spectral_norm"]
+
+ONE_LIPSCHITZ = (nn.ReLU, nn.Flatten, nn.Dropout, nn.Identity)
+LINEAR_POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+LEAVES = (Normalize, nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LeakyReLU)
+LEAVES += ONE_LIPSCHITZ + LINEAR_POOLS + (nn.MaxPool2d,)
+SUPPORTED = (
+    "Normalize, Conv2d, Linear, BatchNorm (eval), ReLU, LeakyReLU (slope <= 1), AvgPool, "
+    "AdaptiveAvgPool, non-overlapping MaxPool2d, Flatten, Dropout, Identity in a chain"
+)
+ONE_LIPSCHITZ_FUNCTIONS = {torch.flatten, F.relu, torch.relu}
+
+
+def spectral_norm(
+    forward: Callable[[Tensor], Tensor],
+    transpose: Callable[[Tensor], Tensor],
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    iterations: int = 20_000,
+    tol: float = 1e-7,
+) -> float:
+    """The largest singular value of the linear map ``forward`` on inputs of ``shape`` (without
+    the batch dimension), by power iteration on ``M = transpose(forward(.))``, in float64, from a
+    random start. Stops when the eigen-residual ``||M v - rho v|| <= tol * rho`` (rho the Rayleigh
+    quotient of the unit vector v). An estimate from below: callers add a slack."""
+    v = torch.randn((1, *shape), generator=generator, dtype=torch.float64)
+    v = v / v.norm()
+    rho = 0.0
+    for _ in range(iterations):
+        w = transpose(forward(v))
+        rho = float((w * v).sum())
+        if rho <= 0.0:
+            return 0.0
+        residual = float((w - rho * v).norm())
+        v = w / w.norm()
+        if residual <= tol * rho:
+            break
+    return rho**0.5
+
+
+def _conv_operator(conv: nn.Conv2d, scale: Tensor | None, shape: tuple[int, ...]):
+    """``x -> scale * conv(x)`` without bias, and its transpose, on inputs of ``shape``."""
+    weight = conv.weight.detach().double()
+    if scale is not None:
+        weight = weight * scale.double().view(-1, 1, 1, 1)
+    options = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+    options["groups"] = conv.groups
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ConfigError(
+            f"certify=lipschitz: Conv2d with padding={conv.padding!r} mode={conv.padding_mode} is "
+            "not supported (zero padding given as numbers only)"
+        )
+    out_shape = F.conv2d(torch.zeros(1, *shape, dtype=torch.float64), weight, **options).shape
+    # conv_transpose2d's output may miss the last rows/columns the strided conv never read.
+    size = tuple(shape[1:])
+    high = F.conv_transpose2d(torch.zeros(out_shape, dtype=torch.float64), weight, **options)
+    extra = tuple(s - h for s, h in zip(size, high.shape[2:], strict=True))
+
+    def forward(x: Tensor) -> Tensor:
+        return F.conv2d(x, weight, **options)
+
+    def transpose(y: Tensor) -> Tensor:
+        return F.conv_transpose2d(y, weight, output_padding=extra, **options)
+
+    return forward, transpose
+
+
+def _bn_scale(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+    """The per-channel factor of an eval-mode BatchNorm: ``gamma / sqrt(running_var + eps)``."""
+    if bn.running_var is None:
+        raise ConfigError("certify=lipschitz: BatchNorm without running statistics is unsupported")
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+    return gamma / torch.sqrt(bn.running_var + bn.eps)
+
+
+def _linear_pool_operator(pool: nn.Module, shape: tuple[int, ...]):
+    """An average pooling (linear) and its transpose by autograd, on inputs of ``shape``."""
+
+    def forward(x: Tensor) -> Tensor:
+        return pool(x)
+
+    def transpose(y: Tensor) -> Tensor:
+        x = torch.zeros((1, *shape), dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(pool(x), x, y)
+        return grad
+
+    return forward, transpose
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
+
+
+@dataclass(frozen=True)
+class LipschitzBound:
+    """``constant``: an upper bound on the l2 Lipschitz constant of the model (inputs to logits),
+    the product of ``layers`` (``(name, constant)`` per layer or folded conv + BatchNorm)."""
+
+    constant: float
+    layers: tuple[tuple[str, float], ...]
+
+
+def lipschitz_bound(
+    model: nn.Module, input_shape: tuple[int, ...], seed: int = 0, slack: float = 1e-4
+) -> LipschitzBound:
+    """An upper bound on ``max ||model(x) - model(y)||_2 / ||x - y||_2`` for inputs of
+    ``input_shape`` (one example, no batch dimension), the model taken in eval mode (BatchNorm as
+    the affine map it is then). Raises a one-line ConfigError for a layer it cannot bound."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as error:  # noqa: BLE001 (any tracing failure means: not a plain chain)
+        raise ConfigError(
+            f"certify=lipschitz cannot trace {type(model).__name__} ({type(error).__name__}): "
+            f"it bounds chains of {SUPPORTED}"
+        ) from error
+    module = fx.GraphModule(model, graph)
+    was_training = model.training
+    model.eval()
+    try:
+        tensors = itertools.chain(model.parameters(), model.buffers())
+        example = torch.zeros((1, *input_shape), device=next(tensors, torch.zeros(0)).device)
+        ShapeProp(module).propagate(example)
+        return _bound_chain(module, seed, slack)
+    finally:
+        model.train(was_training)
+
+
+def _bound_chain(module: fx.GraphModule, seed: int, slack: float) -> LipschitzBound:
+    nodes = [n for n in module.graph.nodes if n.op not in ("placeholder", "output")]
+    modules = dict(module.named_modules())
+    generator = torch.Generator().manual_seed(seed)
+    layers: list[tuple[str, float]] = []
+    previous = None
+    skip = set()
+    for i, node in enumerate(nodes):
+        inputs = [a for a in node.all_input_nodes]
+        if len(inputs) != 1 or (previous is not None and inputs[0] is not previous):
+            what = node.target if node.op != "call_module" else type(modules[node.target]).__name__
+            raise ConfigError(
+                f"certify=lipschitz: {node.name} ({what}) is not part of a chain of layers "
+                f"(e.g. a residual addition): it bounds chains of {SUPPORTED}"
+            )
+        previous = node
+        if node.name in skip:
+            continue
+        shape = tuple(inputs[0].meta["tensor_meta"].shape[1:])
+        if node.op == "call_function" and node.target in ONE_LIPSCHITZ_FUNCTIONS:
+            layers.append((node.name, 1.0))
+            continue
+        if node.op != "call_module":
+            name = getattr(node.target, "__name__", node.target)
+            if node.target in (operator.add, torch.add):
+                name = "a residual addition"
+            raise ConfigError(f"certify=lipschitz cannot bound {name}: it bounds {SUPPORTED}")
+        layer = modules[node.target]
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        following = modules.get(nxt.target) if nxt is not None and nxt.op == "call_module" else None
+        layers.append((node.target, _layer_constant(layer, following, shape, generator)))
+        if isinstance(layer, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
+            layers[-1] = (f"{node.target}+{nxt.target}", layers[-1][1])
+            skip.add(nxt.name)
+    product = 1.0
+    for _, value in layers:
+        product *= value
+    return LipschitzBound(product * (1 + slack), tuple(layers))
+
+
+def _layer_constant(
+    layer: nn.Module, following: nn.Module | None, shape: tuple[int, ...], generator
+) -> float:
+    """The l2 Lipschitz constant of one layer (a Conv2d with the BatchNorm2d after it folded)."""
+    if isinstance(layer, Normalize):
+        return float((1 / layer.std).max())
+    if isinstance(layer, nn.Conv2d):
+        scale = _bn_scale(following) if isinstance(following, nn.BatchNorm2d) else None
+        return spectral_norm(*_conv_operator(layer, scale, shape), shape, generator)
+    if isinstance(layer, nn.Linear):
+        w = layer.weight.detach().double()
+        return spectral_norm(lambda v: v @ w.T, lambda u: u @ w, shape, generator)
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return float(_bn_scale(layer).abs().max())
+    if isinstance(layer, LINEAR_POOLS):
+        return spectral_norm(*_linear_pool_operator(layer, shape), shape, generator)
+    if isinstance(layer, nn.LeakyReLU) and abs(layer.negative_slope) <= 1:
+        return 1.0
+    if isinstance(layer, nn.MaxPool2d):
+        kernel, stride = (
+            nn.modules.utils._pair(layer.kernel_size),
+            nn.modules.utils._pair(layer.stride or layer.kernel_size),
+        )
+        if all(s >= k for s, k in zip(stride, kernel, strict=True)) and layer.dilation in (
+            1,
+            (1, 1),
+        ):
+            return 1.0
+        raise ConfigError(
+            f"certify=lipschitz: MaxPool2d(kernel_size={layer.kernel_size}, stride={layer.stride}) "
+            "overlaps its windows (not 1-Lipschitz in l2): only stride >= kernel_size is supported"
+        )
+    if isinstance(layer, ONE_LIPSCHITZ):
+        return 1.0
+    raise ConfigError(
+        f"certify=lipschitz cannot bound {type(layer).__name__}: it bounds {SUPPORTED}"
+    )
+
+
+def lipschitz_radius(logits: Tensor, constant: float) -> tuple[Tensor, Tensor]:
+    """The prediction (argmax) and certified l2 radius ``(top1 - top2) / (2 L)`` for logits
+    ``[B, K]``: every logit moves by at most ``L ||delta||``, so the gap closes at most twice as
+    fast and the argmax cannot change for ``||delta|| < radius``."""
+    top2 = logits.float().topk(2, dim=1)
+    margin = top2.values[:, 0] - top2.values[:, 1]
+    return top2.indices[:, 0], margin / (2 * constant)
