@@ -12,6 +12,7 @@ BAD = [
     (["certify.topk=[0]"], "certify.topk=[0]: each k must be an integer in 1..10"),
     (["certify.topk=[1,11]"], "certify.topk=[1, 11]: each k must be an integer in 1..10"),
     (["certify.topk=[3]", "noise=laplace"], "certify.topk=[3] certifies l2 radii under Gaussian"),
+    (["model=autoencoder", "certify=lipschitz"], "certify=lipschitz certifies classification"),
 ]
 
 

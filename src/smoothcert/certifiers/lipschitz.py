@@ -115,8 +115,10 @@ def _linear_pool_operator(pool: nn.Module, shape: tuple[int, ...]):
         return pool(x)
 
     def transpose(y: Tensor) -> Tensor:
-        x = torch.zeros((1, *shape), dtype=torch.float64, requires_grad=True)
-        (grad,) = torch.autograd.grad(pool(x), x, y)
+        # Callers may hold inference mode (a test loop's end): this gradient is their transpose.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.zeros((1, *shape), dtype=torch.float64, requires_grad=True)
+            (grad,) = torch.autograd.grad(pool(x), x, y.clone())
         return grad
 
     return forward, transpose

@@ -1,0 +1,131 @@
+"""``certify=lipschitz``: the deterministic Lipschitz-margin certificate (no sampling), its curve
+drawn with randomized smoothing's when a Cohen ``certify.tsv`` is at hand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks.certification.base import CertificationCallback, Item
+from callbacks.certification.checks import check_radii
+from callbacks.reporting import log_locations, report_curves
+from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
+from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
+from smoothcert.records import CohenRecord, RecordSchema, read_records
+from smoothcert.records.cohen import RESUME_KEYS, parse_cohen
+from smoothcert.records.tsv import COHEN_COLUMNS
+from smoothcert.sampling import eval_mode
+
+LIPSCHITZ_SCHEMA: RecordSchema[CohenRecord] = RecordSchema(
+    "lipschitz.tsv",
+    COHEN_COLUMNS,
+    tuple(k for k in RESUME_KEYS if k not in ("n0", "n", "alpha", "noise", "norm", "sigma")),
+    parse_cohen,
+    "Lipschitz (Cohen columns)",
+)
+
+
+class LipschitzCertification(CertificationCallback):
+    """Certifies each example with radius ``margin / (2 L)``: margin the gap between the top two
+    logits of the base model at x, L an upper bound on the l2 Lipschitz constant of its logit map
+    (:func:`~smoothcert.certifiers.lipschitz.lipschitz_bound`, computed once, in ``setup`` for
+    the untrained architecture so an unsupported layer fails before training, and again on the
+    certified weights). Deterministic: ``seed`` and ``sigma`` only label the records.
+
+    Rank 0 writes ``lipschitz.tsv`` (Cohen's columns; the header states L and each layer's
+    constant), ``certified_accuracy_lipschitz.tsv``/``.png`` with Cohen's curve beside it when
+    ``compare_with`` names a Cohen ``certify.tsv`` (default ``auto``: ``certify.tsv`` in the run
+    directory, if there is one) and the scalars ``cert/lipschitz/acc@<r>``, ``cert/lipschitz/acr``.
+    """
+
+    option, tasks = "lipschitz", ("classification",)
+    objective, objective_mode = "cert/lipschitz/acr", "max"
+
+    def __init__(
+        self,
+        sigma: float,
+        output_dir: str,
+        batch_size: int = 256,
+        num_examples: int | None = 500,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
+        radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        seed: int = 0,
+        compare_with: str | None = "auto",
+        resume: bool = False,
+    ) -> None:
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, False, resume)
+        self.radii, self.compare_with = check_radii(radii, "l2"), compare_with
+        self.group_size = int(self.batch_size)
+        self.bound: LipschitzBound | None = None
+
+    def schemas(self) -> dict[str, RecordSchema]:
+        return {"lipschitz": LIPSCHITZ_SCHEMA}
+
+    def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
+        bound = self.bound
+        settings = {"norm": "l2", "lipschitz_constant": bound.constant if bound else None}
+        if bound is not None:
+            settings["layers"] = " ".join(f"{name}={value:.6g}" for name, value in bound.layers)
+        return self.header(pl_module, checkpoint, "lipschitz", settings)
+
+    def _bound(self, trainer: Trainer, pl_module: LightningModule) -> LipschitzBound:
+        first = trainer.datamodule.dataset(self.split)[self.indices(trainer)[0]][0]
+        return lipschitz_bound(pl_module.base_function(), tuple(torch.as_tensor(first).shape))
+
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._bound(trainer, pl_module)  # an unsupported layer fails here, before training
+
+    def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
+        # L of the certified weights, before the record headers (which state it) are written.
+        self.bound, self.device = self._bound(trainer, pl_module), pl_module.device
+        self.model = pl_module.base_function()
+        rank_zero_info(f"certify=lipschitz: L <= {self.bound.constant:.6g} (product of layers)")
+        super().certify(trainer, pl_module, checkpoint)
+
+    def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
+        start = time.perf_counter()
+        xs = torch.stack([torch.as_tensor(example[0]) for _, example, _ in items]).to(self.device)
+        with eval_mode(self.model), torch.inference_mode():
+            predict, radius = lipschitz_radius(self.model(xs), self.bound.constant)
+        share = (time.perf_counter() - start) / len(items)
+        for (idx, example, _), c, r in zip(items, predict.tolist(), radius.tolist(), strict=True):
+            label = int(example[1])
+            yield {"lipschitz": CohenRecord(idx, label, c, r, int(c == label), share)}
+
+    def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
+        self.records: list[CohenRecord] = records["lipschitz"]
+
+    def _cohen_records(self) -> list[CohenRecord]:
+        if self.compare_with in (None, "", "none"):
+            return []
+        auto = self.compare_with == "auto"
+        path = self.output_dir / "certify.tsv" if auto else Path(self.compare_with)
+        return read_records(path)[1] if path.is_file() else []
+
+    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        summary = summarize(self.records, self.radii)
+        self.summary = {k.replace("cert/", "cert/lipschitz/"): v for k, v in summary.items()}
+        cohen = self._cohen_records()
+        largest = max(r.radius for r in self.records)  # Lipschitz radii are small: a fine grid
+        fine = radius_grid(self.records, max(largest, 1e-6) / 200)
+        grid = np.union1d(fine, radius_grid(cohen)) if cohen else fine
+        series = {"lipschitz": certified_accuracy_curve(self.records, grid).tolist()}
+        if cohen:
+            series["randomized_smoothing_cohen"] = certified_accuracy_curve(cohen, grid).tolist()
+        title = f"Lipschitz margin (L={self.bound.constant:.3g}) vs randomized smoothing"
+        paths = report_curves(
+            trainer, self.output_dir, "certified_accuracy_lipschitz", "radius", grid.tolist(),
+            series, title, self.summary, y_label="certified accuracy", x_label="l2 radius",
+        )  # fmt: skip
+        table = ", ".join(f"{k}={v:.3f}" for k, v in self.summary.items())
+        rank_zero_info(f"certified (Lipschitz): {table}")
+        log_locations(trainer, str(self.output_dir / "lipschitz.tsv"), [paths])
