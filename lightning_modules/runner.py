@@ -77,6 +77,9 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     stored = {key: resolved[key] for key in saved if key in resolved}
     callbacks = [RunConfigInCheckpoint(stored)]
     callbacks += instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("certify"))
+    callbacks += instantiate_group(
+        cfg.get("attack")
+    )  # after certify: it attacks what was certified
     check_run(cfg, module, callbacks, choices, fitting)
     loggers = instantiate_group(cfg.get("logger"))
     try:

@@ -1,4 +1,5 @@
-"""SmoothAdv (Salman et al. 2019): adversarial training of the smoothed soft classifier.
+"""SmoothAdv (Salman et al. 2019): adversarial training of the smoothed soft classifier (the
+attack, :func:`smoothed_pgd_l2`, lives in :mod:`smoothcert.attacks.smoothed_pgd`).
 
 Follows the reference implementation (Hadi Salman's ``smoothing-adversarial``, ``PGD_L2`` with
 ``num_noise_vec`` noise vectors), with one deliberate difference: ``epsilon`` is an l2 radius in
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smoothcert.attacks.smoothed_pgd import smoothed_nll, smoothed_pgd_l2
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise
@@ -23,59 +24,7 @@ from smoothcert.regimes.augmentation import TrainingObjective
 # 1/256 units (e.g. 64 or 127) that was not divided.
 MAX_EPSILON = 8.0
 
-
-def smoothed_nll(logits: Tensor, y: Tensor) -> Tensor:
-    """``-log(mean_i softmax(logits[i])_y)`` per example, from logits ``[m, B, K]``; shape ``[B]``.
-
-    This is the cross-entropy of the Monte-Carlo estimate of the smoothed soft classifier
-    ``G(x) = E[softmax(f(x + delta))]``: the log of a mean, not the mean of logs. Computed with a
-    log-sum-exp, so it is finite even when every copy gives class ``y`` a tiny probability.
-    """
-    log_probs = logits.log_softmax(dim=-1)
-    index = y.view(1, -1, 1).expand(logits.shape[0], -1, 1)
-    log_py = log_probs.gather(-1, index).squeeze(-1)  # [m, B]
-    return math.log(logits.shape[0]) - torch.logsumexp(log_py, dim=0)
-
-
-def smoothed_pgd_l2(
-    model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, epsilon: float, steps: int
-) -> Tensor:
-    """l2 PGD on the smoothed soft classifier: approximately maximizes ``smoothed_nll``.
-
-    Args:
-        model: maps ``[N, C, H, W]`` in [0, 1] pixel space to logits. Its train/eval mode is used
-            as given (callers choose; :class:`SmoothAdv` uses eval mode).
-        x: clean inputs ``[B, C, H, W]`` in [0, 1].
-        y: labels ``[B]``.
-        noise: ``[m, B, C, H, W]``, the m noise vectors per example, fixed during the attack.
-        epsilon: l2 radius in [0, 1] pixel units (>= 0).
-        steps: PGD steps (>= 1), each of length ``2 * epsilon / steps`` along the per-example
-            normalized gradient (a zero gradient is replaced by a random direction).
-
-    Returns:
-        ``x_adv`` (detached) with ``||x_adv - x||_2 <= epsilon`` per example and values in [0, 1]:
-        every step is projected onto [0, 1] and then onto the ball, and shrinking ``x_adv - x``
-        towards 0 keeps ``x_adv`` a convex combination of two points of [0, 1]. Model parameters
-        get no gradient (only the perturbation is differentiated).
-    """
-    x = x.detach()
-    if epsilon == 0:
-        return x.clone()
-    m, batch = noise.shape[0], x.shape[0]
-    step_size = 2 * epsilon / steps
-    delta = torch.zeros_like(x)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        logits = model(((x + delta).unsqueeze(0) + noise).flatten(0, 1)).view(m, batch, -1)
-        (grad,) = torch.autograd.grad(smoothed_nll(logits, y).sum(), delta)
-        with torch.no_grad():
-            norms = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
-            random = torch.randn_like(grad)
-            grad = torch.where(norms > 0, grad, random)
-            norms = grad.flatten(1).norm(dim=1).view_as(norms)
-            delta = (x + delta + step_size * grad / norms).clamp_(0, 1) - x
-            delta = delta.renorm(p=2, dim=0, maxnorm=epsilon)
-    return (x + delta).detach()
+__all__ = ["MAX_EPSILON", "SmoothAdv", "smoothed_nll", "smoothed_pgd_l2"]  # the attack re-exported
 
 
 class SmoothAdv(TrainingObjective):
