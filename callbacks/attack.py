@@ -55,7 +55,7 @@ class EmpiricalRobustness(CertificationCallback):
         attack: str,
         sigma: float,
         output_dir: str,
-        radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+        radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
         multiples: Sequence[float] = (1.0, 1.5, 2.0),
         steps: int = 20,
         m: int = 16,

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
@@ -132,3 +133,29 @@ def test_top_k_radius_grows_with_k():
     counts = [400, 350, 150, 80, 20]
     radii = [topk_radius(counts, 1, k, 0.25, 0.001) for k in (1, 2, 3, 4)]
     assert radii[0] is None and all(a < b for a, b in zip(radii[1:-1], radii[2:], strict=True))
+
+
+def test_topk_certification_keeps_cohens_records_and_uses_their_counts():
+    from smoothcert.certifiers.classification import Smooth
+    from smoothcert.certifiers.examples import certify_group
+    from smoothcert.certifiers.topk import certify_group_topk
+    from smoothcert.models.classifiers import DigitsCNN, NormalizedClassifier
+    from smoothcert.noise import example_generator
+
+    torch.manual_seed(0)
+    smooth = Smooth(NormalizedClassifier(DigitsCNN(width=4), [0.3], [0.4]), 10, 0.5)
+    xs = [torch.rand(1, 8, 8) for _ in range(3)]
+    labels = [0, 1, 2]
+
+    def generators():
+        return [example_generator(0, i) for i in range(3)]
+
+    plain = certify_group(smooth, [0, 1, 2], xs, labels, generators(), 20, 200, 0.01, 64)
+    pairs = certify_group_topk(smooth, [0, 1, 2], xs, labels, generators(), (20, 200, 0.01, 64),
+                               [1, 10])  # fmt: skip
+    strip = [(r.idx, r.predict, r.radius, r.correct) for r in plain]
+    assert strip == [(r.idx, r.predict, r.radius, r.correct) for r, _ in pairs]
+    _, counts = smooth.certify_many_with_counts(xs, 20, 200, 0.01, 64, generators())
+    for e, (_, topk) in enumerate(pairs):
+        assert topk.radii[0] == topk_radius(counts[e].tolist(), labels[e], 1, 0.5, 0.01)
+        assert topk.radii[1] == math.inf
