@@ -14,9 +14,7 @@ BAD = [
     (["certify.topk=[3]", "noise=laplace"], "certify.topk=[3] certifies l2 radii under Gaussian"),
     (["model=autoencoder", "certify=lipschitz"], "certify=lipschitz certifies classification"),
     (["attack=smoothed_pgd", "attack.radii=[-0.5]"], "an attack epsilon must be >= 0"),
-    (["attack=base", "attack.multiples=[1.0,-2.0]"], "an attack epsilon must be >= 0"),
     (["attack=smoothed_pgd", "attack.m=0"], "attack.m=0 must be an integer >= 1"),
-    (["attack=smoothed_pgd", "attack.attack=fgsm"], "attack=fgsm is unknown"),
     (
         ["model=autoencoder", "certify=none", "attack=smoothed_pgd"],
         "attack=smoothed_pgd attacks classifiers, but the model is a reconstruction model",

@@ -91,3 +91,18 @@ def test_soundness_check_counts_disagreements_not_abstentions():
     assert (wrong, total) == (1, 4)
     assert pvalue == pytest.approx(1 - (1 - 0.002) ** 4)
     assert success_rate(predicts, certified) == pytest.approx((0.25, 0.5))
+
+
+def test_bad_attack_settings_are_one_line_errors():
+    from callbacks.attack import EmpiricalRobustness
+    from smoothcert.errors import ConfigError
+
+    for kwargs, message in [
+        ({"attack": "fgsm"}, "attack=fgsm is unknown"),
+        ({"multiples": [1.0, -2.0]}, "an attack epsilon must be >= 0"),
+        ({"steps": 0}, "attack.steps=0 must be an integer >= 1"),
+    ]:
+        settings = {"attack": "smoothed_pgd", "sigma": 0.25, "output_dir": "unused", **kwargs}
+        with pytest.raises(ConfigError, match=message) as error:
+            EmpiricalRobustness(**settings)
+        assert "\n" not in str(error.value)

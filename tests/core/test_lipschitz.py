@@ -24,7 +24,7 @@ def test_power_iteration_matches_the_dense_spectral_norm():
 
 
 @pytest.mark.parametrize(
-    ("stride", "padding", "size"), [(1, 1, 5), (2, 1, 8), (2, 1, 7), (2, 0, 6)]
+    ("stride", "padding", "size"), [(1, 1, 4), (2, 1, 8), (2, 1, 7), (2, 0, 6)]
 )
 def test_conv_operator_norm_matches_its_matrix(stride, padding, size):
     torch.manual_seed(stride + size)
