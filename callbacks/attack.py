@@ -103,6 +103,11 @@ class EmpiricalRobustness(CertificationCallback):
                 f"{self.option} attacks at multiples of Cohen's certified radii: use certify=cohen"
             )
         cohen = found[0]
+        require(
+            cohen.norm == "l2",
+            f"{self.option} attacks in l2, but certify.norm={cohen.norm}: use certify.norm=null "
+            "with noise=gaussian",
+        )
         mine, theirs = (
             (self.split, self.skip, self.num_examples),
             (cohen.split, cohen.skip, cohen.num_examples),
@@ -127,7 +132,8 @@ class EmpiricalRobustness(CertificationCallback):
         cohen = self._cohen(trainer)
         self.certified = {r.idx: r for r in cohen.records}
         self.alpha_certify, self.device = cohen.alpha, pl_module.device
-        self.smooth = Smooth(pl_module.base_function(), pl_module.hparams.num_classes, self.sigma)
+        classes, noise = pl_module.hparams.num_classes, {"noise": cohen.noise, "norm": "l2"}
+        self.smooth = Smooth(pl_module.base_function(), classes, cohen.sigma, **noise)
         super().certify(trainer, pl_module, checkpoint)
 
     def certify_one(self, idx: int, example, needed: Sequence[str]) -> dict[str, EmpiricalRecord]:
