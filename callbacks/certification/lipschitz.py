@@ -34,9 +34,9 @@ LIPSCHITZ_SCHEMA: RecordSchema[CohenRecord] = RecordSchema(
 class LipschitzCertification(CertificationCallback):
     """Certifies each example with radius ``margin / (2 L)``: margin the gap between the top two
     logits of the base model at x, L an upper bound on the l2 Lipschitz constant of its logit map
-    (:func:`~smoothcert.certifiers.lipschitz.lipschitz_bound`, computed once, in ``setup`` for
-    the untrained architecture so an unsupported layer fails before training, and again on the
-    certified weights). Deterministic: ``seed`` and ``sigma`` only label the records.
+    (:func:`~smoothcert.certifiers.lipschitz.lipschitz_bound`, on the certified weights; ``setup``
+    checks its layers, so an unsupported one fails before training). Deterministic: ``seed`` and
+    ``sigma`` only label the records.
 
     Rank 0 writes ``lipschitz.tsv`` (Cohen's columns; the header states L and each layer's
     constant), ``certified_accuracy_lipschitz.tsv``/``.png`` with Cohen's curve beside it when
@@ -77,12 +77,15 @@ class LipschitzCertification(CertificationCallback):
             settings["layers"] = " ".join(f"{name}={value:.6g}" for name, value in bound.layers)
         return self.header(pl_module, checkpoint, "lipschitz", settings)
 
-    def _bound(self, trainer: Trainer, pl_module: LightningModule) -> LipschitzBound:
+    def _bound(
+        self, trainer: Trainer, pl_module: LightningModule, estimate: bool = True
+    ) -> LipschitzBound:
         first = trainer.datamodule.dataset(self.split)[self.indices(trainer)[0]][0]
-        return lipschitz_bound(pl_module.base_function(), tuple(torch.as_tensor(first).shape))
+        shape = tuple(torch.as_tensor(first).shape)
+        return lipschitz_bound(pl_module.base_function(), shape, estimate=estimate)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._bound(trainer, pl_module)  # an unsupported layer fails here, before training
+        self._bound(trainer, pl_module, estimate=False)  # unsupported layers fail before training
 
     def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
         # L of the certified weights, before the record headers (which state it) are written.
