@@ -77,9 +77,8 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     stored = {key: resolved[key] for key in saved if key in resolved}
     callbacks = [RunConfigInCheckpoint(stored)]
     callbacks += instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("certify"))
-    callbacks += instantiate_group(
-        cfg.get("attack")
-    )  # after certify: it attacks what was certified
+    # attack= after certify=: it attacks what was certified (callbacks run in this order).
+    callbacks += instantiate_group(cfg.get("attack"))
     check_run(cfg, module, callbacks, choices, fitting)
     loggers = instantiate_group(cfg.get("logger"))
     try:
