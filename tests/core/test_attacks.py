@@ -1,5 +1,5 @@
 """Attacks beside the certificate: the moved SmoothAdv attack with per-example radii,
-torchattacks' PGDL2 on the base model, and the soundness check on a model whose smoothed
+Foolbox's L2PGD on the base model, and the soundness check on a model whose smoothed
 classifier is known exactly (a linear base classifier)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_one_radius_per_example_matches_the_shared_radius_and_stays_in_each_ball
     assert torch.equal(x_adv[0], x[0])
 
 
-def test_base_attack_is_torchattacks_pgd_within_epsilon_and_crosses_the_boundary():
+def test_base_attack_is_foolbox_pgd_within_epsilon_and_crosses_the_boundary():
     model = linear_model()
     x = torch.full((2, 1, 4, 4), 0.55)  # distance to the boundary: 0.05 * 4 = 0.2
     y = torch.ones(2, dtype=torch.long)

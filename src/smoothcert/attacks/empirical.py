@@ -2,7 +2,7 @@
 given l2 radii, then ask PREDICT (n, alpha) at each adversarial point.
 
 Two attacks: ``smoothed_pgd`` (l2 PGD on the smoothed soft classifier with m noise draws, Salman et
-al. 2019) and ``base`` (torchattacks' PGDL2 on the base classifier, the attack a user of an
+al. 2019) and ``base`` (Foolbox's L2PGD on the base classifier, the attack a user of an
 undefended model would run). Neither is a certificate: an attack that fails proves nothing.
 """
 
@@ -42,20 +42,23 @@ def attack_generators(seed: int, index: int, device: torch.device | str) -> list
 def base_pgd_l2(
     model: nn.Module, x: Tensor, y: Tensor, epsilons: Sequence[float], steps: int, seed: int
 ) -> Tensor:
-    """torchattacks' ``PGDL2`` on the base classifier ``model`` ([0, 1] inputs, logits out) at
-    one l2 radius per example (step ``2.5 epsilon / steps``, random start from a generator seeded
-    by ``seed``), in eval mode. Returns ``x_adv`` with ``||x_adv - x||_2 <= epsilon`` per row."""
+    """Foolbox's ``L2PGD`` on the base classifier ``model`` ([0, 1] inputs, logits out) at one l2
+    radius per example (absolute step ``2.5 epsilon / steps``, random start drawn from torch's
+    generator seeded by ``seed``), in eval mode. Returns the clipped adversarial points, so
+    ``||x_adv - x||_2 <= epsilon`` per row and ``x_adv`` stays in ``[0, 1]``."""
     try:
-        import torchattacks
+        import foolbox
     except ImportError as error:  # a dependency; say how to get it rather than a traceback
-        raise ConfigError("attack=base needs torchattacks: pip install torchattacks") from error
+        raise ConfigError("attack=base needs foolbox: pip install foolbox") from error
     out = x.clone()
     with eval_mode(model), torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
         torch.manual_seed(seed)
+        fmodel = foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
         for i, eps in enumerate(epsilons):
             if eps > 0:
-                attack = torchattacks.PGDL2(model, eps=eps, alpha=2.5 * eps / steps, steps=steps)
-                out[i] = attack(x[i : i + 1], y[i : i + 1])[0]
+                attack = foolbox.attacks.L2PGD(abs_stepsize=2.5 * eps / steps, steps=steps)
+                _, clipped, _ = attack(fmodel, x[i : i + 1], y[i : i + 1], epsilons=float(eps))
+                out[i] = clipped[0]
     return out
 
 
