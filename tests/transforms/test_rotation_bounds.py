@@ -111,3 +111,14 @@ def test_bad_angle_intervals_are_one_line_errors(low, high, match) -> None:
     with pytest.raises(ConfigError, match=match):
         error_bounds(torch.zeros(1, 8, 8), torch.zeros(1), (low, high), RotationPipeline())
     assert math.isfinite(high)
+
+
+def test_error_bound_holds_for_content_in_the_corners() -> None:
+    """An image with content everywhere: the vignette on the attacked image matters here."""
+    x = torch.rand(1, 20, 20, generator=torch.Generator().manual_seed(2))
+    pipeline = RotationPipeline(edge=1.0)
+    betas = torch.tensor([-25.0, 8.0, 40.0])
+    gammas = torch.linspace(-8.0, 8.0, 161)
+    errors = sampled_errors(x, betas, gammas, pipeline).max(1).values
+    bounds = error_bounds(x, betas, (-8.0, 8.0), pipeline, splits=16, refinements=1, target=0.0)
+    assert (errors <= bounds).all()
