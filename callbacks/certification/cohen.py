@@ -139,7 +139,8 @@ class CohenCertification(CertificationCallback):
         names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
         label = f"{self.norm} radius"
         if is_parametric(self.perturbation):
-            title, label = f"{self.perturbation.name}: {title}", self.perturbation.axis_label
+            title = f"CERTIFY over {self.perturbation.name}, {self.noise.name} sigma={self.sigma}"
+            label = self.perturbation.axis_label
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
         rank_zero_info(f"certified: {table}")
