@@ -72,7 +72,8 @@ class ClassificationModule(SmoothcertModule):
         logits = self.model(x)
         accuracy, noisy_accuracy = self.eval_metrics[stage]
         accuracy(logits, y)
-        noisy_accuracy(self.model(self.noise(x)), y)
+        augment = getattr(self.objective, "augment", self.noise)  # a transformation, if trained on
+        noisy_accuracy(self.model(augment(x)), y)
         self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, y), sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
         self.log(f"{stage}/acc_noisy", noisy_accuracy, prog_bar=True)

@@ -11,7 +11,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
-from callbacks.certification.checks import check_radii
+from callbacks.certification.checks import check_radii, norm_prefix
 from callbacks.certification.topk import TopKReport
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certifiers.classification import Smooth
@@ -22,9 +22,10 @@ from smoothcert.certifiers.examples import (
     group_size,
 )
 from smoothcert.certifiers.topk import certify_group_topk
-from smoothcert.errors import check_alpha, check_count
+from smoothcert.errors import check_alpha, check_count, require
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import Noise, example_generator
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 from smoothcert.records.topk import TOPK_SCHEMA
 
@@ -43,6 +44,10 @@ class CohenCertification(CertificationCallback):
     ``batch_size="auto"`` times the first example at batch sizes up to the memory cap and
     certifies with the fastest; when whole certifications (``n0 + n`` samples) fit a batch at
     least twice, examples are certified in groups sharing forward passes. Records do not change.
+
+    ``perturbation`` (conf/perturbation) smooths over transformation parameters instead: its noise
+    draws them, radii are in its units (brightness units, pixels, |ln gamma|; the header says
+    which), and the keys are ``cert/<name>/...`` (e.g. ``cert/brightness/acc@0.50``).
     """
 
     option, tasks = "cohen", ("classification", "denoised_classification")
@@ -69,16 +74,38 @@ class CohenCertification(CertificationCallback):
         noise: Noise | None = None,
         norm: str | None = None,
         topk: Sequence[int] | None = None,
+        perturbation: Perturbation = ADDITIVE,
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
-        self.use_noise(noise, norm)
+        self.perturbation = perturbation
+        if is_parametric(perturbation):  # its noise draws the parameters; radii in its units
+            require(
+                perturbation.sigma == self.sigma,
+                f"certify.sigma={self.sigma} differs from perturbation={perturbation.name}'s noise "
+                f"sigma={perturbation.sigma}: certify at the perturbation's level",
+            )
+            self.noise, self.norm = perturbation.noise, perturbation.name
+            self.prefix = norm_prefix(self.norm)
+        else:
+            self.use_noise(noise, norm)
         self.objective = f"{self.prefix}acr"
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
         self.channels_last, self.records = channels_last, []
         self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
         self.topk = TopKReport(topk, self) if topk else None
+        if is_parametric(perturbation):
+            heuristic = "" if perturbation.certified else " (heuristic: not a certificate)"
+            self.settings.update(
+                perturbation=perturbation.name, units=perturbation.units + heuristic
+            )
+
+    def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().check_selection(trainer, pl_module)
+        if is_parametric(self.perturbation):  # e.g. translation of examples that are not images
+            example = trainer.datamodule.dataset(self.split)[0][0]
+            self.perturbation.check_input(tuple(torch.as_tensor(example).shape))
 
     def schemas(self) -> dict[str, RecordSchema]:
         return {"cohen": COHEN_SCHEMA, **({"topk": TOPK_SCHEMA} if self.topk else {})}
@@ -95,6 +122,8 @@ class CohenCertification(CertificationCallback):
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         options = {"autocast_dtype": torch.bfloat16 if self.bf16 else None, "noise": self.noise}
         options.update(channels_last=self.channels_last, norm=self.norm)
+        if is_parametric(self.perturbation):
+            options.update(noise=None, norm=None, perturbation=self.perturbation)
         classes, self.device = pl_module.hparams.num_classes, pl_module.device
         self.smooth = Smooth(pl_module.base_function(), classes, self.sigma, **options)
         candidates = auto_batch_candidates(self.n0, self.n, MAX_GROUP)
@@ -131,6 +160,9 @@ class CohenCertification(CertificationCallback):
         title = f"Cohen CERTIFY, {self.noise.name} sigma={self.sigma}, {self.norm} radius"
         names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
         label = f"{self.norm} radius"
+        if is_parametric(self.perturbation):
+            title = f"CERTIFY over {self.perturbation.name}, {self.noise.name} sigma={self.sigma}"
+            label = self.perturbation.axis_label
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
         rank_zero_info(f"certified: {table}")

@@ -1,23 +1,64 @@
-"""How the noise meets the input. Every certifier today smooths over ``x + delta``
-(``Additive``); parameter-space smoothing (brightness, gamma, translation, rotation) plugs in
-here: it turns the drawn parameters into perturbed inputs and states its certificate in the
-parameters' units."""
+"""How the smoothing draws meet the input: ``x + delta`` (:class:`Additive`), or a transformation
+``psi_beta(x)`` whose parameters ``beta`` are drawn (:class:`ParameterPerturbation`: brightness,
+contrast, gamma, translation, rotation), with its certificate in the parameters' units.
+
+The interface (what a new transformation implements; rotation plugs in the same way):
+
+- :class:`Perturbation` is what the sampler needs: ``draw_shape(shape)`` (the shape of ONE draw
+  for an example of ``shape``: the example's own shape for ``Additive``, ``(k,)`` for ``k``
+  transformation parameters) and ``apply(x, draws)`` (``[m, *x.shape]`` inputs from one example
+  ``x`` and ``m`` draws ``[m, *draw_shape]``). ``Smooth`` streams its noise with the draw shape,
+  so the stream draws parameters, and ``sampling.noisy_batches`` calls ``apply``.
+- :class:`ParameterPerturbation` (an ``nn.Module``) is the base of every transformation. It holds
+  ``noise``, the :class:`~smoothcert.noise.Noise` that draws the parameters (at the run's
+  ``sigma``; training and certification share it). A subclass sets the class attributes
+
+  ``name``        config and record name ("brightness", "rotation");
+  ``units``       what a radius measures ("brightness units", "pixels", "degrees");
+  ``num_params``  ``k``, parameters per draw;
+  ``noises``      names of the noises that may draw them (default: gaussian);
+  ``images_only`` True if the input must be an image ``[C, H, W]`` (translation, rotation);
+  ``certified``   False if psi does not compose exactly (rotation with interpolation): the radius
+                  is then a heuristic and every record and plot says "not a certificate";
+
+  and implements ``transform(xs, params)`` (``[B, *s]`` inputs and ``[B, k]`` parameters, one
+  per row, to ``[B, *s]``) and, unless the Gaussian l2 radius in parameter space
+  ``sigma Phi^-1(p_A)`` is its certificate, ``radius(p_lower, p_upper=None)``. It may override
+  ``params_from(draws)`` (noise draws to parameters: translation rounds to whole pixels) and
+  ``check_input(shape)`` (a one-line ConfigError when the data does not fit).
+  The base provides ``draw_shape``, ``apply`` (certification) and ``forward(x)`` (training: one
+  fresh draw per example of a batch), so one definition of psi serves both.
+
+The radius of a parameter perturbation is a statement about the attack ``psi_gamma(x)`` (and
+nothing else): with probability at least 1 - alpha the smoothed classifier's answer is the same at
+``psi_gamma(x)`` for every parameter ``gamma`` within the radius. No clipping anywhere: clipping
+to [0, 1] breaks the exact composition ``psi_a . psi_b = psi_(a+b)`` the certificate rests on.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
+
+from smoothcert.errors import ConfigError, require
+from smoothcert.noise.base import ArrayLike, Noise
 
 
+@runtime_checkable
 class Perturbation(Protocol):
     """Turns ``m`` draws of the smoothing distribution into ``m`` perturbed copies of ``x``."""
 
     units: str  # what a certified radius measures
 
+    def draw_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one draw for an example of ``shape``."""
+        ...
+
     def apply(self, x: Tensor, draws: Tensor) -> Tensor:
-        """``[m, *x.shape]`` perturbed inputs from ``x`` and the draws ``[m, ...]`` (which it may
-        overwrite: the stream hands out fresh tensors)."""
+        """``[m, *x.shape]`` perturbed inputs from ``x`` and the draws ``[m, *draw_shape]``
+        (which it may overwrite: the stream hands out fresh tensors)."""
         ...
 
 
@@ -25,6 +66,10 @@ class Additive:
     """``x + delta`` in input space: the draws are the noise itself (``[m, *x.shape]``)."""
 
     units = "input space"
+    name = "additive"
+
+    def draw_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape)
 
     def apply(self, x: Tensor, draws: Tensor) -> Tensor:
         return draws.add_(x)
@@ -34,3 +79,88 @@ class Additive:
 
 
 ADDITIVE = Additive()
+
+
+def is_parametric(perturbation: object) -> bool:
+    """Whether ``perturbation`` smooths over transformation parameters (not ``x + delta``)."""
+    return isinstance(perturbation, ParameterPerturbation)
+
+
+class ParameterPerturbation(nn.Module):
+    """Smoothing over the parameters of a transformation: ``g(x) = argmax_c P(f(psi_beta(x)) = c)``
+    with ``beta`` drawn from ``noise``. See the module docstring for the subclass contract."""
+
+    name: ClassVar[str] = ""
+    units: ClassVar[str] = ""
+    num_params: ClassVar[int] = 1
+    noises: ClassVar[tuple[str, ...]] = ("gaussian",)
+    images_only: ClassVar[bool] = False
+    certified: ClassVar[bool] = True
+
+    def __init__(self, noise: Noise) -> None:
+        super().__init__()
+        if not isinstance(noise, Noise):
+            raise ConfigError(f"perturbation.noise={noise!r} must be a smoothcert.noise.Noise")
+        require(
+            noise.name in self.noises,
+            f"perturbation={self.name} draws its parameters from {' or '.join(self.noises)} "
+            f"noise, not {noise.name}: set noise={self.noises[0]}",
+        )
+        noise.certified_sigma  # noqa: B018  (a single level > 0, else a one-line ConfigError)
+        self.noise = noise
+
+    @property
+    def sigma(self) -> float:
+        """The scale of the parameter noise (``noise.sigma``), in the parameters' units."""
+        return self.noise.certified_sigma
+
+    @property
+    def axis_label(self) -> str:
+        """What a certified-accuracy plot's x axis shows, e.g. ``brightness radius (units)``."""
+        label = f"{self.name} radius ({self.units})"
+        return label if self.certified else f"{label}, heuristic: not a certificate"
+
+    # ----- the transformation -----------------------------------------------------------------
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """One-line ConfigError when an example of ``shape`` cannot be transformed."""
+        if self.images_only and len(shape) != 3:
+            raise ConfigError(
+                f"perturbation={self.name} transforms images [C, H, W], but the examples have "
+                f"shape {list(shape)}: use perturbation=additive (or brightness) for such data"
+            )
+
+    def draw_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.check_input(tuple(shape))
+        return (self.num_params,)
+
+    def params_from(self, draws: Tensor) -> Tensor:
+        """The transformation parameters ``[B, k]`` from noise draws ``[B, k]`` (identity)."""
+        return draws
+
+    def transform(self, xs: Tensor, params: Tensor) -> Tensor:
+        """``psi_(params[i])(xs[i])`` for every row: ``[B, *s]`` from ``[B, *s]`` and ``[B, k]``."""
+        raise NotImplementedError
+
+    def apply(self, x: Tensor, draws: Tensor) -> Tensor:
+        """``m`` transformed copies of one example ``x``, one per draw ``[m, k]``."""
+        copies = x.unsqueeze(0).expand(draws.shape[0], *x.shape)
+        return self.transform(copies, self.params_from(draws.view(-1, self.num_params)))
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Training augmentation: each example of the batch ``x`` transformed by its own draw."""
+        draws = self.noise.sample((x.shape[0], self.num_params), generator, x.device, x.dtype)
+        return self.transform(x, self.params_from(draws))
+
+    # ----- the certificate --------------------------------------------------------------------
+
+    def radius(self, p_lower: ArrayLike, p_upper: ArrayLike | None = None) -> ArrayLike:
+        """The certified radius in ``units`` from a lower bound on p_A (and an upper bound on
+        p_B): by default Cohen's l2 radius of the Gaussian parameter noise,
+        ``sigma Phi^-1(p_A)`` (two-class: ``sigma / 2 (Phi^-1(p_A) - Phi^-1(p_B))``), sound for
+        a transformation that composes additively, ``psi_a . psi_b = psi_(a+b)``. 0 where nothing
+        is certified."""
+        return self.noise.radius(p_lower, "l2", p_upper=p_upper)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.noise.sigma} ({self.units})"

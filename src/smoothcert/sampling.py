@@ -97,6 +97,7 @@ def sample_class_counts(
     stream: NoiseStream,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    perturbation: Perturbation = ADDITIVE,
 ) -> tuple[Tensor, Tensor]:
     """Counts the base classifier's predictions on ``num`` noisy copies of one example.
 
@@ -109,6 +110,8 @@ def sample_class_counts(
         stream: where the noise comes from (its next ``num`` samples are consumed).
         autocast_dtype: run the forward pass under autocast to this dtype (e.g. bfloat16 on GPU).
         channels_last: feed the batch in channels_last memory format.
+        perturbation: how the draws meet ``x`` (``x + delta`` by default; a transformation's
+            stream draws its parameters).
 
     Returns:
         ``(counts, all_finite)``: int64 counts ``[K]`` and a bool scalar that is False if any
@@ -116,6 +119,7 @@ def sample_class_counts(
         the loop never waits for the device.
     """
     options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
+    options["perturbation"] = perturbation
     counts, all_finite = sample_class_counts_many(
         model, [x], [num], num_classes, batch_size, [stream], **options
     )
@@ -131,6 +135,7 @@ def sample_class_counts_many(
     streams: Sequence[NoiseStream],
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    perturbation: Perturbation = ADDITIVE,
 ) -> tuple[Tensor, Tensor]:
     """:func:`sample_class_counts` of several examples of one shape, packed into shared batches.
 
@@ -150,7 +155,8 @@ def sample_class_counts_many(
     all_finite = torch.ones((), dtype=torch.bool, device=device)
     ones = torch.ones(min(batch_size, sum(nums)), dtype=torch.long, device=device)
     with forward_context(device, autocast_dtype):
-        for pieces, batch in noisy_batches(xs, nums, streams, batch_size, channels_last):
+        batches = noisy_batches(xs, nums, streams, batch_size, channels_last, perturbation)
+        for pieces, batch in batches:
             logits = model(batch)
             if logits.dim() != 2 or logits.shape[1] != num_classes:
                 raise ValueError(
@@ -231,6 +237,7 @@ def choose_batch_size(
     time_budget: float = 3.0,
     work: int | None = None,
     work_share: float = 0.05,
+    perturbation: Perturbation = ADDITIVE,
 ) -> BatchSizeChoice:
     """Times :func:`sample_class_counts` (noise, forward pass, counting) on ``x`` at each of the
     ``candidates`` and returns the one with the most samples per second.
@@ -251,7 +258,8 @@ def choose_batch_size(
     process holds a core) is not favoured by one lucky run. Rounds stop early (after one) once
     ``time_budget`` seconds have passed, or, given ``work`` (the samples the caller will draw with
     the choice), ``work_share`` of the time that work takes at the best warm-up rate, so a short
-    run does not pay more for the choice than it can gain.
+    run does not pay more for the choice than it can gain. ``perturbation`` is how the draws
+    meet ``x`` (its ``draw_shape`` shapes the throwaway stream).
     """
     began = time.perf_counter()
     candidates = sorted({check_count(b, "batch size candidate") for b in candidates})
@@ -259,8 +267,10 @@ def choose_batch_size(
     repeats = check_count(repeats, "repeats")
     x, device = x.float(), x.device
     cuda = device.type == "cuda"
-    stream = noise.stream(tuple(x.shape), torch.Generator(device=device).manual_seed(0), device)
+    shape = perturbation.draw_shape(tuple(x.shape))
+    stream = noise.stream(shape, torch.Generator(device=device).manual_seed(0), device)
     options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
+    options["perturbation"] = perturbation
 
     def seconds(batch: int, calls: int = 1) -> float:
         start = time.perf_counter()

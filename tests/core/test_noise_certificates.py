@@ -343,7 +343,9 @@ def test_norm_names_and_other_bad_arguments() -> None:
         noise.radius(0.9, "linf")
     with pytest.raises(ConfigError, match=r"p_lower must lie in \[0, 1\]"):
         noise.radius(1.5)
-    with pytest.raises(ConfigError, match="unknown: use one of gaussian, laplace, uniform"):
+    with pytest.raises(
+        ConfigError, match="unknown: use one of gaussian, laplace, rayleigh, uniform"
+    ):
         Smooth(LinearBinary(torch.ones(DIM)), 2, SIGMA, noise="cauchy")
     for name in ("laplace", "uniform"):
         with pytest.raises(ConfigError, match="p_upper: only gaussian"):

@@ -16,6 +16,7 @@ from smoothcert.errors import (
     require,
 )
 from smoothcert.noise import Noise, NoiseStream, resolve_noise
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.sampling import (
     BatchSizeChoice,
     batch_size_candidates,
@@ -49,6 +50,11 @@ class Smooth:
     the noise: inputs outside it are refused. For inputs that are not pixels (tabular features,
     embeddings, signals) pass ``input_range=None``: the check is off and an example may have any
     shape (the base classifier receives ``[batch, *x.shape]``), or give another ``(low, high)``.
+
+    ``perturbation`` smooths over transformation parameters instead of ``x + delta``
+    (:class:`~smoothcert.perturbation.ParameterPerturbation`: brightness, gamma, translation,
+    ...): its ``noise`` draws the parameters (``sigma`` must be its level, ``noise`` and ``norm``
+    stay None), and radii are its certificate in its units (``self.norm`` is its name).
     """
 
     ABSTAIN = ABSTAIN
@@ -64,6 +70,7 @@ class Smooth:
         input_range: tuple[float, float] | None = (0.0, 1.0),
         noise: Noise | str | None = None,
         norm: str | None = None,
+        perturbation: Perturbation = ADDITIVE,
     ) -> None:
         if input_range is not None:
             low, high = (float(v) for v in input_range)
@@ -74,7 +81,21 @@ class Smooth:
         self.base_classifier = base_classifier
         self.num_classes = check_count(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
-        self.noise, self.norm = resolve_noise(self.sigma, noise, norm)
+        self.perturbation = perturbation
+        if is_parametric(perturbation):
+            if noise is not None or norm is not None:
+                raise ConfigError(
+                    f"perturbation={perturbation.name} brings its own noise and units: leave "
+                    "noise and norm unset"
+                )
+            if perturbation.sigma != self.sigma:
+                raise ConfigError(
+                    f"sigma={self.sigma} differs from perturbation={perturbation.name}'s noise "
+                    f"sigma={perturbation.sigma}: give both the same level"
+                )
+            self.noise, self.norm = perturbation.noise, perturbation.name
+        else:
+            self.noise, self.norm = resolve_noise(self.sigma, noise, norm)
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
 
@@ -83,7 +104,8 @@ class Smooth:
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        return self.noise.stream(tuple(x.shape), generator, x.device, torch.float32)
+        shape = self.perturbation.draw_shape(tuple(x.shape))
+        return self.noise.stream(shape, generator, x.device, torch.float32)
 
     def _check_example(self, x: Tensor) -> None:
         if self.input_range is None:
@@ -112,6 +134,7 @@ class Smooth:
             streams,
             autocast_dtype=self.autocast_dtype,
             channels_last=self.channels_last,
+            perturbation=self.perturbation,
         )
         if not bool(finite):
             raise FloatingPointError(
@@ -133,6 +156,7 @@ class Smooth:
         self._check_example(x)
         candidates = batch_size_candidates(largest) if candidates is None else candidates
         settings = {"autocast_dtype": self.autocast_dtype, "channels_last": self.channels_last}
+        settings["perturbation"] = self.perturbation
         return choose_batch_size(
             self.base_classifier, x, self.num_classes, self.noise, candidates, **settings, **options
         )
@@ -213,6 +237,8 @@ class Smooth:
         p_lower = clopper_pearson_lower(count, n, alpha)
         if p_lower <= 0.5:
             return ABSTAIN, 0.0
+        if is_parametric(self.perturbation):
+            return c_hat, float(self.perturbation.radius(p_lower))
         return c_hat, float(self.noise.radius(p_lower, self.norm, dim))
 
     def predict(

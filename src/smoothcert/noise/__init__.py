@@ -3,7 +3,8 @@
 Each :class:`Noise` is parametrised by ``sigma``, the per-coordinate standard deviation, draws
 seeded batch-size-independent streams, augments training batches and owns its certificates
 (``radius`` per supported norm). ``Gaussian``, ``Laplace`` and ``Uniform`` are short aliases of
-``GaussianNoise``, ``LaplaceNoise`` and ``UniformNoise``.
+``GaussianNoise``, ``LaplaceNoise`` and ``UniformNoise``. ``RayleighNoise`` draws multiplicative
+parameters (gamma exponents) for ``perturbation=gamma``.
 """
 
 from smoothcert.noise.base import (
@@ -17,6 +18,7 @@ from smoothcert.noise.base import (
 from smoothcert.noise.certificate import Certificate, as_certificate, resolve_noise
 from smoothcert.noise.gaussian import GaussianNoise, GaussianNoiseStream
 from smoothcert.noise.laplace import LaplaceNoise
+from smoothcert.noise.rayleigh import RayleighNoise
 from smoothcert.noise.stream import (
     NOISE_CHUNK_ELEMENTS,
     NoiseStream,
@@ -40,6 +42,7 @@ __all__ = [
     "LaplaceNoise",
     "Noise",
     "NoiseStream",
+    "RayleighNoise",
     "Uniform",
     "UniformNoise",
     "as_certificate",

@@ -44,7 +44,8 @@ def canonical_norm(norm: str) -> str:
 
 def supported_pairs() -> str:
     """Every registered (noise, norm) pair, e.g. ``"gaussian: l2, l1, linf; laplace: l1"``."""
-    return "; ".join(f"{name}: {', '.join(cls.norms)}" for name, cls in _REGISTRY.items())
+    pairs = ((name, cls.norms) for name, cls in _REGISTRY.items() if cls.norms)  # not rayleigh
+    return "; ".join(f"{name}: {', '.join(norms)}" for name, norms in pairs)
 
 
 def build_noise(name: str, sigma: float | Sequence[float]) -> Noise:

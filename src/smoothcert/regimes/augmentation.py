@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 
 
 class TrainingObjective(nn.Module):
@@ -30,14 +31,29 @@ class TrainingObjective(nn.Module):
 
 class GaussianAugmentation(TrainingObjective):
     """Cohen et al.'s training: cross-entropy of the base model on ``noise(x)`` (x + N(0, sigma^2 I)
-    for Gaussian noise; any :class:`~smoothcert.noise.Noise` works)."""
+    for Gaussian noise; any :class:`~smoothcert.noise.Noise` works).
 
-    def __init__(self, noise: Noise) -> None:
+    With a parameter ``perturbation`` (brightness, gamma, translation, ...; its noise must be
+    ``noise``) it trains on the transformation the certifier smooths over instead: each example
+    transformed by its own draw, ``psi_beta(x)``."""
+
+    def __init__(self, noise: Noise, perturbation: Perturbation = ADDITIVE) -> None:
         super().__init__()
         self.noise = noise
+        self.perturbation = perturbation
+        if is_parametric(perturbation):
+            require(
+                type(perturbation.noise) is type(noise) and perturbation.sigma == noise.sigma,
+                f"regime.perturbation={perturbation.name} draws from {perturbation.noise!r}, the "
+                f"regime's noise is {noise!r}: give the perturbation the noise node (${{noise}})",
+            )
+
+    def augment(self, x: Tensor) -> Tensor:
+        """One random draw of the training distribution per example of the batch ``x``."""
+        return self.perturbation(x) if is_parametric(self.perturbation) else self.noise(x)
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(model(self.noise(x)), y)
+        return F.cross_entropy(model(self.augment(x)), y)
 
 
 def consistency_loss(logits: Tensor, y: Tensor, lbd: float, eta: float) -> Tensor:
