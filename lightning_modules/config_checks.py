@@ -39,6 +39,7 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
     for path, node in nodes:
         _check_types(path, node)
     check_regime_used(cfg, choices or {})
+    check_perturbation_used(cfg, choices or {})
 
 
 # The regime of models that train on x + noise themselves (no ``objective``): plain augmentation.
@@ -72,6 +73,37 @@ def check_regime_used(cfg: DictConfig, choices: Mapping[str, str]) -> None:
             "(noise=... sets that noise); drop the regime override, or use a model that takes a "
             "regime (model.objective=${regime})"
         )
+
+
+ADDITIVE = "smoothcert.perturbation.Additive"
+
+
+def check_perturbation_used(cfg: DictConfig, choices: Mapping[str, str]) -> None:
+    """A transformation (``perturbation=brightness``, ...) must reach both the training and the
+    certifier: the model must train through a regime that reads it (``regime=gaussian``) and the
+    certifier must read it (``certify=cohen``); otherwise it would be silently ignored."""
+    perturbation = cfg.get("perturbation")
+    if not isinstance(perturbation, DictConfig) or perturbation.get("_target_") == ADDITIVE:
+        return
+    name = choices.get("perturbation") or perturbation.get("_target_")
+    model, regime, certify = (cfg.get(key) for key in ("model", "regime", "certify"))
+    model_node = OmegaConf.to_container(model, resolve=False) if model is not None else {}
+    uses_regime = _mentions(model_node, "${regime")
+    regime_node = OmegaConf.to_container(regime, resolve=False) if regime is not None else {}
+    if not uses_regime or not _mentions(regime_node, "${perturbation"):
+        regime_name = choices.get("regime") or "the regime"
+        raise ConfigError(
+            f"perturbation={name} is not used in training by regime={regime_name} and "
+            f"model={choices.get('model') or 'the model'} (they train on x + noise): use "
+            "regime=gaussian, which trains on the transformation"
+        )
+    if isinstance(certify, DictConfig) and certify.get("_target_"):
+        certify_node = OmegaConf.to_container(certify, resolve=False)
+        if not _mentions(certify_node, "${perturbation"):
+            raise ConfigError(
+                f"certify={choices.get('certify') or certify.get('_target_')} does not smooth over "
+                f"perturbation={name}: use certify=cohen (or perturbation=additive)"
+            )
 
 
 def check_launcher(launcher: DictConfig | None, trainer: DictConfig) -> None:

@@ -42,18 +42,23 @@ class Brightness(ParameterPerturbation):
 
 
 class BrightnessContrast(ParameterPerturbation):
-    """``psi_(k, b)(x) = e^k x + b`` with ``(k, b) ~ N(0, diag(sigma_k^2, sigma^2))`` (TSS).
+    """TSS brightness and contrast ``psi_(k, b)(x) = e^k (x + b)`` (shift, then scale: TSS's
+    order; the same images as ``e^k x + e^k b``), ``(k, b) ~ N(0, diag(sigma_k^2, sigma^2))``.
 
     The noise draws both coordinates at ``sigma`` (the brightness scale); the contrast one is
-    rescaled to ``sigma_k``. The certificate (Li et al., TSS, with its published fix) is a
-    brightness radius that holds jointly with every contrast change ``|k| <= contrast``: for a
-    contrast ``k`` the contrast changes the spread of the brightness coordinate, which maps p_A to
-    the worst-case mass ``p_bar = 2 - 2 Phi(e^k Phi^-1(1 - p_A / 2))`` (k >= 0) or
-    ``2 Phi(e^k Phi^-1(1/2 + p_A / 2)) - 1`` (k < 0); then the shift by (k, b) must stay inside
-    ``Phi^-1(p_bar)``: ``R_b(k) = sigma min(e^-k, 1) sqrt(Phi^-1(p_bar)^2 - (k / sigma_k)^2)``.
-    The published code first had ``e^-k`` in place of ``min(e^-k, 1)``, which overstates the
-    radius for k < 0. ``R_b`` decreases in ``|k|`` on each side, so the radius over the interval
-    is ``min(R_b(-contrast), R_b(contrast))``.
+    rescaled to ``sigma_k``. Composition: ``psi_(k', b')(psi_(k, b)(x)) = psi_(k + k', b + e^-k
+    b')(x)``, so at the attacked image the smoothing parameters are ``N((k, b), diag(sigma_k^2,
+    e^-2k sigma^2))``: shifted, and the brightness spread scaled by ``e^-k``. Two worst cases in
+    a row bound the mass of the class: the spread change alone (Neyman-Pearson: the worst set is
+    ``{|b| >= t}`` for k >= 0, ``{|b| <= t}`` for k < 0) leaves at least
+    ``p_bar = 2 - 2 Phi(e^k Phi^-1(1 - p_A / 2))`` (k >= 0) or ``2 Phi(e^k Phi^-1(1/2 + p_A / 2))
+    - 1`` (k < 0); the shift, whitened, is then Cohen's: the class stays while
+    ``(k / sigma_k)^2 + (e^k b / sigma)^2 < Phi^-1(p_bar)^2``, i.e. ``|b| < sigma e^-k
+    sqrt(margin)``, ``margin = Phi^-1(p_bar)^2 - (k / sigma_k)^2``. The radius is TSS's published
+    form ``R_b(k) = sigma min(e^-k, 1) sqrt(margin)`` (the fix of its first code), at most the
+    bound just derived, so sound (more conservative for k < 0). It holds jointly with every
+    contrast ``|k| <= contrast``; ``R_b`` decreases in ``|k|`` on each side, so the radius is
+    ``min(R_b(-contrast), R_b(contrast))``, in brightness units of the shift ``b`` before scaling.
     """
 
     name, units, num_params = "brightness_contrast", "brightness units", 2
@@ -76,7 +81,7 @@ class BrightnessContrast(ParameterPerturbation):
         return draws * draws.new_tensor([self.sigma_k / self.sigma, 1.0])
 
     def transform(self, xs: Tensor, params: Tensor) -> Tensor:
-        return xs * _per_row(params[:, 0].exp(), xs) + _per_row(params[:, 1], xs)
+        return (xs + _per_row(params[:, 1], xs)) * _per_row(params[:, 0].exp(), xs)
 
     def brightness_radius(self, p_lower: ArrayLike, k: float) -> ArrayLike:
         """``R_b(k)``: the brightness radius at contrast ``k`` (0 where it certifies nothing)."""

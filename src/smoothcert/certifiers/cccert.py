@@ -1,0 +1,145 @@
+"""CC-Cert (Pautov et al.): a Chernoff-Cramer bound on the probability that a RANDOM
+transformation changes the answer. A probabilistic statement over the transformation
+distribution, not a worst-case certificate: it says "for a transformation drawn uniformly from
+the range, the prediction changes with probability at most eps", nothing about the worst one.
+
+For a base classifier with softmax ``p``, let ``a = (p_(1)(x) - p_(2)(x)) / 2`` (half the top-2
+margin) and ``Y = ||p(x) - p(T(x))||_inf``. ``Y < a`` implies the same top class at ``T(x)``, and
+Chernoff-Cramer gives ``P(Y >= a) <= inf_(t > 0) E[exp(t Y)] exp(-t a)``. The expectation is
+estimated from samples; following the paper, ``nbounds`` groups of ``nsamples`` give one bound
+each, the largest is divided by ``delta`` (the paper's Paley-Zygmund correction) and clipped at 1.
+The minimum over ``t`` is taken on the same samples as the mean, so the estimate is not a
+confidence bound either. ``E[exp(t Y)]`` is computed in log space (``logsumexp`` in float64):
+with ``t`` up to 1e4 and ``Y`` up to 1, ``exp(t Y)`` overflows float32 (and float64), which turns
+the reference's estimate into inf / inf = NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from smoothcert.errors import check_count, require
+from smoothcert.perturbation import ParameterPerturbation
+from smoothcert.sampling import eval_mode
+
+
+def t_grid(t_min: float = 1e-4, t_max: float = 1e4, steps: int = 500) -> np.ndarray:
+    """The paper's grid of ``t``: ``steps`` points evenly spaced on [t_min, t_max]."""
+    require(0 < t_min < t_max, f"t grid [{t_min}, {t_max}] must satisfy 0 < t_min < t_max")
+    return np.linspace(t_min, t_max, check_count(steps, "steps"))
+
+
+def log_mgf(y: np.ndarray | Tensor, t: np.ndarray) -> np.ndarray:
+    """``log mean_i exp(t y_i)`` for every ``t`` (``[T]``), from samples ``y`` (``[..., N]``:
+    leading axes are separate groups; result ``[..., T]``), with a log-sum-exp in float64."""
+    y = torch.as_tensor(np.asarray(y), dtype=torch.float64)
+    tt = torch.as_tensor(np.asarray(t), dtype=torch.float64)
+    values = torch.logsumexp(tt[:, None] * y[..., None, :], dim=-1) - math.log(y.shape[-1])
+    return values.numpy()
+
+
+def chernoff_bound(y: np.ndarray | Tensor, a: float, t: np.ndarray | None = None) -> np.ndarray:
+    """``min(1, min_t mean_i exp(t y_i) exp(-t a))`` per group of samples (the last axis of
+    ``y``): the Chernoff-Cramer bound on ``P(Y >= a)`` with the empirical moment generating
+    function. With the exact distribution's samples in the right proportions it is an upper
+    bound on ``P(Y >= a)``."""
+    t = t_grid() if t is None else np.asarray(t, dtype=np.float64)
+    exponent = (log_mgf(y, t) - t * float(a)).min(axis=-1)
+    return np.minimum(1.0, np.exp(exponent))
+
+
+def cc_cert_estimate(
+    y: np.ndarray | Tensor, a: float, nbounds: int, delta: float = 0.9, t: np.ndarray | None = None
+) -> float:
+    """The paper's estimate from ``nbounds`` groups of the samples ``y`` (``[nbounds * m]``):
+    the largest group bound over ``delta``, clipped at 1. A heuristic probability, not a bound
+    with a stated confidence (see the module docstring)."""
+    require(0 < delta <= 1, f"delta={delta} must lie in (0, 1]")
+    groups = np.asarray(y, dtype=np.float64).reshape(check_count(nbounds, "nbounds"), -1)
+    return float(min(1.0, chernoff_bound(groups, a, t).max() / delta))
+
+
+@dataclass(frozen=True)
+class CCCertResult:
+    """One example: the clean prediction, whether it is right, the estimate of ``P(the random
+    transformation changes the answer)``, and the accuracy on the parameter grid (all right)."""
+
+    predict: int
+    correct: bool
+    probability: float
+    grid_correct: bool
+
+
+class CCCert:
+    """CC-Cert of a base classifier under ``perturbation.transform`` with parameters drawn
+    uniformly from ``[low, high]`` (one range per parameter), as the paper samples them.
+
+    Labelled for what it is: ``probability`` estimates the chance that a random transformation
+    changes the answer (``PCA(eps)`` counts examples with ``probability < eps``); it is no
+    certificate of the worst transformation in the range.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        perturbation: ParameterPerturbation,
+        low: Sequence[float],
+        high: Sequence[float],
+        nsamples: int = 100,
+        nbounds: int = 10,
+        delta: float = 0.9,
+        t: np.ndarray | None = None,
+        grid_points: int = 20,
+    ) -> None:
+        self.model, self.perturbation = model, perturbation
+        self.low = torch.tensor(list(low), dtype=torch.float32)
+        self.high = torch.tensor(list(high), dtype=torch.float32)
+        require(
+            len(self.low) == len(self.high) == perturbation.num_params
+            and bool(torch.all(self.low <= self.high)),
+            f"give low <= high for each of the {perturbation.num_params} parameters",
+        )
+        self.nsamples, self.nbounds = (
+            check_count(nsamples, "nsamples"),
+            check_count(nbounds, "nbounds"),
+        )
+        self.delta, self.t = delta, t_grid() if t is None else t
+        self.grid_points = check_count(grid_points, "grid_points")
+
+    def _probs(self, xs: Tensor) -> Tensor:
+        return self.model(xs).double().softmax(dim=1)
+
+    def certify(self, x: Tensor, label: int, generator: torch.Generator) -> CCCertResult:
+        """The estimate for one example ``x`` (``[C, H, W]``) with true ``label``."""
+        m = self.nsamples * self.nbounds
+        u = torch.rand(m, len(self.low), generator=generator)
+        params = (self.low + u * (self.high - self.low)).to(x.device)
+        grid = torch.linspace(0, 1, self.grid_points)[:, None] * (self.high - self.low) + self.low
+        with eval_mode(self.model), torch.inference_mode():
+            clean = self._probs(x[None])[0]
+            moved = self._probs(self.perturbation.apply(x, params))
+            on_grid = self.model(self.perturbation.apply(x, grid.to(x.device))).argmax(1)
+        top2 = clean.topk(2).values
+        a = float(top2[0] - top2[1]) / 2
+        y = (moved - clean).abs().amax(dim=1).cpu().numpy()
+        predict = int(clean.argmax())
+        probability = cc_cert_estimate(y, a, self.nbounds, self.delta, self.t)
+        grid_correct = bool((on_grid == label).all())
+        return CCCertResult(predict, predict == label, probability, grid_correct)
+
+
+def pca(results: Sequence[CCCertResult], eps: float) -> float:
+    """``PCA(eps)``: the fraction of examples classified correctly whose estimated probability
+    of a change is below ``eps``."""
+    return float(np.mean([r.correct and r.probability < eps for r in results]))
+
+
+def era(results: Sequence[CCCertResult]) -> float:
+    """Empirical robust accuracy: the fraction right at every point of the parameter grid."""
+    return float(np.mean([r.grid_correct for r in results]))

@@ -1,0 +1,79 @@
+"""CC-Cert: the Chernoff-Cramer bound in log space against a case where P(Y >= a) and the exact
+bound are known, overflow-free where the reference's float32 computation gives NaN, and the
+certifier end to end on a brightness classifier."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from smoothcert.certifiers.cccert import (
+    CCCert,
+    cc_cert_estimate,
+    chernoff_bound,
+    era,
+    pca,
+    t_grid,
+)
+from smoothcert.noise import GaussianNoise
+from smoothcert.transforms import Brightness
+from tests.transforms.test_brightness import MeanAbove
+
+
+def kl(a: float, q: float) -> float:
+    return a * math.log(a / q) + (1 - a) * math.log((1 - a) / (1 - q))
+
+
+@pytest.mark.parametrize(("q", "a"), [(0.05, 0.3), (0.2, 0.5), (0.01, 0.9)])
+def test_bernoulli_bound_is_the_kl_bound_and_above_the_truth(q: float, a: float) -> None:
+    """Y in {0, 1} with P(Y = 1) = q: P(Y >= a) = q, and the Chernoff-Cramer bound is
+    exp(-KL(a || q)), reached at t = ln(a (1 - q) / (q (1 - a)))."""
+    y = np.zeros(1000)
+    y[: round(q * 1000)] = 1.0  # the exact distribution, in proportion
+    t_star = math.log(a * (1 - q) / (q * (1 - a)))
+    fine = np.linspace(1e-4, 2 * t_star, 2001)
+    bound = float(chernoff_bound(y, a, fine))
+    assert bound == pytest.approx(math.exp(-kl(a, q)), rel=1e-5)
+    assert bound >= q
+
+
+def test_large_t_does_not_overflow() -> None:
+    y = np.random.default_rng(0).uniform(0, 1, 1000)
+    t = t_grid(1e-4, 1e4, 500)
+    with np.errstate(over="ignore"):
+        naive = np.exp(t[:, None] * y.astype(np.float32)[None, :].astype(np.float32)).mean(1)
+    assert not np.all(np.isfinite(naive))  # the float32 reference computation overflows
+    bound = float(chernoff_bound(y, 0.95, t))
+    assert np.isfinite(bound) and 0.05 <= bound <= 1.0
+
+
+def test_the_estimate_over_random_samples_is_probabilistic() -> None:
+    """Y ~ U[0, 1], a = 0.8: P(Y >= a) = 0.2. The estimate (10 groups of 100, over delta) is
+    above 0.2 in almost every trial; it is a heuristic, so we check the rate, not every trial."""
+    rng = np.random.default_rng(1)
+    t = t_grid(1e-4, 50, 100)
+    below = sum(
+        cc_cert_estimate(rng.uniform(0, 1, 1000), 0.8, 10, 0.9, t) < 0.2 for _ in range(300)
+    )
+    assert below <= 3
+    with pytest.raises(Exception, match="delta"):
+        cc_cert_estimate(np.zeros(10), 0.1, 1, 0.0)
+
+
+def test_cccert_on_a_brightness_classifier() -> None:
+    """[mean(x) > t] under brightness U[-0.4, 0.4]: an image with mean 0.5 + gap. With gap above
+    0.4 no transformation in the range changes the answer (estimate tiny, ERA 1); with gap 0.1
+    about (0.4 - 0.1) / 0.8 of the range does (estimate above that)."""
+    model = MeanAbove(0.5)
+    brightness = Brightness(GaussianNoise(0.1))
+    cert = CCCert(
+        model, brightness, [-0.4], [0.4], nsamples=100, nbounds=10, t=t_grid(1e-4, 1e3, 200)
+    )
+    far = cert.certify(torch.full((1, 4, 4), 0.95), 1, torch.Generator().manual_seed(0))
+    near = cert.certify(torch.full((1, 4, 4), 0.6), 1, torch.Generator().manual_seed(0))
+    assert far.correct and far.grid_correct and far.probability < 1e-4
+    assert near.correct and not near.grid_correct and near.probability >= 0.3 / 0.8
+    assert pca([far, near], 1e-4) == 0.5 and era([far, near]) == 0.5
