@@ -158,7 +158,7 @@ def main() -> None:
             freq[grid.abs() >= d.radius] = 2.0
             worst = int(freq.argmin())
             d_worst = float(grid[worst])
-            inner = distspt._inner_counts(
+            inner = distspt.inner_counts(
                 attacked[worst], sigma * torch.randn(a.attack_gamma, generator=gen),
                 a.attack_eps, 2048, gen,
             )  # fmt: skip
