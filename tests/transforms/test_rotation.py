@@ -112,3 +112,32 @@ def test_bad_settings_are_one_line_errors(build, match) -> None:
     with pytest.raises(ConfigError, match=match) as error:
         build()
     assert "\n" not in str(error.value)
+
+
+class SharpnessDetector(torch.nn.Module):
+    """Class 1 when the image's pixel spread exceeds ``threshold``: it reads how often the image
+    was interpolated (each bilinear resampling blurs a little), which composition ignores."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sharp = (x.flatten(1).std(1) > self.threshold).float()
+        return torch.stack([1 - sharp, sharp], dim=1)
+
+
+def test_basespt_radius_is_not_a_certificate() -> None:
+    """BaseSPT (Cohen over the angle) claims a radius of tens of degrees at x, yet the smoothed
+    classifier answers otherwise at x rotated by 3 degrees: rotations do not compose."""
+    from smoothcert.certifiers.classification import Smooth
+
+    mask = vignette_mask(32, 32, radius_decrease=4.0, edge=0.0)
+    x = (torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.5).float() * mask
+    rotation = Rotation(GaussianNoise(30.0))
+    smooth = Smooth(SharpnessDetector(0.2342), 2, 30.0, perturbation=rotation)
+    generator = torch.Generator().manual_seed(1)
+    predicted, radius = smooth.certify(x, 100, 1000, 0.01, 500, generator=generator)
+    assert predicted == 1 and radius > 20.0
+    attacked = rotate(x[None], torch.tensor([3.0]))[0]
+    assert smooth.predict(attacked, 1000, 0.01, 500, generator=generator) == 0

@@ -80,13 +80,10 @@ def test_error_bound_is_never_below_the_sampled_error(pipeline, digit) -> None:
 def test_refining_stops_where_the_target_is_met(digit) -> None:
     pipeline = RotationPipeline()
     betas = torch.tensor([5.0, -20.0])
-    loose = error_bounds(
-        digit, betas, (-30.0, 30.0), pipeline, splits=32, refinements=4, target=5.0
-    )
-    tight = error_bounds(
-        digit, betas, (-30.0, 30.0), pipeline, splits=32, refinements=4, target=0.0
-    )
-    errors = sampled_errors(digit, betas, torch.linspace(-30, 30, 241), pipeline).max(1).values
+    options = {"splits": 16, "refinements": 3}
+    loose = error_bounds(digit, betas, (-15.0, 15.0), pipeline, **options, target=5.0)
+    tight = error_bounds(digit, betas, (-15.0, 15.0), pipeline, **options, target=0.0)
+    errors = sampled_errors(digit, betas, torch.linspace(-15, 15, 121), pipeline).max(1).values
     assert (loose <= 5.0).all() and (tight < loose).all() and (errors <= tight).all()
 
 

@@ -67,3 +67,13 @@ def test_train_then_distspt_writes_degrees_records_and_a_plot(tmp_path) -> None:
     assert rows[0].split("\t")[:4] == ["idx", "label", "predict", "radius"] and len(rows) == 3
     assert (tmp_path / "certified_accuracy.png").stat().st_size > 0
     assert "certified (rotation, degrees)" in run.stdout + run.stderr
+
+
+def test_basespt_through_cohen_is_labelled_not_a_certificate(make_cfg) -> None:
+    from callbacks.certification.cohen import CohenCertification
+
+    cfg = make_cfg(*TINY, "+experiment=digits32_rotation", "certify=cohen", "certify.radii=[0,10]")
+    run = build_run(cfg)
+    (callback,) = [c for c in run.trainer.callbacks if isinstance(c, CohenCertification)]
+    assert callback.settings["units"] == "degrees (heuristic: not a certificate)"
+    assert "not a certificate" in callback.perturbation.axis_label

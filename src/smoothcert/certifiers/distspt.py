@@ -116,10 +116,12 @@ class DistSPT:
         low, high = self.gamma
         return max(abs(low), abs(high))
 
-    def _inner_counts(
+    def inner_counts(
         self, x: Tensor, angles: Tensor, n_eps: int, batch_size: int, gen: torch.Generator
     ) -> Tensor:
-        """``[len(angles), K]`` class counts of ``n_eps`` noisy copies of each ``S_beta(x)``."""
+        """``[len(angles), K]`` class counts of the base classifier on ``n_eps`` noisy copies
+        (N(0, sigma_eps^2 I)) of each transformed image ``S_beta(x)``, ``beta`` in ``angles``:
+        the inner smoothing, every angle's copies packed into shared forward passes."""
         images = self.rotation.pipeline.sample(x, angles)
         streams = [self.inner.stream(tuple(x.shape), gen, x.device) for _ in range(len(angles))]
         counts, finite = sample_class_counts_many(
@@ -145,9 +147,15 @@ class DistSPT:
         """DistSPT of one image ``x`` ``[C, H, W]`` in [0, 1]; ``alphas`` are
         ``(alpha_gamma, alpha_eps, alpha_error)``. Guarantee in the module docstring."""
         alpha_gamma, alpha_eps, alpha_error = (check_alpha(a, "certify.alpha") for a in alphas)
-        for value, name in ((n0, "n0"), (n0_eps, "n0_eps"), (n_gamma, "n_gamma")):
+        sizes = {
+            "n0": n0,
+            "n0_eps": n0_eps,
+            "n_gamma": n_gamma,
+            "n_eps": n_eps,
+            "n_error": n_error,
+        }
+        for name, value in sizes.items():
             check_count(value, f"certify.{name}")
-        check_count(n_eps, "certify.n_eps"), check_count(n_error, "certify.n_error")
         self.rotation.check_input(tuple(x.shape))
         start, gen = time.perf_counter(), generator or torch.Generator(device=x.device)
         x = x.float()
@@ -157,14 +165,14 @@ class DistSPT:
             return sigma * torch.randn(m, generator=gen, device=x.device)
 
         with eval_mode(self.base_classifier):
-            c0 = int(self._inner_counts(x, angles(n0), n0_eps, batch_size, gen).sum(0).argmax())
+            c0 = int(self.inner_counts(x, angles(n0), n0_eps, batch_size, gen).sum(0).argmax())
             bounds = error_bounds(
                 x, angles(n_error), self.gamma, self.rotation.pipeline, self.splits,
                 self.refinements, target=self.error_bound,
             )  # fmt: skip
             within = int((bounds <= self.error_bound).sum())
             rho = 1.0 - clopper_pearson_lower(within, n_error, alpha_error)
-            counts = self._inner_counts(x, angles(n_gamma), n_eps, batch_size, gen)[:, c0]
+            counts = self.inner_counts(x, angles(n_gamma), n_eps, batch_size, gen)[:, c0]
         inner_alpha = alpha_eps / n_gamma
         p_inner = np.array([clopper_pearson_lower(int(k), n_eps, inner_alpha) for k in counts])
         radii = self.sigma_eps * normal.ppf(p_inner)

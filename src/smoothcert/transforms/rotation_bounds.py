@@ -149,8 +149,9 @@ def error_bounds(
     ``gamma`` is split into ``splits`` equal pieces; then, ``refinements`` times, every piece
     whose bound exceeds ``target`` is halved (all pieces when ``target`` is None, i.e. a uniform
     split into ``splits * 2**refinements``). A beta's bound is the largest over its final pieces,
-    so it is at most ``target`` whenever refining reached that. ``x`` is one image ``[C, H, W]``;
-    ``max_rows`` pieces are evaluated per pass (memory: ~150 floats per pixel per row)."""
+    so it is at most ``target`` (slack included) whenever refining reached that. ``x`` is one
+    image ``[C, H, W]``; ``max_rows`` pieces are evaluated per pass (memory: ~150 floats per
+    pixel per row)."""
     check_angle_interval(*gamma)
     if splits < 1 or refinements < 0:
         raise ConfigError(f"splits={splits} must be >= 1 and refinements={refinements} >= 0")
@@ -178,7 +179,9 @@ def error_bounds(
             else torch.zeros(0, dtype=torch.float64, device=x.device)
         )
         refine = (
-            pieces > target if target is not None else torch.ones_like(pieces, dtype=torch.bool)
+            pieces > target - FLOAT_SLACK
+            if target is not None
+            else torch.ones_like(pieces, dtype=torch.bool)
         )
         if level == refinements:
             refine = torch.zeros_like(refine)
