@@ -188,7 +188,10 @@ class PercentileSmooth:
     def certify(self, x: Tensor, generator: torch.Generator) -> PercentileCertificate:
         """The estimate of h_p(x) and every eps's certified intervals from n noisy outputs."""
         stream = self.noise.stream(tuple(x.shape), generator, x.device, x.dtype)
-        values = self.sorted_outputs(x, stream)
+        return self.certify_sorted(self.sorted_outputs(x, stream))
+
+    def certify_sorted(self, values: Tensor) -> PercentileCertificate:
+        """``certify`` from the n outputs ``[n, m]`` already drawn and sorted along the samples."""
         m = values.shape[1]
         if m not in self._ranks:
             self.check_certifiable(m)
@@ -199,6 +202,18 @@ class PercentileSmooth:
         estimate = empirical_quantile(values, self.p)
         return PercentileCertificate(
             estimate, self.eps, lower, upper, ranks, self.guarantee, self.alpha
+        )
+
+    def statement(self, m: int) -> str:
+        """What each record guarantees, for headers and plot titles."""
+        scope = (
+            "each coordinate separately"
+            if self.guarantee == "per_coordinate"
+            else (f"all {m} coordinates at once (Bonferroni, alpha / {2 * m} per bound)")
+        )
+        return (
+            f"for each eps: P[h_p(x + delta) leaves [lower, upper] for some ||delta||_2 <= eps] "
+            f"<= {self.alpha:g}, {scope}"
         )
 
 
