@@ -15,7 +15,7 @@ from torch import Tensor
 from callbacks.certification.base import CertificationCallback
 from callbacks.median_report import report_median
 from smoothcert.certifiers.classification import eval_mode
-from smoothcert.certifiers.median import PercentileSmooth, as_output_vectors
+from smoothcert.certifiers.median import PercentileSmooth, as_output_vectors, bound_alpha
 from smoothcert.certifiers.median_expectation import (
     METHODS,
     check_range,
@@ -140,7 +140,7 @@ class MedianCertification(CertificationCallback):
             settings["guarantee_statement"] = (
                 f"for each eps and coordinate: P[E f(x + delta + G) leaves [lower, upper] for "
                 f"some ||delta||_2 <= eps] <= {self.smoother.alpha:g} ({self.method}, alpha / 2 "
-                "per side)"
+                f"per side; {self.smoother.guarantee}: alpha / m per coordinate if simultaneous)"
             )
         certifier = "median" if key == "median" else "median_expectation"
         return self.header(pl_module, checkpoint, certifier, settings)
@@ -157,7 +157,7 @@ class MedianCertification(CertificationCallback):
         stream = self.noise.stream(tuple(x.shape), generator, x.device, x.dtype)
         values = self.smoother.sorted_outputs(x, stream)
         result = self.smoother.certify_sorted(values)
-        target = self._target(example, values.shape[1])
+        target = self._target(example, values.shape[1], self.module)
         seconds = time.perf_counter() - began
         eps = tuple(result.eps)
         records = {
@@ -174,9 +174,8 @@ class MedianCertification(CertificationCallback):
         if self.range is not None:
             low, high = self.range
             rounding = torch.Generator().manual_seed(generator.initial_seed() + 1)
-            mean_lo, mean_hi = mean_interval(
-                values.T, low, high, self.smoother.alpha, self.method, rounding
-            )
+            alpha = 2 * bound_alpha(self.smoother.alpha, values.shape[1], self.smoother.guarantee)
+            mean_lo, mean_hi = mean_interval(values.T, low, high, alpha, self.method, rounding)
             lower, upper = expectation_bounds(mean_lo, mean_hi, low, high, self.noise, eps)
             mean = values.double().mean(0).cpu().numpy()
             records["expectation"] = MedianRecord(idx, eps, mean, lower.T, upper.T, target, 0.0)
@@ -185,9 +184,13 @@ class MedianCertification(CertificationCallback):
         return {key: records[key] for key in needed}
 
     @staticmethod
-    def _target(example: tuple, m: int) -> np.ndarray:
-        """The ground truth per coordinate when the example's target is a float vector of m."""
+    def _target(example: tuple, m: int, module: LightningModule) -> np.ndarray:
+        """The ground truth per coordinate (the model's ``regression_target`` of the example's
+        target, or the target itself) when it is a float vector of m; nan otherwise."""
         target = example[1] if len(example) > 1 else None
+        convert = getattr(module, "regression_target", None)
+        if target is not None and callable(convert):
+            target = convert(target)
         if isinstance(target, Tensor) and target.is_floating_point() and target.numel() == m:
             return target.reshape(-1).double().numpy()
         return np.full(m, np.nan)
