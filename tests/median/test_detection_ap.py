@@ -64,3 +64,23 @@ def test_binning_round_trip_and_certified_slots() -> None:
         False,
         True,
     ]
+
+
+def test_detector_module_gives_the_binned_vector() -> None:
+    from lightning_modules.detection import DetectionModule
+    from smoothcert.certifiers.median import as_output_vectors
+    from smoothcert.data.detection import ShapeDetectionDataset, target_boxes
+    from smoothcert.models.detector import GridDetector, assign
+    from smoothcert.noise import GaussianNoise
+
+    module = DetectionModule(
+        GridDetector(3, 4, 4, 3), GaussianNoise(0.25), None, 3, [0.5] * 3, [0.25] * 3
+    ).eval()
+    image, targets = ShapeDetectionDataset(2, "val")[1]
+    labels, boxes = target_boxes(targets)
+    assert len(labels) >= 1 and bool(((boxes >= 0) & (boxes <= 1)).all())
+    with torch.no_grad():
+        vector = as_output_vectors(module.structured_output(image[None]))
+    assert vector.shape == (1, module.layout.length)
+    responsible, cell_labels, _ = assign(targets[None], 4)
+    assert sorted(cell_labels[responsible].tolist()) == sorted(labels.tolist())
