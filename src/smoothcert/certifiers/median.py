@@ -1,0 +1,222 @@
+"""Percentile (median) smoothing (Chiang et al. 2020) of any real-vector output f(x) in R^m.
+
+``h_p(x)`` is the coordinate-wise p-th percentile of ``f(x + G)``, G ~ N(0, sigma^2 I). For every
+``||delta||_2 <= eps`` and every coordinate, ``h_{p_lo}(x) <= h_p(x + delta) <= h_{p_hi}(x)``
+with ``p_lo = P_lower(p, eps)`` and ``p_hi = P_upper(p, eps)``, the noise's Neyman-Pearson worst
+case masses (Gaussian: ``Phi(Phi^-1(p) -/+ eps / sigma)``; for the median ``Phi(-/+ eps /
+sigma)``). From n samples the two percentiles are bounded by order statistics
+(``smoothcert.stats.order_statistics``): ``Y_(q_l) <= h_{p_lo}(x)`` and ``Y_(q_u) >= h_{p_hi}(x)``,
+each with probability at least 1 - alpha_bound. So the certified interval
+``[Y_(q_l), Y_(q_u)]`` holds h_p(x + delta) for every such delta at once.
+
+Guarantees (``guarantee``), for a total failure probability ``alpha``:
+
+- ``per_coordinate``: alpha_bound = alpha / 2; each coordinate's interval holds with probability
+  at least 1 - alpha (the coordinates' failures may add up);
+- ``simultaneous``: alpha_bound = alpha / (2 m) (Bonferroni over the 2m bounds); all m intervals
+  hold together with probability at least 1 - alpha.
+
+Each eps of a list is a separate statement (the ranks differ, the samples are shared). All n
+samples are used (the sampler streams them in batches; a short last batch is kept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from smoothcert.errors import ConfigError, check_alpha, check_count
+from smoothcert.noise import Noise, NoiseStream
+from smoothcert.sampling import noisy_outputs
+from smoothcert.stats.order_statistics import QuantileRanks, quantile_ranks, smallest_n
+
+GUARANTEES = ("per_coordinate", "simultaneous")
+
+
+def check_level(p: float, name: str = "certify.p") -> float:
+    """``p`` as a float in (0, 1) (0.5: the median); a one-line ConfigError otherwise."""
+    value = float(p)
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}={p} must lie in (0, 1): 0.5 is the median")
+    return value
+
+
+def check_radii(eps: float | Sequence[float], name: str = "certify.eps") -> list[float]:
+    """The input radii as a non-empty list of floats >= 0; a one-line ConfigError otherwise."""
+    values = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
+    if not values or min(values) < 0 or not all(math.isfinite(e) for e in values):
+        raise ConfigError(f"{name}={eps} must be a radius >= 0 or a non-empty list of them")
+    return values
+
+
+def bound_alpha(alpha: float, m: int, guarantee: str) -> float:
+    """The failure probability of one bound: alpha / 2 per coordinate, alpha / (2 m)
+    simultaneously over m coordinates (Bonferroni)."""
+    if guarantee not in GUARANTEES:
+        raise ConfigError(f"certify.guarantee={guarantee!r}: use one of {', '.join(GUARANTEES)}")
+    return alpha / 2 if guarantee == "per_coordinate" else alpha / (2 * m)
+
+
+def percentile_levels(noise: Noise, p: float, eps: float) -> tuple[float, float]:
+    """(p_lo, p_hi) = (P_lower(p, eps), P_upper(p, eps)) from the noise (Gaussian only)."""
+    return float(noise.worst_case_mass_lower(p, eps)), float(noise.worst_case_mass_upper(p, eps))
+
+
+def as_output_vectors(out: Tensor) -> Tensor:
+    """The base outputs of a batch as ``[B, m]`` floats (``[B]`` is m = 1); a one-line
+    ConfigError for an output that is not a real vector (integers, more dimensions, NaN)."""
+    if not torch.is_floating_point(out) or out.dim() not in (1, 2):
+        raise ConfigError(
+            f"median smoothing needs a real vector per input (float [batch, m]), got "
+            f"{out.dtype} {tuple(out.shape)}: use a regression output, not labels or maps"
+        )
+    if bool(torch.isnan(out).any()):
+        raise FloatingPointError("the base model returned NaN on noisy inputs")
+    return out.float().reshape(len(out), -1)
+
+
+def order_statistic_bounds(
+    sorted_values: Tensor, ranks: QuantileRanks, dim: int = 0
+) -> tuple[Tensor, Tensor]:
+    """(lower, upper): the ``ranks.lower``-th and ``ranks.upper``-th smallest values (1-based)
+    along ``dim`` of ``sorted_values`` (sorted along it), -inf / +inf where a rank is None."""
+    n = sorted_values.shape[dim]
+    if n != ranks.n:
+        raise ValueError(f"ranks are for n={ranks.n} samples, got {n}")
+    shape = list(sorted_values.shape)
+    shape.pop(dim)
+
+    def pick(rank: int | None, fill: float) -> Tensor:
+        if rank is None:
+            return sorted_values.new_full(shape, fill)
+        return sorted_values.select(dim, rank - 1)  # 1-based rank -> 0-based index
+
+    return pick(ranks.lower, -math.inf), pick(ranks.upper, math.inf)
+
+
+def empirical_quantile(sorted_values: Tensor, p: float, dim: int = 0) -> Tensor:
+    """The ceil(p n)-th smallest value along ``dim`` (the lower median for p = 1/2): the plug-in
+    estimate of h_p(x)."""
+    n = sorted_values.shape[dim]
+    return sorted_values.select(dim, max(1, math.ceil(p * n - 1e-9)) - 1)
+
+
+@dataclass
+class PercentileCertificate:
+    """Median smoothing of one input: the estimate of h_p(x) and, per eps, the certified
+    interval ``[lower, upper]`` of every coordinate of h_p(x + delta), ||delta||_2 <= eps."""
+
+    estimate: Tensor  # [m]
+    eps: list[float]
+    lower: Tensor  # [len(eps), m], -inf where the rank does not exist
+    upper: Tensor  # [len(eps), m], +inf likewise
+    ranks: list[QuantileRanks]
+    guarantee: str
+    alpha: float
+
+
+class PercentileSmooth:
+    """Coordinate-wise percentile smoothing of ``base_function`` (``[B, *x.shape]`` -> ``[B, m]``
+    floats) under ``noise`` (only noises with a worst-case mass: Gaussian).
+
+    Guarantee: for each eps, every coordinate's interval (``per_coordinate``), or all of them at
+    once (``simultaneous``), holds h_p(x + delta) for all ||delta||_2 <= eps with probability at
+    least 1 - ``alpha``.
+    """
+
+    def __init__(
+        self,
+        base_function: Callable[[Tensor], Tensor],
+        noise: Noise,
+        eps: float | Sequence[float],
+        n: int = 2000,
+        alpha: float = 0.001,
+        p: float = 0.5,
+        guarantee: str = "per_coordinate",
+        batch_size: int = 1000,
+    ) -> None:
+        if not noise.worst_case_mass:
+            raise ConfigError(
+                f"median smoothing needs the worst-case mass P_lower/P_upper in l2, which "
+                f"noise={noise.name} lacks: use noise=gaussian"
+            )
+        self.base_function, self.noise = base_function, noise
+        self.eps = check_radii(eps)
+        self.n = check_count(n, "certify.n")
+        self.alpha = check_alpha(alpha, "certify.alpha")
+        self.p = check_level(p)
+        bound_alpha(self.alpha, 1, guarantee)  # checks the name
+        self.guarantee = guarantee
+        self.batch_size = check_count(batch_size, "certify.batch_size")
+        self._ranks: dict[int, list[QuantileRanks]] = {}
+
+    def ranks(self, m: int) -> list[QuantileRanks]:
+        """The ranks of each eps for outputs of m coordinates (computed once per m)."""
+        if m not in self._ranks:
+            alpha = bound_alpha(self.alpha, m, self.guarantee)
+            levels = [percentile_levels(self.noise, self.p, e) for e in self.eps]
+            self._ranks[m] = [quantile_ranks(self.n, *pair, alpha) for pair in levels]
+        return self._ranks[m]
+
+    def check_certifiable(self, m: int) -> None:
+        """A one-line ConfigError, naming the smallest n that works, unless n samples give finite
+        bounds at every eps for outputs of m coordinates."""
+        alpha = bound_alpha(self.alpha, m, self.guarantee)
+        widest = max(self.eps)
+        levels = percentile_levels(self.noise, self.p, widest)
+        need = smallest_n(*levels, alpha)
+        if self.n < need:
+            raise ConfigError(
+                f"certify.n={self.n} is too small for confidence 1 - {self.alpha:g} "
+                f"({self.guarantee}, m={m}) at eps={widest:g}, sigma={self.noise.certified_sigma:g}"
+                f": use certify.n >= {need} (or a smaller eps / larger alpha)"
+            )
+
+    def sorted_outputs(self, x: Tensor, stream: NoiseStream) -> Tensor:
+        """The n base outputs ``[n, m]`` on x + noise, sorted along the samples."""
+        outs = [
+            as_output_vectors(out)
+            for out in noisy_outputs(self.base_function, x, self.n, self.batch_size, stream)
+        ]
+        return torch.cat(outs).sort(dim=0).values
+
+    def certify(self, x: Tensor, generator: torch.Generator) -> PercentileCertificate:
+        """The estimate of h_p(x) and every eps's certified intervals from n noisy outputs."""
+        stream = self.noise.stream(tuple(x.shape), generator, x.device, x.dtype)
+        return self.certify_sorted(self.sorted_outputs(x, stream))
+
+    def certify_sorted(self, values: Tensor) -> PercentileCertificate:
+        """``certify`` from the n outputs ``[n, m]`` already drawn and sorted along the samples."""
+        m = values.shape[1]
+        if m not in self._ranks:
+            self.check_certifiable(m)
+        ranks = self.ranks(m)
+        bounds = [order_statistic_bounds(values, r) for r in ranks]
+        lower = torch.stack([lo for lo, _ in bounds])
+        upper = torch.stack([hi for _, hi in bounds])
+        estimate = empirical_quantile(values, self.p)
+        return PercentileCertificate(
+            estimate, self.eps, lower, upper, ranks, self.guarantee, self.alpha
+        )
+
+    def statement(self, m: int) -> str:
+        """What each record guarantees, for headers and plot titles."""
+        scope = (
+            "each coordinate separately"
+            if self.guarantee == "per_coordinate"
+            else (f"all {m} coordinates at once (Bonferroni, alpha / {2 * m} per bound)")
+        )
+        return (
+            f"for each eps: P[h_p(x + delta) leaves [lower, upper] for some ||delta||_2 <= eps] "
+            f"<= {self.alpha:g}, {scope}"
+        )
+
+
+def interval_width(certificate: PercentileCertificate) -> np.ndarray:
+    """``upper - lower`` per eps and coordinate (inf where a bound is infinite)."""
+    return (certificate.upper - certificate.lower).cpu().numpy()

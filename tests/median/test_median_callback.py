@@ -1,0 +1,85 @@
+"""The median-smoothing callback on a toy box model: records, header, resume, batch-size
+invariance, and the one-line errors before certifying."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from center.toy import ToyData, ToyStructured, trainer
+
+from callbacks.certification.median import MedianCertification
+from smoothcert.errors import ConfigError
+from smoothcert.records.median import median_schema
+
+FAST = {"sigma": 0.25, "eps": [0.1, 0.25], "n": 200, "alpha": 0.01, "num_examples": 2}
+
+
+def certify(out: Path, kind: str = "box", **settings) -> MedianCertification:
+    callback = MedianCertification(output_dir=str(out), **{**FAST, "batch_size": 64, **settings})
+    trainer(callbacks=[callback]).test(ToyStructured(kind), datamodule=ToyData())
+    return callback
+
+
+def test_records_header_and_figures(tmp_path: Path) -> None:
+    callback = certify(tmp_path, output_range=[0.0, 1.0], guarantee="simultaneous")
+    meta, records = median_schema().read(tmp_path / "median.tsv")
+    assert [r.idx for r in records] == [0, 1]
+    assert (
+        meta["guarantee"] == "simultaneous"
+        and "all 4 coordinates at once" in meta["guarantee_statement"]
+    )
+    record = records[0]
+    assert record.lower.shape == (2, 4)
+    assert np.all(record.lower <= record.estimate) and np.all(record.estimate <= record.upper)
+    assert np.all(record.upper[1] - record.lower[1] >= record.upper[0] - record.lower[0])
+    _, expected = median_schema("expectation").read(tmp_path / "expectation.tsv")
+    assert np.all(expected[0].lower <= expected[0].estimate)
+    assert (tmp_path / "median_curve.png").exists() and (tmp_path / "median_curve.tsv").exists()
+    assert len(list((tmp_path / "median_examples").glob("median_box_*.png"))) == 2
+    assert math.isfinite(callback.summary["cert/median/width@0.1"])
+
+
+def test_resume_and_batch_size_invariance(tmp_path: Path) -> None:
+    certify(tmp_path / "a", num_examples=1)
+    certify(tmp_path / "a", num_examples=2, resume=True)
+    certify(tmp_path / "b", num_examples=2, batch_size=37)
+    _, resumed = median_schema().read(tmp_path / "a" / "median.tsv")
+    _, fresh = median_schema().read(tmp_path / "b" / "median.tsv")
+    assert [r.idx for r in resumed] == [0, 1]
+    for a, b in zip(resumed, fresh, strict=True):
+        assert np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper)
+
+
+class IntegerOutput(ToyStructured):
+    def structured_output(self, x: torch.Tensor) -> torch.Tensor:
+        return super().structured_output(x).long()
+
+
+@pytest.mark.parametrize(
+    ("settings", "model", "message"),
+    [
+        ({"n": 20}, ToyStructured("box"), r"use certify.n >= \d+"),
+        ({}, ToyStructured("label_map"), "certify=median needs a model whose structured_output"),
+        ({}, IntegerOutput("box"), "real vector"),
+        ({"output_range": [0.0, 0.1]}, ToyStructured("box"), "certify.output_range"),
+    ],
+)
+def test_errors_before_certifying(tmp_path: Path, settings: dict, model, message: str) -> None:
+    callback = MedianCertification(output_dir=str(tmp_path), **{**FAST, **settings})
+    with pytest.raises(ConfigError, match=message) as error:
+        trainer(callbacks=[callback]).test(model, datamodule=ToyData())
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "median.tsv").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"p": 1.2}, "certify.p"), ({"eps": [-0.1]}, "certify.eps"), ({"method": "x"}, "method")],
+)
+def test_settings_fail_on_construction(tmp_path: Path, settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MedianCertification(output_dir=str(tmp_path), **{**FAST, **settings})
