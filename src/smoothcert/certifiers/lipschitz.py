@@ -5,17 +5,22 @@ L is the product of per-layer constants of a chain of layers (traced with torch.
 
 - the input normalization ``(x - mean) / std``: ``max 1 / std``;
 - ``Conv2d`` (with a directly following eval-mode ``BatchNorm2d`` folded in, the per-channel affine
-  map it is in eval mode) and ``Linear``: the spectral norm by power iteration on the operator
-  itself (``conv2d`` / ``conv_transpose2d`` at the layer's input shape, ``W`` / ``W^T``);
+  map it is in eval mode): the spectral norm of the *strided circular* convolution on the
+  zero-padded input size, ``max_f ||K^(f)||_2`` over the 2-D DFT of the polyphase kernel (Sedghi
+  et al. 2019 for stride 1). The layer's own operator is that circular convolution restricted to
+  zero-padded inputs (an isometric embedding) and cropped (a contraction), so this is an upper
+  bound up to float rounding, never an estimate from below;
+- ``Linear``: the exact spectral norm (SVD, float64);
 - ``BatchNorm`` alone (eval mode): ``max |gamma| / sqrt(var + eps)``;
-- average pooling (``AvgPool2d``, ``AdaptiveAvgPool2d``): a linear map, its spectral norm by power
-  iteration (at most 1);
+- average pooling (``AvgPool``, ``AdaptiveAvgPool``): the same linear map on every channel, so
+  the exact spectral norm of its one-channel matrix (SVD);
 - ``ReLU``, ``LeakyReLU`` (slope <= 1), non-overlapping ``MaxPool2d``, ``Flatten``, ``Dropout``
   (eval), ``Identity``: 1.
 
 Anything else (residual additions, attention, other activations) is refused with a ConfigError
-naming the layer. Power iteration approaches the spectral norm from below: it runs until the
-estimate changes by less than ``tol`` (relative) and the result is multiplied by ``1 + slack``.
+naming the layer. The product is multiplied by ``1 + slack`` (1e-4): the model itself runs in
+float32, whose rounding the exact float64 norms do not see (a dense layer's bound is attained).
+``spectral_norm`` (power iteration, an estimate from below) is kept to check the bounds' tightness.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from torch.fx.passes.shape_prop import ShapeProp
 from smoothcert.errors import ConfigError
 from smoothcert.models.classifiers import Normalize
 
-__all__ = ["LipschitzBound", "lipschitz_bound", "lipschitz_radius", "spectral_norm"]
+__all__ = [
+    "LipschitzBound",
+    "conv_upper_bound",
+    "lipschitz_bound",
+    "lipschitz_radius",
+    "pool_norm",
+    "spectral_norm",
+]
 
 ONE_LIPSCHITZ = (nn.ReLU, nn.Flatten, nn.Dropout, nn.Identity)
 LINEAR_POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
@@ -100,28 +112,62 @@ def _conv_operator(conv: nn.Conv2d, scale: Tensor | None, shape: tuple[int, ...]
     return forward, transpose
 
 
+def conv_upper_bound(conv: nn.Conv2d, scale: Tensor | None, shape: tuple[int, ...]) -> float:
+    """An upper bound on the l2 operator norm of ``x -> scale * conv(x)`` (no bias) on inputs of
+    ``shape`` (C, H, W): the norm of the circular convolution on ``(H + 2 p_h) x (W + 2 p_w)``
+    images (rounded up to a multiple of the stride), the largest singular value of the DFT of its
+    polyphase kernel over all frequencies. Groups become a block-diagonal dense kernel and
+    dilation a kernel with zeros between its taps."""
+    weight = conv.weight.detach().double()
+    if scale is not None:
+        weight = weight * scale.double().view(-1, 1, 1, 1)
+    c_out, c_in_group, kh, kw = weight.shape
+    groups = conv.groups
+    dense = weight.new_zeros(c_out, c_in_group * groups, kh, kw)
+    per_group = c_out // groups
+    for g in range(groups):
+        rows, cols = (
+            slice(g * per_group, (g + 1) * per_group),
+            slice(g * c_in_group, (g + 1) * c_in_group),
+        )
+        dense[rows, cols] = weight[rows]
+    dh, dw = nn.modules.utils._pair(conv.dilation)
+    spread = dense.new_zeros(c_out, dense.shape[1], dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    spread[:, :, ::dh, ::dw] = dense
+    ph, pw = nn.modules.utils._pair(conv.padding)
+    sh, sw = nn.modules.utils._pair(conv.stride)
+    # A strided circular convolution on N x N (N a multiple of the stride) is a plain one on the
+    # N/s x N/s polyphase components of its input (x[s j + r] for each offset r: a permutation):
+    # kernel K_r[m] = K[s m + r], with c_in s^2 input channels.
+    kh_pad = -(-spread.shape[2] // sh) * sh
+    kw_pad = -(-spread.shape[3] // sw) * sw
+    spread = F.pad(spread, (0, kw_pad - spread.shape[3], 0, kh_pad - spread.shape[2]))
+    c_in = spread.shape[1]
+    phases = spread.view(c_out, c_in, kh_pad // sh, sh, kw_pad // sw, sw)
+    phases = phases.permute(0, 1, 3, 5, 2, 4).reshape(c_out, c_in * sh * sw, kh_pad // sh, -1)
+    grid = [max(shape[1] + 2 * ph, kh_pad), max(shape[2] + 2 * pw, kw_pad)]
+    grid = (-(-grid[0] // sh), -(-grid[1] // sw))  # N / s, N the padded size rounded up to s
+    spectrum = torch.fft.fft2(phases, s=grid).permute(2, 3, 0, 1)  # [h, w, c_out, c_in s^2]
+    return float(torch.linalg.matrix_norm(spectrum, ord=2).max())
+
+
+def pool_norm(pool: nn.Module, shape: tuple[int, ...]) -> float:
+    """The exact l2 operator norm of an average pooling on inputs of ``shape``: it acts alike and
+    separately on every channel, so the norm of its one-channel matrix."""
+    spatial = tuple(shape[1:])
+    count = int(torch.tensor(spatial).prod())
+    basis = torch.eye(count, dtype=torch.float64).view(count, 1, *spatial)
+    with torch.inference_mode(False), torch.no_grad():
+        matrix = pool(basis).flatten(1)
+    return float(torch.linalg.matrix_norm(matrix, ord=2))
+
+
 def _bn_scale(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
     """The per-channel factor of an eval-mode BatchNorm: ``gamma / sqrt(running_var + eps)``."""
     if bn.running_var is None:
         raise ConfigError("certify=lipschitz: BatchNorm without running statistics is unsupported")
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
     return gamma / torch.sqrt(bn.running_var + bn.eps)
-
-
-def _linear_pool_operator(pool: nn.Module, shape: tuple[int, ...]):
-    """An average pooling (linear) and its transpose by autograd, on inputs of ``shape``."""
-
-    def forward(x: Tensor) -> Tensor:
-        return pool(x)
-
-    def transpose(y: Tensor) -> Tensor:
-        # Callers may hold inference mode (a test loop's end): this gradient is their transpose.
-        with torch.inference_mode(False), torch.enable_grad():
-            x = torch.zeros((1, *shape), dtype=torch.float64, requires_grad=True)
-            (grad,) = torch.autograd.grad(pool(x), x, y.clone())
-        return grad
-
-    return forward, transpose
 
 
 class _Tracer(fx.Tracer):
@@ -214,21 +260,21 @@ def _layer_constant(
     layer: nn.Module, following: nn.Module | None, shape: tuple[int, ...], generator, estimate
 ) -> float:
     """The l2 Lipschitz constant of one layer (a Conv2d with the BatchNorm2d after it folded);
-    1.0 for the layers it would power-iterate on if not ``estimate``."""
+    1.0 for conv, linear and pooling layers if not ``estimate`` (a check of support only)."""
     if not estimate and isinstance(layer, (nn.Conv2d, nn.Linear, *LINEAR_POOLS)):
         return 1.0
     if isinstance(layer, Normalize):
         return float((1 / layer.std).max())
     if isinstance(layer, nn.Conv2d):
         scale = _bn_scale(following) if isinstance(following, nn.BatchNorm2d) else None
-        return spectral_norm(*_conv_operator(layer, scale, shape), shape, generator)
+        _conv_operator(layer, scale, shape)  # refuses padding modes it cannot bound
+        return conv_upper_bound(layer, scale, shape)
     if isinstance(layer, nn.Linear):
-        w = layer.weight.detach().double()
-        return spectral_norm(lambda v: v @ w.T, lambda u: u @ w, shape, generator)
+        return float(torch.linalg.matrix_norm(layer.weight.detach().double(), ord=2))
     if isinstance(layer, nn.modules.batchnorm._BatchNorm):
         return float(_bn_scale(layer).abs().max())
     if isinstance(layer, LINEAR_POOLS):
-        return spectral_norm(*_linear_pool_operator(layer, shape), shape, generator)
+        return pool_norm(layer, shape)
     if isinstance(layer, nn.LeakyReLU) and abs(layer.negative_slope) <= 1:
         return 1.0
     if isinstance(layer, nn.MaxPool2d):
