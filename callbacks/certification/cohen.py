@@ -178,6 +178,8 @@ class CohenCertification(CertificationCallback):
             label = self.perturbation.axis_label
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
+        at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
+        table += "".join(f", {k}={v:.3f}" for k, v in at_gammas.items())
         rank_zero_info(f"certified: {table}")
         curves = [paths, self.topk.report(trainer, self.records)] if self.topk else [paths]
         log_locations(trainer, str(self.output_dir / "certify.tsv"), curves)
