@@ -7,6 +7,12 @@ answer is estimated below eps), not a worst-case certificate. Example:
     python benchmarks/cccert_table.py --transform brightness --low -0.4 --high 0.4 \
         plain=outputs/r14a/plain/checkpoints/last.ckpt \
         smoothing=outputs/r14a/brightness/checkpoints/last.ckpt
+    python benchmarks/cccert_table.py --transform rotation --low -10 --high 10 \
+        plain=PLAIN32/checkpoints/last.ckpt rotation=ROT32/checkpoints/last.ckpt
+
+Rotation (degrees) goes through the checkpoint's own pipeline (vignette, bilinear rotation,
+Gaussian filter) when it was trained with ``perturbation=rotation``, so the clean image sees the
+same pipeline at angle 0; otherwise (or with ``--bare``) it is the bare bilinear rotation.
 """
 
 from __future__ import annotations
@@ -20,26 +26,51 @@ from smoothcert.data.classification import digits32_splits, digits_splits
 from smoothcert.models import DigitsCNN
 from smoothcert.models.classifiers import NormalizedClassifier
 from smoothcert.noise import GaussianNoise
-from smoothcert.transforms import Brightness, Translation
+from smoothcert.perturbation import ParameterPerturbation
+from smoothcert.transforms import Brightness, Rotation, Translation
 
 EPSILONS = (1e-10, 1e-7, 1e-4)
 
 
-def load(checkpoint: str) -> tuple[torch.nn.Module, str]:
-    """The normalized digits CNN of a smoothcert classification checkpoint, and its dataset."""
+def load(checkpoint: str) -> tuple[torch.nn.Module, str, dict]:
+    """The normalized digits CNN of a smoothcert classification checkpoint (built with the
+    checkpoint's own net settings, e.g. ``stem_stride``), its dataset and its training
+    perturbation's settings (empty when it had none)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     hparams = state["hyper_parameters"]
-    net = DigitsCNN(num_classes=hparams["num_classes"], in_channels=1, width=16)
+    config = state.get("smoothcert", {}).get("config", {}).get("model", {})
+    net_kwargs = {k: v for k, v in config.get("net", {}).items() if k != "_target_"}
+    net_kwargs = net_kwargs or {
+        "num_classes": hparams["num_classes"],
+        "in_channels": 1,
+        "width": 16,
+    }
+    net = DigitsCNN(**net_kwargs)
     model = NormalizedClassifier(net, hparams["mean"], hparams["std"])
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("objective")})
-    return model.eval(), hparams.get("dataset", "digits")
+    perturbation = (config.get("objective") or {}).get("perturbation") or {}
+    return model.eval(), hparams.get("dataset", "digits"), dict(perturbation)
+
+
+def transformation(name: str, trained: dict, bare: bool) -> ParameterPerturbation:
+    """The transformation CC-Cert draws (its noise is unused): rotation through the pipeline of
+    the run that trained with it (unless ``bare``), else the bare transformation."""
+    if name != "rotation":
+        return {"brightness": Brightness, "translation": Translation}[name](GaussianNoise(1.0))
+    keys = ("vignette", "radius_decrease", "edge", "blur_size", "blur_sigma")
+    if not bare and trained.get("_target_", "").endswith("Rotation"):
+        return Rotation(GaussianNoise(1.0), **{k: trained[k] for k in keys if k in trained})
+    return Rotation(GaussianNoise(1.0), vignette=False, blur_sigma=0.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="name=checkpoint.ckpt")
-    parser.add_argument("--transform", choices=["brightness", "translation"], default="brightness")
+    parser.add_argument(
+        "--transform", choices=["brightness", "translation", "rotation"], default="brightness"
+    )
+    parser.add_argument("--bare", action="store_true", help="rotation without any pipeline")
     parser.add_argument("--low", type=float, default=-0.4)
     parser.add_argument("--high", type=float, default=0.4)
     parser.add_argument("--examples", type=int, default=500)
@@ -47,9 +78,7 @@ def main() -> None:
     parser.add_argument("--nbounds", type=int, default=10)
     parser.add_argument("--delta", type=float, default=0.9)
     args = parser.parse_args()
-    transform = {"brightness": Brightness, "translation": Translation}[args.transform]
-    perturbation = transform(GaussianNoise(1.0))  # only its transform is used
-    k = perturbation.num_params
+    k = transformation(args.transform, {}, True).num_params
     print(
         f"{args.transform} U[{args.low}, {args.high}]^{k}, nsamples={args.nsamples}, "
         f"nbounds={args.nbounds}, delta={args.delta}, t in [1e-4, 1e4] (500 points)"
@@ -58,7 +87,8 @@ def main() -> None:
     print("|---|---|" + "---|" * len(EPSILONS))
     for run in args.runs:
         name, checkpoint = run.split("=", 1)
-        model, dataset = load(checkpoint)
+        model, dataset, trained = load(checkpoint)
+        perturbation = transformation(args.transform, trained, args.bare)
         splits = (digits32_splits if dataset == "digits32" else digits_splits)()
         cert = CCCert(
             model,
@@ -68,6 +98,7 @@ def main() -> None:
             args.nsamples,
             args.nbounds,
             args.delta,
+            identity=[0.0] * k,
         )
         test = splits.test
         results = [
@@ -77,7 +108,10 @@ def main() -> None:
             for i in range(min(args.examples, len(test)))
         ]
         cells = " | ".join(f"{100 * pca(results, e):.1f}%" for e in EPSILONS)
-        print(f"| {name} ({len(results)} test images) | {100 * era(results):.1f}% | {cells} |")
+        what = perturbation.pipeline if args.transform == "rotation" else args.transform
+        print(
+            f"| {name} ({len(results)} test images, {what}) | {100 * era(results):.1f}% | {cells} |"
+        )
 
 
 if __name__ == "__main__":

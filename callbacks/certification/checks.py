@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from smoothcert.errors import ConfigError
@@ -84,3 +85,26 @@ def check_radii(radii: Sequence[float], norm: str) -> list[float]:
             " e.g. certify.radii=[0.0,0.25,0.5]"
         )
     return values
+
+
+def check_gammas(gammas: object, perturbation: str) -> list[float] | None:
+    """``certify.gammas`` (the gamma factors at which certified accuracy is reported) as floats,
+    each in (0, inf); None when unset. A one-line ConfigError for anything else, or when the
+    perturbation is not ``gamma``."""
+    if gammas is None:
+        return None
+    example = "e.g. certify.gammas=[0.5,0.8,1.25,2]"
+    listed = gammas if isinstance(gammas, Sequence) and not isinstance(gammas, str) else [gammas]
+    shown = list(listed)
+    if perturbation != "gamma":
+        raise ConfigError(
+            f"certify.gammas={shown} reports certified accuracy at gamma factors: it needs "
+            f"perturbation=gamma (this run smooths over {perturbation}); drop certify.gammas"
+        )
+    numbers = all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in listed)
+    if not listed or not numbers or not all(0 < g < math.inf for g in listed):
+        raise ConfigError(
+            f"certify.gammas={shown}: every gamma factor must be a number in (0, inf) "
+            f"(x^gamma; 1 is the identity), {example}"
+        )
+    return [float(g) for g in listed]

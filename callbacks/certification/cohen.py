@@ -11,7 +11,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
-from callbacks.certification.checks import check_radii, norm_prefix
+from callbacks.certification.checks import check_gammas, check_radii, norm_prefix
 from callbacks.certification.topk import TopKReport
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certifiers.classification import Smooth
@@ -47,7 +47,10 @@ class CohenCertification(CertificationCallback):
 
     ``perturbation`` (conf/perturbation) smooths over transformation parameters instead: its noise
     draws them, radii are in its units (brightness units, pixels, |ln gamma|; the header says
-    which), and the keys are ``cert/<name>/...`` (e.g. ``cert/brightness/acc@0.50``).
+    which), and the keys are ``cert/<name>/...`` (e.g. ``cert/brightness/acc@0.50``). With
+    ``perturbation=gamma``, ``gammas`` (factors in (0, inf)) adds ``cert/gamma/acc@gamma=<g>``:
+    the fraction of examples right and certified at ``x^g`` (each one's range, asymmetric for
+    Rayleigh smoothing).
     """
 
     option, tasks = "cohen", ("classification", "denoised_classification")
@@ -75,6 +78,7 @@ class CohenCertification(CertificationCallback):
         norm: str | None = None,
         topk: Sequence[int] | None = None,
         perturbation: Perturbation = ADDITIVE,
+        gammas: Sequence[float] | None = None,
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
@@ -95,6 +99,8 @@ class CohenCertification(CertificationCallback):
         self.channels_last, self.records = channels_last, []
         self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
         self.topk = TopKReport(topk, self) if topk else None
+        name = perturbation.name if is_parametric(perturbation) else "additive noise"
+        self.gammas = check_gammas(gammas, name)
         if is_parametric(perturbation):
             heuristic = "" if perturbation.certified else " (heuristic: not a certificate)"
             self.settings.update(
@@ -155,6 +161,13 @@ class CohenCertification(CertificationCallback):
     def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
         summary = summarize(self.records, self.radii)
         self.summary = {self.prefix + k.removeprefix("cert/"): v for k, v in summary.items()}
+        for gamma in self.gammas or ():  # perturbation=gamma: accuracy certified at x^gamma
+            radii = [r.radius for r in self.records]
+            inside = self.perturbation.certified_at(radii, gamma)
+            hits = [
+                bool(r.correct) and bool(ok) for r, ok in zip(self.records, inside, strict=True)
+            ]
+            self.summary[f"{self.prefix}acc@gamma={gamma:g}"] = sum(hits) / max(len(hits), 1)
         grid = radius_grid(self.records)
         curve = certified_accuracy_curve(self.records, grid).tolist()
         title = f"Cohen CERTIFY, {self.noise.name} sigma={self.sigma}, {self.norm} radius"
@@ -165,6 +178,8 @@ class CohenCertification(CertificationCallback):
             label = self.perturbation.axis_label
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
+        at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
+        table += "".join(f", {k}={v:.3f}" for k, v in at_gammas.items())
         rank_zero_info(f"certified: {table}")
         curves = [paths, self.topk.report(trainer, self.records)] if self.topk else [paths]
         log_locations(trainer, str(self.output_dir / "certify.tsv"), curves)

@@ -4,11 +4,14 @@ certifier end to end on a brightness classifier."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import Tensor, nn
 
 from smoothcert.certifiers.cccert import (
     CCCert,
@@ -18,8 +21,10 @@ from smoothcert.certifiers.cccert import (
     pca,
     t_grid,
 )
+from smoothcert.models import DigitsCNN
+from smoothcert.models.classifiers import NormalizedClassifier
 from smoothcert.noise import GaussianNoise
-from smoothcert.transforms import Brightness
+from smoothcert.transforms import Brightness, Rotation
 from tests.transforms.test_brightness import MeanAbove
 
 
@@ -77,3 +82,62 @@ def test_cccert_on_a_brightness_classifier() -> None:
     assert far.correct and far.grid_correct and far.probability < 1e-4
     assert near.correct and not near.grid_correct and near.probability >= 0.3 / 0.8
     assert pca([far, near], 1e-4) == 0.5 and era([far, near]) == 0.5
+
+
+class CornerLit(nn.Module):
+    """Class 1 when the top-left pixel is above 0.5, else class 0 (logits +-(pixel - 0.5))."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x[:, 0, 0, 0].double() - 0.5
+        return torch.stack([-s, s], 1).float()
+
+
+def test_identity_puts_the_clean_image_through_the_pipeline() -> None:
+    """Rotation's vignette zeroes the corner at every angle, 0 included. Compared with the raw
+    image (corner 1) every rotated copy changes the answer; compared with the pipeline at angle 0
+    (``identity=[0]``) none does."""
+    rotation = Rotation(GaussianNoise(1.0))
+    x, t = torch.ones(1, 16, 16), t_grid(1e-4, 1e3, 200)
+    raw = CCCert(CornerLit(), rotation, [-10], [10], nsamples=20, nbounds=5, t=t)
+    same = CCCert(CornerLit(), rotation, [-10], [10], nsamples=20, nbounds=5, t=t, identity=[0])
+    moved = raw.certify(x, 1, torch.Generator().manual_seed(0))
+    kept = same.certify(x, 0, torch.Generator().manual_seed(0))
+    assert moved.predict == 1 and moved.probability == 1.0
+    assert kept.predict == 0 and kept.correct and kept.probability < 1e-4
+    with pytest.raises(Exception, match="identity value"):
+        CCCert(CornerLit(), rotation, [-10], [10], identity=[0, 0])
+
+
+def _table_script():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cccert_table.py"
+    spec = importlib.util.spec_from_file_location("cccert_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_script_loads_the_checkpoints_net_and_rotation_pipeline(tmp_path) -> None:
+    """The benchmark rebuilds the net with the checkpoint's own settings (a strided stem here:
+    the default net gives other outputs) and rotates through the pipeline the run trained with,
+    or the bare rotation for a run without one."""
+    script = _table_script()
+    settings = {"num_classes": 10, "in_channels": 1, "width": 16, "stem_stride": 2}
+    model = NormalizedClassifier(DigitsCNN(**settings), [0.1], [0.3]).eval()
+    trained = {"_target_": "smoothcert.transforms.Rotation", "blur_sigma": 1.0, "edge": 3.0}
+    config = {"net": {"_target_": "smoothcert.models.DigitsCNN", **settings}}
+    config["objective"] = {"perturbation": trained}
+    hparams = {"num_classes": 10, "dataset": "digits32", "mean": [0.1], "std": [0.3]}
+    state = {
+        "hyper_parameters": hparams,
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "smoothcert": {"config": {"model": config}},
+    }
+    torch.save(state, tmp_path / "run.ckpt")
+    loaded, dataset, perturbation = script.load(str(tmp_path / "run.ckpt"))
+    x = torch.rand(3, 1, 32, 32)
+    assert dataset == "digits32" and torch.allclose(loaded(x), model(x))
+    own = script.transformation("rotation", perturbation, bare=False).pipeline
+    assert (own.vignette, own.blur_sigma, own.edge) == (True, 1.0, 3.0)
+    for settings, bare in [(perturbation, True), ({}, False)]:
+        plain = script.transformation("rotation", settings, bare).pipeline
+        assert (plain.vignette, plain.blur_sigma) == (False, 0.0)

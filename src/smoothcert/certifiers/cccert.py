@@ -79,6 +79,10 @@ class CCCertResult:
 class CCCert:
     """CC-Cert of a base classifier under ``perturbation.transform`` with parameters drawn
     uniformly from ``[low, high]`` (one range per parameter), as the paper samples them.
+    The clean answer is the model's on ``x``, or, with ``identity`` (the parameters of the
+    identity transformation, e.g. angle 0), on ``perturbation.apply(x, identity)``: for a
+    transformation that also pre-processes (rotation's vignette and filter) the clean image then
+    goes through the same pipeline as the transformed ones.
 
     Labelled for what it is: ``probability`` estimates the chance that a random transformation
     changes the answer (``PCA(eps)`` counts examples with ``probability < eps``); it is no
@@ -96,6 +100,7 @@ class CCCert:
         delta: float = 0.9,
         t: np.ndarray | None = None,
         grid_points: int = 20,
+        identity: Sequence[float] | None = None,
     ) -> None:
         self.model, self.perturbation = model, perturbation
         self.low = torch.tensor(list(low), dtype=torch.float32)
@@ -111,6 +116,11 @@ class CCCert:
         )
         self.delta, self.t = delta, t_grid() if t is None else t
         self.grid_points = check_count(grid_points, "grid_points")
+        self.identity = None if identity is None else torch.tensor([list(identity)])
+        require(
+            self.identity is None or self.identity.shape[1] == perturbation.num_params,
+            f"give one identity value for each of the {perturbation.num_params} parameters",
+        )
 
     def _probs(self, xs: Tensor) -> Tensor:
         return self.model(xs).double().softmax(dim=1)
@@ -122,7 +132,8 @@ class CCCert:
         params = (self.low + u * (self.high - self.low)).to(x.device)
         grid = torch.linspace(0, 1, self.grid_points)[:, None] * (self.high - self.low) + self.low
         with eval_mode(self.model), torch.inference_mode():
-            clean = self._probs(x[None])[0]
+            base = x[None] if self.identity is None else self.perturbation.apply(x, self.identity)
+            clean = self._probs(base.to(x.device))[0]
             moved = self._probs(self.perturbation.apply(x, params))
             on_grid = self.model(self.perturbation.apply(x, grid.to(x.device))).argmax(1)
         top2 = clean.topk(2).values

@@ -142,3 +142,26 @@ class Gamma(ParameterPerturbation):
         with np.errstate(divide="ignore"):
             value = np.minimum(np.log(high), -np.log(low))
         return _output(value, p_lower)
+
+    def range_from_radius(self, radius: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` from radii in ``|ln gamma|`` (what certify.tsv records). Log-normal:
+        ``(e^-r, e^r)``. Rayleigh: the radius ``min(ln high(p), -ln low(p))`` increases strictly
+        with p_A on (1/2, 1), so bisection recovers p_A and with it the asymmetric range; radius
+        0 gives ``(1, 1)`` (nothing), an infinite radius ``(0, inf)``."""
+        r = np.asarray(radius, dtype=np.float64)
+        if self.noise.name != "rayleigh":
+            return np.exp(-r), np.exp(r)
+        lo, hi = np.full(r.shape, 0.5), np.ones(r.shape)
+        for _ in range(80):  # 2^-80: p_A to float precision
+            mid = (lo + hi) / 2
+            below = np.asarray(self.radius(mid)) < r
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        low, high = (np.asarray(v, dtype=np.float64) for v in self.noise.scale_range(lo))
+        low, high = np.where(r > 0, low, 1.0), np.where(r > 0, high, 1.0)
+        return np.where(np.isinf(r), 0.0, low), np.where(np.isinf(r), np.inf, high)
+
+    def certified_at(self, radius: ArrayLike, gamma: float) -> np.ndarray:
+        """Whether each radius (``|ln gamma|``) certifies the answer at ``x^gamma``: ``low <
+        gamma < high`` of the range it stands for (:meth:`range_from_radius`)."""
+        low, high = self.range_from_radius(radius)
+        return (low < gamma) & (gamma < high)
