@@ -93,7 +93,7 @@ class EmpiricalRobustness(CertificationCallback):
         if task not in self.tasks:
             raise ConfigError(
                 f"{self.option} attacks classifiers, but the model is a {task or 'custom'} "
-                "model (segmentation PGD is not implemented): use attack=none"
+                "model: use attack=seg_pgd for segmentation, or attack=none"
             )
 
     def _cohen(self, trainer: Trainer) -> CohenCertification:
