@@ -14,7 +14,8 @@ CERTIFIER_FOR_TASK = {
     "denoised_classification": "cohen",
     "segmentation": "segcertify (or center)",
     "reconstruction": "center",
-    "box_regression": "center",
+    "box_regression": "center or certify=median",
+    "detection": "median",
 }
 
 

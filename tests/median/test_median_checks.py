@@ -53,3 +53,15 @@ def test_output_must_be_a_real_vector() -> None:
 def test_noise_without_worst_case_mass() -> None:
     with pytest.raises(ConfigError, match="noise=laplace"):
         PercentileSmooth(lambda b: b, LaplaceNoise(0.25), 0.1)
+
+
+@pytest.mark.parametrize(
+    ("task", "suggestion"),
+    [("detection", "use certify=median"), ("box_regression", "certify=center or certify=median")],
+)
+def test_a_classification_certifier_on_a_regression_model_points_to_median(task, suggestion):
+    from callbacks.certification.checks import check_task
+
+    with pytest.raises(ConfigError, match=suggestion) as error:
+        check_task("cohen", ("classification",), task)
+    assert "\n" not in str(error.value)
