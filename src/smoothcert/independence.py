@@ -48,9 +48,9 @@ SEARCH_DEPTH = 4  # references followed from the base function
 SEARCH_LIMIT = 5_000  # objects visited at most
 SEARCH_ITEMS = 64  # items of a list, tuple or dict followed
 FIX = (
-    "call .eval() on the network before certifying, or pass it as modules=[...] so the "
-    "certifier does (it finds networks held by the function, a bound method, a closure, a "
-    "functools.partial, an object's attributes or a global it reads)"
+    "call .eval() on the network before certifying, or pass it as modules=[...] (networks the "
+    "certifier finds or sees called are switched already: look for a .forward() call, or a "
+    "functional batch_norm / dropout with training=True)"
 )
 _LEAVES = (str, bytes, int, float, complex, bool, type(None), type, types.ModuleType, Tensor)
 
