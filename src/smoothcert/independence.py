@@ -127,8 +127,7 @@ class EvalModes:
                 with torch.inference_mode(False):  # normal tensors, fit to be put back
                     saved = {k: v.detach().clone() for k, v in own.items()}
                 self.buffers[id(sub)] = (sub, saved)
-        if module.training:
-            module.eval()
+        module.eval()  # also when only a submodule is in train mode
 
     def changed(self) -> str:
         """The buffers that changed since ``add`` (each put back as it was), or ''."""

@@ -199,9 +199,10 @@ def test_search_follows_attributes_partials_wrapped_globals_and_defaults() -> No
     assert called_modules(Slotted(a)) == []  # found by the probe's forward hook instead
 
 
-def test_each_submodule_mode_is_restored_and_buffers_kept() -> None:
-    network = image_classifier()
-    network[1].eval()  # a frozen BatchNorm inside a network in train mode
+@pytest.mark.parametrize("outer", [True, False], ids=["outer train", "outer eval"])
+def test_each_submodule_runs_in_eval_mode_and_its_own_mode_is_restored(outer: bool) -> None:
+    network = image_classifier().train(outer)
+    network[1].train(not outer)  # a frozen BatchNorm in a network in train mode, or the reverse
     modes = [m.training for m in network.modules()]
     with certification_mode(Wrapper(network), IMAGE, GaussianNoise(0.25)):
         assert not any(m.training for m in network.modules())
