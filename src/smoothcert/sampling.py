@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
+from smoothcert.independence import certification_mode
 from smoothcert.noise import Noise, NoiseStream
 from smoothcert.perturbation import ADDITIVE, Perturbation
 
@@ -238,6 +239,7 @@ def choose_batch_size(
     work: int | None = None,
     work_share: float = 0.05,
     perturbation: Perturbation = ADDITIVE,
+    modules: Sequence[nn.Module] = (),
 ) -> BatchSizeChoice:
     """Times :func:`sample_class_counts` (noise, forward pass, counting) on ``x`` at each of the
     ``candidates`` and returns the one with the most samples per second.
@@ -259,7 +261,8 @@ def choose_batch_size(
     ``time_budget`` seconds have passed, or, given ``work`` (the samples the caller will draw with
     the choice), ``work_share`` of the time that work takes at the best warm-up rate, so a short
     run does not pay more for the choice than it can gain. ``perturbation`` is how the draws
-    meet ``x`` (its ``draw_shape`` shapes the throwaway stream).
+    meet ``x`` (its ``draw_shape`` shapes the throwaway stream). The model runs as certifiers
+    run it (``smoothcert.independence.certification_mode``, with ``modules``).
     """
     began = time.perf_counter()
     candidates = sorted({check_count(b, "batch size candidate") for b in candidates})
@@ -284,7 +287,7 @@ def choose_batch_size(
     calls: dict[int, int] = {}  # batches per timed run, by candidate
     warm: dict[int, float] = {}  # the rate of the warm-up batch, by candidate
     stopped, bytes_per_sample, slower = "", 0.0, 0
-    with eval_mode(model):
+    with certification_mode(model, x, noise, modules, perturbation):
         for batch in candidates:
             if calls and not cuda and batch * x.numel() > max_elements:
                 stopped = f"{batch} x {x.numel()} elements > {max_elements}"

@@ -19,6 +19,7 @@ from smoothcert.certifiers.center import (
     smallest_m,
 )
 from smoothcert.errors import ConfigError
+from smoothcert.independence import PROBE_CALLS
 
 
 def linear_map(seed: int = 0, d_in: int = 6, d_out: int = 3):
@@ -80,7 +81,8 @@ def test_center_is_the_sample_with_smallest_median_distance() -> None:
 
     smoother = CenterSmooth(recording, "l2", sigma=0.5, n=301, delta=0.2, batch_size=64)
     smoothed = smoother.smooth_details(torch.zeros(4), torch.Generator().manual_seed(0))
-    first_n = torch.cat(calls[1:])[:301]  # calls[0] is the probe on the clean input
+    # the independence probe's calls, then a call on the clean input (the output shape)
+    first_n = torch.cat(calls[PROBE_CALLS + 1 :])[:301]
     best, median = brute_force_center(first_n)
     assert smoothed.radius == pytest.approx(median, rel=1e-5)
     assert torch.allclose(smoothed.center, first_n[best])
@@ -88,7 +90,7 @@ def test_center_is_the_sample_with_smallest_median_distance() -> None:
     calls.clear()
     few = CenterSmooth(recording, "l2", 0.5, n=301, delta=0.2, batch_size=64, candidates=50)
     smoothed = few.smooth_details(torch.zeros(4), torch.Generator().manual_seed(0))
-    samples = torch.cat(calls[1:])[:301]
+    samples = torch.cat(calls[PROBE_CALLS + 1 :])[:301]
     medians = torch.cdist(samples[:50], samples).kthvalue(151, dim=1).values
     assert smoothed.radius == pytest.approx(float(medians.min()), rel=1e-5)
     assert torch.allclose(smoothed.center, samples[int(medians.argmin())])

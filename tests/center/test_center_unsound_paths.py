@@ -203,10 +203,16 @@ def test_matrix_distances_agree_with_paired_ones_at_large_norm(distance: str) ->
     rows = torch.stack(large_norm_atoms() * 4)
     d = FeatureDistance(nn.Flatten()) if distance == "feature" else build_distance(distance)
     embedded = d.embed(rows)
+    # The rows are float32 numbers of norm ||a|| (3,200; 1 after the cosine's normalization), so
+    # a distance between them is known to a few ulps of ||a||: 8 * eps_float32 * ||a|| (3e-3 in
+    # l2), squared for the squared distances. Kernels differ within that (identical rows 1.2e-7
+    # apart in l2 with AVX-512/AMX MKL, 0 elsewhere); the old cancellation was off by about 2.
+    ulps = 8 * torch.finfo(torch.float32).eps * float(embedded.norm(dim=1).max())
+    atol = ulps if distance == "l2" else ulps**2
     for count in (1, 2, 3, 7):
         matrix = d.pairwise(embedded[:count], embedded)
         direct = torch.stack([d(rows[i : i + 1], rows) for i in range(count)])
-        assert torch.allclose(matrix, direct, rtol=1e-4, atol=1e-9), (count, matrix, direct)
+        assert torch.allclose(matrix, direct, rtol=1e-4, atol=atol), (count, matrix, direct)
 
 
 @pytest.mark.parametrize("distance", ["l2", "cosine", "feature"])

@@ -24,7 +24,8 @@ Distances between samples are computed in chunks on the samples' device, by matr
 differences) for the few best and for the returned radius. When the n samples would not fit
 ``memory_bytes``, or with ``candidates=c``, the center is chosen among the first c samples only
 (medians still over all n samples, streamed in batches); c is at least ``min_candidates``, see
-``CenterSmooth``. Every module the certifier calls runs in eval mode (restored afterwards).
+``CenterSmooth``. Every module the certifier calls runs in eval mode (restored afterwards), and the
+base function's rows are probed for independence first (``smoothcert.independence``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ import torch
 from scipy.stats import binom
 from torch import Tensor, nn
 
-from smoothcert.certifiers.classification import eval_mode
 from smoothcert.distances import Distance, build_distance
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
+from smoothcert.independence import certification_mode
 from smoothcert.noise import GaussianNoise, Noise, NoiseStream, resolve_noise, supported_pairs
 from smoothcert.sampling import noisy_outputs
 
@@ -223,8 +224,10 @@ class CenterSmooth:
 
     Every module the certifier calls runs in eval mode during ``smooth``/``certify`` and is
     restored afterwards (BatchNorm in train mode would couple the samples of a batch and overwrite
-    its running statistics): ``base_function`` itself if it is an ``nn.Module``, the module of a
-    bound method, modules captured in a closure, the distance's networks, and ``modules``.
+    its running statistics): the modules ``smoothcert.independence`` finds from ``base_function``
+    (attributes, closures, partials, globals, ...), the distance's networks, ``modules``, and every
+    module its probe sees called. The probe refuses (ConfigError) a base function whose outputs
+    are random or depend on the rest of the batch.
 
     Args:
         base_function: maps a batch of inputs ``[B, *x.shape]`` to a batch of outputs ``[B, ...]``.
@@ -311,24 +314,10 @@ class CenterSmooth:
 
     # ----- sampling -------------------------------------------------------------------------
 
-    def _called_modules(self) -> list[nn.Module]:
-        """The modules the certifier calls: see the class docstring."""
-        found = list(self.modules) + list(self.distance.modules())
-        function = self.base_function
-        found.append(function)
-        found.append(getattr(function, "__self__", None))
-        for cell in getattr(function, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):  # an empty cell
-                found.append(cell.cell_contents)
-        unique = {id(module): module for module in found if isinstance(module, nn.Module)}
-        return list(unique.values())
-
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for module in self._called_modules():
-                stack.enter_context(eval_mode(module))
-            yield
+    def _certification_mode(self, x: Tensor) -> contextlib.AbstractContextManager:
+        """Eval mode for every module the certifier calls, and the independence probe."""
+        modules = (*self.modules, *self.distance.modules())
+        return certification_mode(self.base_function, x, self.noise, modules)
 
     def _outputs(self, x: Tensor, count: int, stream: NoiseStream) -> Iterator[Tensor]:
         """Base outputs on ``count`` noisy copies of x, in batches; non-finite outputs raise."""
@@ -421,7 +410,7 @@ class CenterSmooth:
 
     def smooth_details(self, x: Tensor, generator: torch.Generator | None = None) -> Smoothed:
         """Algorithm 1 with its numbers (center None on abstention)."""
-        with self._eval_mode():
+        with self._certification_mode(x):
             return self._smooth(x, self._stream(x, generator))
 
     def smooth(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
@@ -450,16 +439,16 @@ class CenterSmooth:
     ) -> CenterCertificate:
         """Algorithm 2 for every eps_in from one set of m samples. Each finite eps_out holds for
         each x' within its eps_in separately (see the module docstring), at 1 - alpha1 - alpha2."""
-        with self._eval_mode():
-            return self._certify(x, eps_in, generator)
-
-    def _certify(
-        self, x: Tensor, eps_in: float | Sequence[float], generator: torch.Generator | None
-    ) -> CenterCertificate:
         radii = [float(eps_in)] if isinstance(eps_in, (int, float)) else [float(e) for e in eps_in]
         require(len(radii) > 0, "eps_in must hold at least one value")
         require(min(radii) >= 0, f"eps_in must be >= 0, got {min(radii)}")
         self.check_certifiable(radii)
+        with self._certification_mode(x):
+            return self._certify(x, radii, generator)
+
+    def _certify(
+        self, x: Tensor, radii: list[float], generator: torch.Generator | None
+    ) -> CenterCertificate:
         stream = self._stream(x, generator)
         smoothed = self._smooth(x, stream)
         if smoothed.center is None:

@@ -15,6 +15,7 @@ from smoothcert.errors import (
     check_sigma,
     require,
 )
+from smoothcert.independence import certification_mode
 from smoothcert.noise import Noise, NoiseStream, resolve_noise
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.sampling import (
@@ -55,6 +56,11 @@ class Smooth:
     (:class:`~smoothcert.perturbation.ParameterPerturbation`: brightness, gamma, translation,
     ...): its ``noise`` draws the parameters (``sigma`` must be its level, ``noise`` and ``norm``
     stay None), and radii are its certificate in its units (``self.norm`` is its name).
+
+    ``base_classifier`` may be any callable: while certifying, every module it calls runs in eval
+    mode (restored afterwards), found by ``smoothcert.independence`` (its attributes, closures,
+    partials, globals, ``modules``, and the modules its probe sees called), and a classifier whose
+    outputs are random or depend on the rest of the batch is refused (ConfigError).
     """
 
     ABSTAIN = ABSTAIN
@@ -71,6 +77,7 @@ class Smooth:
         noise: Noise | str | None = None,
         norm: str | None = None,
         perturbation: Perturbation = ADDITIVE,
+        modules: Sequence[nn.Module] = (),
     ) -> None:
         if input_range is not None:
             low, high = (float(v) for v in input_range)
@@ -98,6 +105,14 @@ class Smooth:
             self.noise, self.norm = resolve_noise(self.sigma, noise, norm)
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
+        self.modules = tuple(modules)
+
+    def _certification_mode(self, x: Tensor):
+        """Eval mode for every module the base classifier calls, and the independence probe
+        (``smoothcert.independence``: a ConfigError for random or batch-coupled outputs)."""
+        return certification_mode(
+            self.base_classifier, x.float(), self.noise, self.modules, self.perturbation
+        )
 
     def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:
         self._check_example(x)
@@ -157,6 +172,7 @@ class Smooth:
         candidates = batch_size_candidates(largest) if candidates is None else candidates
         settings = {"autocast_dtype": self.autocast_dtype, "channels_last": self.channels_last}
         settings["perturbation"] = self.perturbation
+        settings["modules"] = self.modules
         return choose_batch_size(
             self.base_classifier, x, self.num_classes, self.noise, candidates, **settings, **options
         )
@@ -217,7 +233,7 @@ class Smooth:
         streams = [self._stream(x, generator) for x, generator in zip(xs, generators, strict=True)]
         each_twice = [x for x in xs for _ in range(2)]
         streams_twice = [stream for stream in streams for _ in range(2)]
-        with eval_mode(self.base_classifier):
+        with self._certification_mode(xs[0]):
             both = self._counts(each_twice, [n0, n] * len(xs), batch_size, streams_twice)
         counts0, counts = both[0::2], both[1::2]
         c_hats = counts0.argmax(dim=1).tolist()
@@ -255,7 +271,7 @@ class Smooth:
         n, alpha = check_count(n, "n"), check_alpha(alpha)
         batch_size = check_count(batch_size, "batch_size")
         stream = self._stream(x, generator)
-        with eval_mode(self.base_classifier):
+        with self._certification_mode(x):
             counts = self._counts([x], [n], batch_size, [stream])[0]
         top2 = counts.topk(2)
         (count_a, count_b), (c_a, _) = top2.values.tolist(), top2.indices.tolist()

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, check_alpha, check_count
+from smoothcert.independence import certification_mode
 from smoothcert.noise import Noise, NoiseStream
 from smoothcert.sampling import noisy_outputs
 from smoothcert.stats.order_statistics import QuantileRanks, quantile_ranks, smallest_n
@@ -127,6 +128,10 @@ class PercentileSmooth:
     Guarantee: for each eps, every coordinate's interval (``per_coordinate``), or all of them at
     once (``simultaneous``), holds h_p(x + delta) for all ||delta||_2 <= eps with probability at
     least 1 - ``alpha``.
+
+    While sampling, every module ``base_function`` calls runs in eval mode (restored afterwards;
+    ``modules``: further ones), and a function whose outputs are random or depend on the rest of
+    the batch is refused (ConfigError; ``smoothcert.independence``).
     """
 
     def __init__(
@@ -139,6 +144,7 @@ class PercentileSmooth:
         p: float = 0.5,
         guarantee: str = "per_coordinate",
         batch_size: int = 1000,
+        modules: Sequence[nn.Module] = (),
     ) -> None:
         if not noise.worst_case_mass:
             raise ConfigError(
@@ -153,6 +159,7 @@ class PercentileSmooth:
         bound_alpha(self.alpha, 1, guarantee)  # checks the name
         self.guarantee = guarantee
         self.batch_size = check_count(batch_size, "certify.batch_size")
+        self.modules = tuple(modules)
         self._ranks: dict[int, list[QuantileRanks]] = {}
 
     def ranks(self, m: int) -> list[QuantileRanks]:
@@ -179,10 +186,11 @@ class PercentileSmooth:
 
     def sorted_outputs(self, x: Tensor, stream: NoiseStream) -> Tensor:
         """The n base outputs ``[n, m]`` on x + noise, sorted along the samples."""
-        outs = [
-            as_output_vectors(out)
-            for out in noisy_outputs(self.base_function, x, self.n, self.batch_size, stream)
-        ]
+        with certification_mode(self.base_function, x, self.noise, self.modules):
+            outs = [
+                as_output_vectors(out)
+                for out in noisy_outputs(self.base_function, x, self.n, self.batch_size, stream)
+            ]
         return torch.cat(outs).sort(dim=0).values
 
     def certify(self, x: Tensor, generator: torch.Generator) -> PercentileCertificate:

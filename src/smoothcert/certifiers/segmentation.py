@@ -27,8 +27,9 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import binom
 from torch import Tensor, nn
 
-from smoothcert.certifiers.classification import ABSTAIN, eval_mode
+from smoothcert.certifiers.classification import ABSTAIN
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_unit_range
+from smoothcert.independence import certification_mode
 from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
 from smoothcert.sampling import noisy_outputs
 
@@ -223,9 +224,12 @@ def sample_modes_and_counts(
     generator: torch.Generator | None = None,
     *,
     noise: Noise | str | None = None,
+    modules: Sequence[nn.Module] = (),
 ) -> tuple[Tensor, Tensor]:
     """Samples the model under ``noise`` (None: N(0, sigma^2 I)) at ``sigma``: ``(modes, counts)``,
-    both ``[H, W]`` int64.
+    both ``[H, W]`` int64. Every module the model calls runs in eval mode, and a model whose
+    outputs are random or depend on the rest of the batch is refused (``certification_mode`` of
+    ``smoothcert.independence``; ``modules``: further modules it calls).
 
     ``modes`` is each pixel's most frequent class among the first ``n0`` samples (lowest class on
     ties); ``counts`` is how often that class appears among the next ``n`` independent samples.
@@ -233,9 +237,10 @@ def sample_modes_and_counts(
     """
     n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")
-    stream = _stream(x, certificate_of(x, sigma, noise).noise, generator)
+    smoothing = certificate_of(x, sigma, noise).noise
+    stream = _stream(x, smoothing, generator)
     class_counts: Tensor | None = None
-    with eval_mode(model):
+    with certification_mode(model, x, smoothing, modules, name="segmentation model"):
         for preds, num_classes in _predictions(model, x, n0, batch_size, stream):
             if class_counts is None:
                 class_counts = x.new_zeros((num_classes, *preds.shape[1:]), dtype=torch.int32)
@@ -283,6 +288,7 @@ def segcertify(
     *,
     noise: Noise | str | None = None,
     norm: str | None = None,
+    modules: Sequence[nn.Module] = (),
 ) -> tuple[Tensor, float | list[float]]:
     """SEGCERTIFY: certified per-pixel classes of the smoothed segmentation model at ``x``.
 
@@ -301,7 +307,9 @@ def segcertify(
     probability >= 1 - alpha (union bound).
 
     Args:
-        model: maps ``[B, C, H, W]`` in [0, 1] to logits ``[B, K, H, W]`` (put in eval mode here).
+        model: maps ``[B, C, H, W]`` in [0, 1] to logits ``[B, K, H, W]``; any callable: every
+            module it calls runs in eval mode here, and random or batch-coupled outputs are
+            refused (``smoothcert.independence``).
         x: one image ``[C, H, W]`` in [0, 1] on the model's device.
         sigma, n0, n, alpha: noise level, selection and estimation sample counts, level.
         tau: threshold in [0.5, 1), or a list of them.
@@ -313,6 +321,7 @@ def segcertify(
         joint: test each of the T tau values at ``alpha / T`` (a joint statement over tau).
         noise: the smoothing noise at ``sigma`` (None: Gaussian; a name or a ``Noise``).
         norm: the norm of the radius (None: the noise's natural one; see ``smoothcert.noise``).
+        modules: further modules the model calls (put in eval mode while certifying).
 
     Returns:
         ``(classes, radius)``: LongTensor ``[H, W]`` with ABSTAIN (-1) and a float; for a list of
@@ -323,7 +332,7 @@ def segcertify(
     correction, budget = check_correction(correction, budget)
     certificate = certificate_of(x, sigma, noise, norm)
     modes, counts = sample_modes_and_counts(
-        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise
+        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise, modules=modules
     )
     results = [
         certify_counts(modes, counts, n, certificate, t, level, correction, budget) for t in taus
@@ -374,11 +383,13 @@ def indivclass(
     *,
     noise: Noise | str | None = None,
     norm: str | None = None,
+    modules: Sequence[nn.Module] = (),
 ) -> tuple[Tensor, float]:
-    """IndivClass on an image (the guarantee of ``indivclass_counts``, at level alpha)."""
+    """IndivClass on an image (the guarantee of ``indivclass_counts``, at level alpha); ``model``
+    and ``modules`` as in ``segcertify``."""
     certificate = certificate_of(x, sigma, noise, norm)
     modes, counts = sample_modes_and_counts(
-        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise
+        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise, modules=modules
     )
     return indivclass_counts(modes, counts, n, certificate, alpha)
 
@@ -395,6 +406,7 @@ def jointclass(
     *,
     noise: Noise | str | None = None,
     norm: str | None = None,
+    modules: Sequence[nn.Module] = (),
 ) -> tuple[Tensor, float]:
     """JointClass (Section 4): the whole map is one class of Cohen's CERTIFY. The mode of the
     ``n0`` maps (kept, O(n0 x pixels)) must reappear exactly in the ``n`` samples; returns it with
@@ -403,13 +415,14 @@ def jointclass(
 
     Guarantee: with probability >= 1 - alpha, either every pixel abstains, or the noisy model
     outputs exactly the returned map with probability >= that bound > 1/2, so the smoothed
-    classifier over whole maps returns it under every perturbation within ``radius``.
+    classifier over whole maps returns it under every perturbation within ``radius``. ``model``
+    and ``modules`` as in ``segcertify``.
     """
     certificate, alpha = certificate_of(x, sigma, noise, norm), check_alpha(alpha)
     n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")
     stream = _stream(x, certificate.noise, generator)
-    with eval_mode(model):
+    with certification_mode(model, x, certificate.noise, modules, name="segmentation model"):
         maps = torch.cat([p for p, _ in _predictions(model, x, n0, batch_size, stream)])
         unique, frequency = torch.unique(maps.flatten(1), dim=0, return_counts=True)
         mode = unique[frequency.argmax()].view(maps.shape[1:])
