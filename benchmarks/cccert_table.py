@@ -58,7 +58,7 @@ def transformation(name: str, trained: dict, bare: bool) -> ParameterPerturbatio
     the run that trained with it (unless ``bare``), else the bare transformation."""
     if name != "rotation":
         return {"brightness": Brightness, "translation": Translation}[name](GaussianNoise(1.0))
-    keys = ("vignette", "radius_decrease", "edge", "blur_size", "blur_sigma")
+    keys = ("vignette", "radius_decrease", "edge", "blur_size", "blur_sigma", "filter_sigma")
     if not bare and trained.get("_target_", "").endswith("Rotation"):
         return Rotation(GaussianNoise(1.0), **{k: trained[k] for k in keys if k in trained})
     return Rotation(GaussianNoise(1.0), vignette=False, blur_sigma=0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import netrc
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pytorch_lightning import Trainer
@@ -13,6 +13,22 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from smoothcert.report.plots import plot_curves
+
+
+def key_root(sound: bool) -> str:
+    """The first part of a certification's metric keys: ``cert`` for a certificate (a number
+    carrying the guarantee its proof gives), ``heuristic`` for a number without one (e.g. BaseSPT,
+    Cohen's radius over rotation angles, which do not compose). The one place that decides it:
+    every key a certifier logs, and the wandb plots, start with it."""
+    return "cert" if sound else "heuristic"
+
+
+def check_keys(keys: Iterable[str], sound: bool) -> None:
+    """Raises ValueError if a heuristic (not ``sound``) would write a key under ``cert/``: the
+    guard every logged scalar and summary passes through."""
+    claimed = sorted(key for key in keys if not sound and key.startswith("cert/"))
+    if claimed:
+        raise ValueError(f"a heuristic may not log under cert/ (not a certificate): {claimed}")
 
 
 def write_curve_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[float]]) -> Path:
@@ -35,15 +51,26 @@ def report_curve(
     title: str,
     scalars: Mapping[str, float],
     x_label: str | None = None,
+    sound: bool = True,
 ) -> dict[str, Path]:
     """Writes ``stem.tsv`` and ``stem.png``, logs the scalars to every logger and, for wandb, the
     curve as a line plot over a ``wandb.Table`` plus the scalars in the run summary. The figure's x
-    axis is labelled ``x_label`` (default: ``x_name``, the TSV column).
+    axis is labelled ``x_label`` (default: ``x_name``, the TSV column). ``sound`` False (a
+    heuristic): the plot goes under ``heuristic/`` and no scalar may be under ``cert/``.
 
     Call on global rank zero only. Returns the written paths.
     """
     return report_curves(
-        trainer, output_dir, stem, x_name, xs, {y_name: ys}, title, scalars, x_label=x_label
+        trainer,
+        output_dir,
+        stem,
+        x_name,
+        xs,
+        {y_name: ys},
+        title,
+        scalars,
+        x_label=x_label,
+        sound=sound,
     )
 
 
@@ -64,6 +91,7 @@ def report_curves(
     y_label: str | None = None,
     certified_accuracy: bool = True,
     x_label: str | None = None,
+    sound: bool = True,
 ) -> dict[str, Path]:
     """``report_curve`` for one or more ``series`` (name -> ys) over the same ``xs``.
 
@@ -94,7 +122,7 @@ def report_curves(
             return wandb.plot.line(table, x_name, names[0], title=title)
     else:
         plot = _line_series(curves, title, x_name)
-    _log(trainer, stem, plot, scalars)
+    _log(trainer, stem, plot, scalars, sound)
     return {"tsv": tsv, "png": png}
 
 
@@ -135,9 +163,17 @@ def _line_series(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     return plot
 
 
-def _log(trainer: Trainer, stem: str, plot: Callable, scalars: Mapping[str, float]) -> None:
+def _log(
+    trainer: Trainer,
+    stem: str,
+    plot: Callable,
+    scalars: Mapping[str, float],
+    sound: bool = True,
+) -> None:
     """Logs the scalars to every logger and, for wandb, ``plot(wandb)`` under ``cert/{stem}``
-    with the scalars in the run summary."""
+    (``heuristic/{stem}`` when not ``sound``) with the scalars in the run summary."""
+    check_keys(scalars, sound)
+    root = key_root(sound)
     step = trainer.global_step
     for logger in trainer.loggers:
         logger.log_metrics(dict(scalars), step=step)
@@ -146,7 +182,7 @@ def _log(trainer: Trainer, stem: str, plot: Callable, scalars: Mapping[str, floa
 
             # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own
             # step may be ahead of the trainer's (certify.py); wandb drops data logged behind it.
-            logger.experiment.log({f"cert/{stem}": plot(wandb), "trainer/global_step": step})
+            logger.experiment.log({f"{root}/{stem}": plot(wandb), "trainer/global_step": step})
             logger.experiment.summary.update(dict(scalars))
         logger.save()
 

@@ -32,6 +32,7 @@ from callbacks.reporting import sweep_group, wandb_configured
 from smoothcert.report import (
     DEFAULT_RADII,
     Result,
+    accuracy_name,
     curve_names,
     load_result,
     markdown,
@@ -250,13 +251,14 @@ class SweepSummary(Callback):
             top = max((r.radius for res in results for r in res.records), default=0.0)
             grid = np.arange(0.0, top + 0.02, 0.01)
             curves = [certified_accuracy_curve(res.records, grid).tolist() for res in results]
-            keys = curve_names(results)
+            keys, name = curve_names(results), accuracy_name(results)
+            heuristic = "" if name == "certified_accuracy" else " (heuristic)"
             plot = wandb.plot.line_series(
                 grid.tolist(),
                 curves,
                 keys=keys,
                 xname="radius",
-                title="certified accuracy, all jobs",
+                title=f"{name.replace('_', ' ')}{heuristic}, all jobs",
             )
             log_tables = {
                 f"sweep/{name}": wandb.Table(
@@ -267,6 +269,6 @@ class SweepSummary(Callback):
                 )
                 for name, rows in tables.items()
             }
-            run.log({"sweep/certified_accuracy": plot, **log_tables})
+            run.log({f"sweep/{name}": plot, **log_tables})
         finally:
             run.finish()

@@ -210,3 +210,20 @@ def test_report_names_the_noise_and_norm_of_each_run(tmp_path):
     assert cohen.smoothing == "gaussian l2" and report.radius_label([cohen]) == "l2 radius"
     assert "noise" not in report.per_run_table([cohen], [0.0])[0]
     assert report.curve_names([cohen]) == ["sigma=0.25"]
+
+
+def test_a_heuristic_runs_report_says_estimated_not_certified(tmp_path):
+    """BaseSPT records (header units "... not a certificate") give an estimated_accuracy column
+    and plot; certified runs keep certified_accuracy."""
+    header = "# norm: rotation\n# units: degrees (heuristic: not a certificate)\n"
+    heuristic = report.load_result(write_tsv(tmp_path / "a" / "certify.tsv", [9.0, -1], header))
+    sound = report.load_result(write_tsv(tmp_path / "b" / "certify.tsv", [9.0, -1]))
+    assert not heuristic.certified and sound.certified
+    for results, name in [([sound], "certified_accuracy"), ([sound, heuristic], "estimated")]:
+        out = tmp_path / name
+        report.write_report(results, out, [0.0, 5.0])
+        (row, _) = read_rows(out / "envelope.tsv")
+        assert float(row[report.accuracy_name(results)]) == pytest.approx(0.5)
+        assert report.accuracy_name(results).startswith(name)
+        assert (out / f"{report.accuracy_name(results)}.png").is_file()
+        assert (name == "estimated") is not (out / "certified_accuracy.png").exists()

@@ -28,6 +28,7 @@ from callbacks.certification.checks import (
     sigma_levels,
 )
 from callbacks.distributed import gather_packed
+from callbacks.reporting import check_keys
 from smoothcert.certifiers.examples import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.noise import Noise
@@ -71,6 +72,7 @@ class CertificationCallback(Callback):
     progress = "certify"  # the progress bar's name
     objective = ""  # the summary key a sweeper optimizes
     objective_mode = "max"  # whether larger ("max") or smaller ("min") is better
+    sound = True  # False for a heuristic (no certificate): its keys are heuristic/..., never cert/
     auto_batch_size = False  # whether it chooses its batch size itself (batch_size="auto")
     group_size = 1  # examples per certify_group call (a subclass may raise it, e.g. in start)
 
@@ -113,7 +115,7 @@ class CertificationCallback(Callback):
         norm): sets ``noise``, ``norm`` and ``prefix`` (the summary keys' ``cert/`` or
         ``cert/<norm>/``); the record headers then state the noise, its own scale and the norm."""
         self.noise, self.norm = certify_noise(self.sigma, noise, norm)
-        self.prefix = norm_prefix(self.norm)
+        self.prefix = norm_prefix(self.norm, self.sound)
 
     # What a certifier supplies.
 
@@ -310,12 +312,14 @@ class CertificationCallback(Callback):
         return self.summary.get(self.objective)
 
     def write_summary(self) -> Path:
-        """``certification_summary.json`` in the run directory: the certifier, its objective
-        (name, direction, value) and every summary scalar; the sweep summary reads it for any
-        certifier."""
+        """``certification_summary.json`` in the run directory: the certifier, whether it is a
+        certificate, its objective (name, direction, value) and every summary scalar; the sweep
+        summary reads it for any certifier. A heuristic's keys may not start with ``cert/``."""
         path = self.output_dir / SUMMARY_FILE
+        check_keys([self.objective, *self.summary], self.sound)
         content = {
             "certifier": self.option,
+            "certificate": self.sound,  # False: a heuristic, its keys under heuristic/
             "objective": self.objective,
             "objective_mode": self.objective_mode,
             "value": self.objective_value(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from callbacks.reporting import key_root
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, Noise
 
@@ -55,9 +56,11 @@ def certify_noise(sigma: float, noise: Noise | None, norm: str | None) -> tuple[
         raise ConfigError(f"certify.norm={norm}: {error}") from None
 
 
-def norm_prefix(norm: str) -> str:
-    """The summary-key prefix of radii in ``norm``: ``cert/`` for l2, else ``cert/<norm>/``."""
-    return "cert/" if norm == "l2" else f"cert/{norm}/"
+def norm_prefix(norm: str, sound: bool = True) -> str:
+    """The summary-key prefix of radii in ``norm``: ``cert/`` for l2, else ``cert/<norm>/``; for
+    a heuristic (not ``sound``, e.g. BaseSPT) ``heuristic/`` in place of ``cert/``."""
+    root = key_root(sound)
+    return f"{root}/" if norm == "l2" else f"{root}/{norm}/"
 
 
 def check_batch_size(value: object, option: str, auto: bool) -> int | str:

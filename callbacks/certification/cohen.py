@@ -47,7 +47,9 @@ class CohenCertification(CertificationCallback):
 
     ``perturbation`` (conf/perturbation) smooths over transformation parameters instead: its noise
     draws them, radii are in its units (brightness units, pixels, |ln gamma|; the header says
-    which), and the keys are ``cert/<name>/...`` (e.g. ``cert/brightness/acc@0.50``). With
+    which), and the keys are ``cert/<name>/...`` (e.g. ``cert/brightness/acc@0.50``); for one
+    that does not compose (rotation: BaseSPT, a heuristic) ``heuristic/<name>/...``, and the
+    curve, its title and the summary line say "estimated", never "certified". With
     ``perturbation=gamma``, ``gammas`` (factors in (0, inf)) adds ``cert/gamma/acc@gamma=<g>``:
     the fraction of examples right and certified at ``x^g`` (each one's range, asymmetric for
     Rayleigh smoothing).
@@ -90,7 +92,8 @@ class CohenCertification(CertificationCallback):
                 f"sigma={perturbation.sigma}: certify at the perturbation's level",
             )
             self.noise, self.norm = perturbation.noise, perturbation.name
-            self.prefix = norm_prefix(self.norm)
+            self.sound = perturbation.certified  # BaseSPT (rotation): heuristic/rotation/...
+            self.prefix = norm_prefix(self.norm, self.sound)
         else:
             self.use_noise(noise, norm)
         self.objective = f"{self.prefix}acr"
@@ -171,15 +174,22 @@ class CohenCertification(CertificationCallback):
         grid = radius_grid(self.records)
         curve = certified_accuracy_curve(self.records, grid).tolist()
         title = f"Cohen CERTIFY, {self.noise.name} sigma={self.sigma}, {self.norm} radius"
-        names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
+        stem = "certified_accuracy" if self.sound else "estimated_accuracy"
+        names = (stem, "radius", stem, grid.tolist(), curve)
         label = f"{self.norm} radius"
         if is_parametric(self.perturbation):
             title = f"CERTIFY over {self.perturbation.name}, {self.noise.name} sigma={self.sigma}"
             label = self.perturbation.axis_label
-        paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
-        table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
+        if not self.sound:
+            name = self.perturbation.name
+            title = f"estimated over {name} (heuristic), {self.noise.name} sigma={self.sigma}"
+        paths = report_curve(
+            trainer, self.output_dir, *names, title, self.summary, x_label=label, sound=self.sound
+        )
+        table = ", ".join(f"{k.removeprefix('cert/')}={v:.3f}" for k, v in summary.items())
         at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
         table += "".join(f", {k}={v:.3f}" for k, v in at_gammas.items())
-        rank_zero_info(f"certified: {table}")
+        said = "certified" if self.sound else "estimated (heuristic, not a certificate)"
+        rank_zero_info(f"{said}: {table}")
         curves = [paths, self.topk.report(trainer, self.records)] if self.topk else [paths]
         log_locations(trainer, str(self.output_dir / "certify.tsv"), curves)

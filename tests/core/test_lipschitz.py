@@ -73,6 +73,24 @@ def test_conv_bound_is_above_the_exact_norm_and_close_to_it(
 
 
 @pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "shape"),
+    [(2, 3, 1, (1, 3, 2)), (2, 3, 1, (2, 3, 2)), (1, 4, 0, (1, 5, 3)), (3, 2, 1, (1, 7, 4))],
+)
+def test_stride_larger_than_the_kernel_on_a_small_input_is_bounded(kernel, stride, padding, shape):
+    # Once a raw RuntimeError (the transpose, called without output_padding, had width <= 0).
+    torch.manual_seed(kernel + stride)
+    conv = nn.Conv2d(shape[0], 3, kernel, stride=stride, padding=padding, bias=False)
+    forward, transpose = _conv_operator(conv, None, shape)
+    count = shape[0] * shape[1] * shape[2]
+    matrix = forward(torch.eye(count, dtype=torch.float64).view(-1, *shape)).flatten(1).T
+    y = torch.randn((1, *forward(torch.zeros(1, *shape, dtype=torch.float64)).shape[1:]))
+    assert torch.allclose(transpose(y.double()).flatten(), matrix.T @ y.double().flatten())
+    exact = float(torch.linalg.matrix_norm(matrix, ord=2))
+    bound = lipschitz_bound(nn.Sequential(conv, nn.Flatten()), shape)
+    assert exact * (1 - 1e-12) <= bound.constant <= 2 * exact
+
+
+@pytest.mark.parametrize(
     "pool", [nn.AvgPool2d(2), nn.AvgPool2d(3, stride=1, padding=1), nn.AdaptiveAvgPool2d(3)]
 )
 def test_pool_norm_is_the_exact_norm_of_the_pooling(pool):

@@ -104,6 +104,7 @@ def test_rotation_is_labelled_heuristic_in_degrees() -> None:
         (lambda: Rotation(GaussianNoise(30.0), train_noise=-1.0), "train_noise"),
         (lambda: RotationPipeline(blur_size=4), "odd"),
         (lambda: RotationPipeline(blur_sigma=-1.0), "blur_sigma"),
+        (lambda: Rotation(GaussianNoise(30.0), filter_sigma=-2.0), "filter_sigma"),
         (lambda: RotationPipeline(radius_decrease=40.0), "vignette"),
         (lambda: RotationPipeline().sample(torch.rand(4, 4), torch.zeros(1)), "images"),
     ],
@@ -112,6 +113,28 @@ def test_bad_settings_are_one_line_errors(build, match) -> None:
     with pytest.raises(ConfigError, match=match) as error:
         build()
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("filter_sigma", [2.0, 0.5, 4.5])
+def test_reference_filter_sigma_gives_the_references_kernel(filter_sigma) -> None:
+    """Paper 002's code filters with exp(-r^2 / filter_sigma) (r the 2-D distance to the kernel's
+    center, normalized): ``filter_sigma`` builds that filter, so the reference's 2.0 is
+    blur_sigma=1.0. The reference kernel is written out here, not taken from the code."""
+    rotation = Rotation(GaussianNoise(30.0), blur_sigma=0.3, filter_sigma=filter_sigma)
+    assert rotation.pipeline.blur_sigma == pytest.approx((filter_sigma / 2) ** 0.5, rel=1e-12)
+    if filter_sigma == 2.0:
+        assert rotation.pipeline.blur_sigma == pytest.approx(1.0, rel=1e-12)
+    size = rotation.pipeline.blur_size
+    offsets = torch.arange(size, dtype=torch.float64) - size // 2
+    r2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    reference = torch.exp(-r2 / filter_sigma)
+    reference = reference / reference.sum()
+    impulse = torch.zeros(1, 1, 11, 11, dtype=torch.float64)
+    impulse[0, 0, 5, 5] = 1.0
+    response = gaussian_filter(impulse, size, rotation.pipeline.blur_sigma)[0, 0]
+    centre = slice(5 - size // 2, 5 + size // 2 + 1)
+    assert torch.allclose(response[centre, centre], reference, atol=1e-12)
+    assert Rotation(GaussianNoise(30.0), filter_sigma=None).pipeline.blur_sigma == 1.5
 
 
 class SharpnessDetector(torch.nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import TINY, run_script
@@ -77,3 +79,89 @@ def test_basespt_through_cohen_is_labelled_not_a_certificate(make_cfg) -> None:
     (callback,) = [c for c in run.trainer.callbacks if isinstance(c, CohenCertification)]
     assert callback.settings["units"] == "degrees (heuristic: not a certificate)"
     assert "not a certificate" in callback.perturbation.axis_label
+
+
+class _RecordingLogger:
+    """Stands in for a Lightning logger: keeps every scalar key it is given."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.keys.extend(metrics)
+
+    def save(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("perturbation", ["rotation", "brightness"])
+def test_a_heuristic_never_writes_under_cert(tmp_path, monkeypatch, caplog, perturbation) -> None:
+    """BaseSPT (certify=cohen over rotations) is not a certificate: its logged scalars, summary
+    file, objective, curve, plot title and summary line say heuristic/estimated, never cert/ or
+    certified. Brightness (a certificate) keeps cert/ and "certified"."""
+    import json
+    import logging
+    from types import SimpleNamespace
+
+    import callbacks.reporting
+    from callbacks.certification.cohen import CohenCertification
+    from smoothcert.noise import GaussianNoise
+    from smoothcert.records import CohenRecord
+    from smoothcert.transforms import Brightness, Rotation
+
+    sound = perturbation == "brightness"
+    sigma = 0.5 if sound else 30.0
+    built = (Brightness if sound else Rotation)(GaussianNoise(sigma))
+    callback = CohenCertification(sigma, str(tmp_path), perturbation=built, num_examples=2)
+    callback.records = [
+        CohenRecord(idx=0, label=1, predict=1, radius=12.0, correct=1, time=0.0),
+        CohenRecord(idx=1, label=2, predict=-1, radius=0.0, correct=0, time=0.0),
+    ]
+    titles = []
+    plot = callbacks.reporting.plot_curves
+
+    def plot_and_keep_title(path, curves, title, *args, **kwargs):
+        titles.append(title)
+        return plot(path, curves, title, *args, **kwargs)
+
+    monkeypatch.setattr(callbacks.reporting, "plot_curves", plot_and_keep_title)
+    logger = _RecordingLogger()
+    trainer = SimpleNamespace(loggers=[logger], logger=logger, is_global_zero=True, global_step=0)
+    with caplog.at_level(logging.INFO):
+        callback.report(trainer, SimpleNamespace())
+    summary = json.loads(callback.write_summary().read_text())
+    keys = [*logger.keys, *summary["summary"], summary["objective"], callback.objective]
+    said = ("certified", "estimated")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(said)]
+    assert logger.keys and lines and titles
+    if not sound:  # the issue's check first: no heuristic under cert/
+        assert not any(k.startswith("cert/") for k in keys), keys
+    assert summary["certificate"] is sound
+    if sound:
+        assert all(k.startswith("cert/brightness/") for k in keys), keys
+        assert lines[0].startswith("certified: ") and "certified_accuracy.tsv" in os.listdir(
+            tmp_path
+        )
+        return
+    assert all(k.startswith("heuristic/rotation/") for k in keys), keys
+    assert "heuristic/rotation/acr" in keys and not any("cert/" in k for k in keys)
+    assert not any("cert/" in line for line in lines), lines
+    assert lines[0].startswith("estimated (heuristic, not a certificate): "), lines
+    assert "estimated" in titles[0] and "heuristic" in titles[0], titles
+    assert "estimated_accuracy.tsv" in os.listdir(tmp_path)
+    assert "certified_accuracy.tsv" not in os.listdir(tmp_path)
+
+
+def test_the_reporting_layer_refuses_a_heuristic_under_cert(tmp_path) -> None:
+    """The guard every logged curve passes through: a heuristic (sound=False) with a cert/ key
+    is a programming error, refused before anything is written or logged."""
+    from types import SimpleNamespace
+
+    from callbacks.reporting import report_curve
+
+    trainer = SimpleNamespace(loggers=[], global_step=0)
+    args = (trainer, tmp_path, "estimated_accuracy", "radius", "estimated_accuracy", [0.0], [1.0])
+    with pytest.raises(ValueError, match="heuristic may not log under cert/"):
+        report_curve(*args, "t", {"cert/rotation/acr": 1.0}, sound=False)
+    report_curve(*args, "t", {"heuristic/rotation/acr": 1.0}, sound=False)
+    report_curve(*args, "t", {"cert/acr": 1.0})

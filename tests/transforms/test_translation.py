@@ -44,6 +44,22 @@ def test_transform_is_a_circular_roll_and_composes() -> None:
     assert torch.equal(twice[0], torch.roll(x, (3, -3), (1, 2)))  # roll_a . roll_b = roll_(a+b)
 
 
+@pytest.mark.parametrize("shift", [-1.5, -0.5, 0.5, 1.5, 2.5])
+def test_rounding_commutes_with_integer_shifts_at_exact_half_integers(shift: float) -> None:
+    """The proof needs round(a + s) = a + round(s) for integer a; half-to-even rounding breaks it
+    at exact half-integers (round(0.5) = 0 but round(1 + 0.5) = 2). Checked on the parameters the
+    sampler draws and on the roll the transform applies."""
+    perturbation = Translation(GaussianNoise(2.0))
+    x = torch.rand(1, 6, 7)
+    rounded = perturbation.params_from(torch.tensor([[shift, shift]]))
+    for a in range(-4, 5):
+        moved = perturbation.params_from(torch.tensor([[a + shift, a + shift]]))
+        assert torch.equal(moved, rounded + a), (a, shift)
+        rolled = perturbation.transform(x[None], torch.tensor([[a + shift, a + shift]]))
+        expected = torch.roll(x, (a + int(rounded[0, 0]),) * 2, (1, 2))
+        assert torch.equal(rolled[0], expected), (a, shift)
+
+
 def translation_false_rate(inflate: float = 1.0) -> tuple[int, float]:
     """The image is the indicator of a rectangle; [pixel (0,0) > 1/2] after roll by d is class 1
     iff -d lies in it, so class 1's probability at an integer attack a factorizes into two

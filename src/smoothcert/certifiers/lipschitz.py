@@ -97,11 +97,22 @@ def _conv_operator(conv: nn.Conv2d, scale: Tensor | None, shape: tuple[int, ...]
             f"certify=lipschitz: Conv2d with padding={conv.padding!r} mode={conv.padding_mode} is "
             "not supported (zero padding given as numbers only)"
         )
-    out_shape = F.conv2d(torch.zeros(1, *shape, dtype=torch.float64), weight, **options).shape
-    # conv_transpose2d's output may miss the last rows/columns the strided conv never read.
-    size = tuple(shape[1:])
-    high = F.conv_transpose2d(torch.zeros(out_shape, dtype=torch.float64), weight, **options)
-    extra = tuple(s - h for s, h in zip(size, high.shape[2:], strict=True))
+    # conv_transpose2d's output misses the last rows/columns the strided conv never read: with
+    # in + 2p - d(k-1) - 1 = (out-1) s + r (0 <= r < s), its size is in - r, so output_padding r
+    # (always < stride, as conv_transpose2d requires). Computed from the sizes, not by calling
+    # conv_transpose2d without it, which fails when in - r <= 0 (a stride larger than the kernel
+    # on a small input, e.g. k=2, stride 3, padding 1 on width 2).
+    extra = tuple(
+        (size + 2 * pad - dil * (k - 1) - 1) % step
+        for size, pad, dil, k, step in zip(
+            shape[1:],
+            nn.modules.utils._pair(conv.padding),
+            nn.modules.utils._pair(conv.dilation),
+            weight.shape[2:],
+            nn.modules.utils._pair(conv.stride),
+            strict=True,
+        )
+    )
 
     def forward(x: Tensor) -> Tensor:
         return F.conv2d(x, weight, **options)

@@ -52,6 +52,7 @@ class Result:
     source: str = ""
     noise: str = "gaussian"  # the header's ``noise`` (files without one: Cohen's Gaussian)
     norm: str = "l2"  # the header's ``norm``: what the radii measure
+    certified: bool = True  # False for a heuristic (header units "... not a certificate")
 
     @property
     def smoothing(self) -> str:
@@ -113,7 +114,14 @@ def load_result(
         str(path),
         noise,
         norm,
+        "not a certificate" not in str(metadata.get("units", "")),
     )
+
+
+def accuracy_name(results: Sequence[Result]) -> str:
+    """``certified_accuracy``, or ``estimated_accuracy`` when a run is a heuristic (BaseSPT):
+    the envelope's column, the plot's file name and title never call a heuristic certified."""
+    return "certified_accuracy" if all(r.certified for r in results) else "estimated_accuracy"
 
 
 def plain_gaussian(results: Sequence[Result]) -> bool:
@@ -167,7 +175,7 @@ def envelope(results: Sequence[Result], radii: Sequence[float]) -> list[dict[str
                 "best_sigma": best.sigma if best.sigma is not None else float("nan"),
                 "best_train_sigma": _sigmas_text(best.train_sigma),
                 "best_run": best.label,
-                "certified_accuracy": max(accuracies),
+                accuracy_name(results): max(accuracies),
                 "clean_accuracy": best.accuracy(0.0),
             }
         )
@@ -228,7 +236,8 @@ def write_tsv(path: Path, rows: Sequence[dict[str, object]]) -> None:
 
 
 def write_report(results: Sequence[Result], out_dir: Path, radii: Sequence[float]) -> dict:
-    """Writes runs.tsv/.md, envelope.tsv/.md and certified_accuracy.png into ``out_dir``."""
+    """Writes runs.tsv/.md, envelope.tsv/.md and certified_accuracy.png (estimated_accuracy.png
+    when a run is a heuristic) into ``out_dir``."""
     from smoothcert.report.plots import plot_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,9 +252,9 @@ def write_report(results: Sequence[Result], out_dir: Path, radii: Sequence[float
         name: (grid, certified_accuracy_curve(res.records, grid))
         for name, res in zip(curve_names(results), results, strict=True)
     }
-    plot_curves(
-        out_dir / "certified_accuracy.png", curves, "certified accuracy", radius_label(results)
-    )
+    name = accuracy_name(results)
+    title = name.replace("_", " ") + ("" if name == "certified_accuracy" else " (heuristic)")
+    plot_curves(out_dir / f"{name}.png", curves, title, radius_label(results))
     return {"runs": runs, "envelope": env}
 
 
@@ -269,5 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown(envelope(results, args.radii)))
     if args.out is not None:
         write_report(results, args.out, args.radii)
-        print(f"wrote {args.out}/runs.tsv, envelope.tsv (and .md), certified_accuracy.png")
+        name = accuracy_name(results)
+        print(f"wrote {args.out}/runs.tsv, envelope.tsv (and .md), {name}.png")
     return 0

@@ -183,6 +183,18 @@ class RotationPipeline:
         return self.post(rotate(self.pre(images), angles.reshape(-1)))
 
 
+def blur_sigma_from_filter_sigma(filter_sigma: float) -> float:
+    """The standard deviation (pixels) of the Gaussian filter paper 002's reference code builds
+    from ``--filter-sigma s``: its kernel ``exp(-r^2 / s)`` is ``exp(-r^2 / (2 b^2))`` with
+    ``b = sqrt(s / 2)`` (so s = 2 is b = 1; s = 0 turns the filter off)."""
+    if filter_sigma < 0:
+        raise ConfigError(
+            f"perturbation.filter_sigma={filter_sigma} must be >= 0 (the reference's "
+            "exp(-r^2 / filter_sigma); 0 turns the filter off), e.g. filter_sigma=2.0"
+        )
+    return math.sqrt(filter_sigma / 2)
+
+
 class Rotation(ParameterPerturbation):
     """Smoothing over the rotation angle (degrees, ``beta ~ N(0, sigma^2)``) of the images the
     :class:`RotationPipeline` makes: ``psi_beta(x) = V(G(T_beta(V(x))))``.
@@ -197,6 +209,11 @@ class Rotation(ParameterPerturbation):
     so the base classifier is accurate under DistSPT's inner Gaussian smoothing (paper 002 trains
     on rotation and noise together); 0 trains on rotations only. Certification (``apply``) never
     adds it: BaseSPT smooths over the angle alone, DistSPT adds its own inner noise.
+
+    ``filter_sigma``: the Gaussian filter in paper 002's reference spelling (its
+    ``--filter-sigma``), whose kernel is ``exp(-r^2 / filter_sigma)`` where ours is
+    ``exp(-r^2 / (2 blur_sigma^2))``: ``filter_sigma = 2 blur_sigma^2``, so the reference's 2.0 is
+    ``blur_sigma=1.0``. When set (not None) it replaces ``blur_sigma``.
     """
 
     name, units, num_params = "rotation", "degrees", 1
@@ -211,10 +228,13 @@ class Rotation(ParameterPerturbation):
         edge: float = 2.0,
         blur_size: int = 5,
         blur_sigma: float = 1.5,
+        filter_sigma: float | None = None,
     ) -> None:
         super().__init__(noise)
         if train_noise < 0:
             raise ConfigError(f"perturbation.train_noise={train_noise} must be >= 0")
+        if filter_sigma is not None:
+            blur_sigma = blur_sigma_from_filter_sigma(filter_sigma)
         self.train_noise = float(train_noise)
         self.pipeline = RotationPipeline(vignette, radius_decrease, edge, blur_size, blur_sigma)
 
