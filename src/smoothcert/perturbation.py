@@ -128,9 +128,15 @@ class ParameterPerturbation(nn.Module):
     def axis_label(self) -> str:
         """What a certified-accuracy plot's x axis shows, e.g. ``brightness radius (units)``."""
         label = f"{self.name} radius ({self.units})"
-        if not self.keeps_range:
-            label = f"{label}, {self.threat_model}"
+        label = self.with_threat_model(label)
         return label if self.certified else f"{label}, heuristic: not a certificate"
+
+    def with_threat_model(self, label: str) -> str:
+        """``label`` and, where psi leaves [0, 1], the threat model on lines of their own (so
+        the figure fits them)."""
+        if self.keeps_range:
+            return label
+        return label + "\n" + self.threat_model.replace("; ", ";\n")
 
     def header_settings(self) -> dict[str, object]:
         """What the record header says about this perturbation beyond its name and units."""

@@ -131,7 +131,7 @@ class BrightnessContrast(ParameterPerturbation):
 
     @property
     def axis_label(self) -> str:
-        return f"brightness radius ({self.contrast_range}), {self.threat_model}"
+        return self.with_threat_model(f"brightness radius ({self.contrast_range})")
 
     def header_settings(self) -> dict[str, object]:
         settings = {"sigma_k": self.sigma_k, "contrast": self.contrast_range}
