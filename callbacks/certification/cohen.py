@@ -21,12 +21,14 @@ from smoothcert.certifiers.examples import (
     certify_group,
     group_size,
 )
+from smoothcert.certifiers.in_range import certify_group_in_range
 from smoothcert.certifiers.topk import certify_group_topk
 from smoothcert.errors import check_alpha, check_count, require
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import Noise, example_generator
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
+from smoothcert.records.in_range import IN_RANGE_SCHEMA, clean_accuracy, in_range_curve
 from smoothcert.records.topk import TOPK_SCHEMA
 
 
@@ -52,7 +54,12 @@ class CohenCertification(CertificationCallback):
     curve, its title and the summary line say "estimated", never "certified". With
     ``perturbation=gamma``, ``gammas`` (factors in (0, inf)) adds ``cert/gamma/acc@gamma=<g>``:
     the fraction of examples right and certified at ``x^g`` (each one's range, asymmetric for
-    Rayleigh smoothing).
+    Rayleigh smoothing). A parametric certificate whose radius is 0 abstains (brightness_contrast:
+    nothing holds jointly with every contrast in range). Brightness and brightness_contrast cover
+    the shift before clipping (TSS's threat model; the header and the axis say so): they also
+    write ``in_range.tsv`` (the certificate restricted to the shifts that keep each image in
+    [0, 1], and the smoothed prediction at x, from which ``clean_acc`` is counted),
+    ``certified_accuracy_in_range.tsv``/``.png`` and ``cert/<name>/in_range/acc@<r>``.
     """
 
     option, tasks = "cohen", ("classification", "denoised_classification")
@@ -109,6 +116,9 @@ class CohenCertification(CertificationCallback):
             self.settings.update(
                 perturbation=perturbation.name, units=perturbation.units + heuristic
             )
+            self.settings.update(perturbation.header_settings())
+        self.in_range = is_parametric(perturbation) and not perturbation.keeps_range
+        self.in_range = self.in_range and not self.topk  # top-k keeps its own second file
 
     def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().check_selection(trainer, pl_module)
@@ -117,7 +127,9 @@ class CohenCertification(CertificationCallback):
             self.perturbation.check_input(tuple(torch.as_tensor(example).shape))
 
     def schemas(self) -> dict[str, RecordSchema]:
-        return {"cohen": COHEN_SCHEMA, **({"topk": TOPK_SCHEMA} if self.topk else {})}
+        extra = {"topk": TOPK_SCHEMA} if self.topk else {}
+        extra.update({"in_range": IN_RANGE_SCHEMA} if self.in_range else {})
+        return {"cohen": COHEN_SCHEMA, **extra}
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         extra = {"topk": self.topk.ks} if key == "topk" and self.topk else {}
@@ -153,6 +165,10 @@ class CohenCertification(CertificationCallback):
             )
             yield from ({"cohen": record, "topk": topk} for record, topk in pairs)
             return
+        if self.in_range:
+            pairs = certify_group_in_range(self.smooth, indices, xs, labels, generators, settings)
+            yield from ({"cohen": record, "in_range": extra} for record, extra in pairs)
+            return
         records = certify_group(self.smooth, indices, xs, labels, generators, *settings)
         yield from ({"cohen": record} for record in records)
 
@@ -160,9 +176,12 @@ class CohenCertification(CertificationCallback):
         self.records: list[CohenRecord] = records["cohen"]
         if self.topk:
             self.topk.records = records["topk"]
+        self.in_range_records = records["in_range"] if self.in_range else []
 
     def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
         summary = summarize(self.records, self.radii)
+        if self.in_range:  # the smoothed prediction at x, also where the certificate abstains
+            summary["cert/clean_acc"] = clean_accuracy(self.in_range_records)
         self.summary = {self.prefix + k.removeprefix("cert/"): v for k, v in summary.items()}
         for gamma in self.gammas or ():  # perturbation=gamma: accuracy certified at x^gamma
             radii = [r.radius for r in self.records]
@@ -192,4 +211,22 @@ class CohenCertification(CertificationCallback):
         said = "certified" if self.sound else "estimated (heuristic, not a certificate)"
         rank_zero_info(f"{said}: {table}")
         curves = [paths, self.topk.report(trainer, self.records)] if self.topk else [paths]
+        if self.in_range:
+            curves.append(self.report_in_range(trainer, grid))
         log_locations(trainer, str(self.output_dir / "certify.tsv"), curves)
+
+    def report_in_range(self, trainer: Trainer, grid) -> dict:
+        """The curve and scalars of the certificates restricted to in-range shifts."""
+        key = f"{self.prefix}in_range/"
+        report = in_range_curve(self.in_range_records, self.radii).tolist()
+        scalars = {f"{key}acc@{r:.2f}": v for r, v in zip(self.radii, report, strict=True)}
+        radii = [r.in_range_radius * r.correct for r in self.in_range_records]
+        scalars[f"{key}acr"] = sum(radii) / max(len(radii), 1)
+        self.summary.update(scalars)
+        curve = in_range_curve(self.in_range_records, grid).tolist()
+        title = f"CERTIFY over {self.perturbation.name}, shifts keeping the image in [0, 1]"
+        label = f"brightness radius, shifts keeping the image in [0, 1] ({self.perturbation.units})"
+        names = ("certified_accuracy_in_range", "radius", "certified_accuracy", grid.tolist())
+        table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in scalars.items())
+        rank_zero_info(f"certified, in-range shifts only: {table}")
+        return report_curve(trainer, self.output_dir, *names, curve, title, scalars, label)

@@ -20,6 +20,10 @@ The interface (what a new transformation implements; rotation plugs in the same 
   ``images_only`` True if the input must be an image ``[C, H, W]`` (translation, rotation);
   ``certified``   False if psi does not compose exactly (rotation with interpolation): the radius
                   is then a heuristic and every record and plot says "not a certificate";
+  ``keeps_range`` False if psi takes an image in [0, 1] out of it (brightness): the certificate
+                  then covers the unclipped images only (``threat_model`` says so in headers and
+                  plots) and the subclass gives ``in_range_shifts(x)``, the parameters that keep
+                  ``x`` in [0, 1], from which :meth:`in_range` restricts the certificate;
 
   and implements ``transform(xs, params)`` (``[B, *s]`` inputs and ``[B, k]`` parameters, one
   per row, to ``[B, *s]``) and, unless the Gaussian l2 radius in parameter space
@@ -33,6 +37,10 @@ The radius of a parameter perturbation is a statement about the attack ``psi_gam
 nothing else): with probability at least 1 - alpha the smoothed classifier's answer is the same at
 ``psi_gamma(x)`` for every parameter ``gamma`` within the radius. No clipping anywhere: clipping
 to [0, 1] breaks the exact composition ``psi_a . psi_b = psi_(a+b)`` the certificate rests on.
+So where psi leaves [0, 1] (brightness, contrast), a clipped change is not covered; gamma,
+translation and rotation map [0, 1] into itself, so for them nothing is left out. A radius that
+is not positive certifies nothing (CERTIFY abstains): the certificate may have a second part,
+e.g. every contrast in a range, that a radius of 0 does not cover.
 """
 
 from __future__ import annotations
@@ -96,6 +104,8 @@ class ParameterPerturbation(nn.Module):
     noises: ClassVar[tuple[str, ...]] = ("gaussian",)
     images_only: ClassVar[bool] = False
     certified: ClassVar[bool] = True
+    keeps_range: ClassVar[bool] = True
+    threat_model: ClassVar[str] = ""
 
     def __init__(self, noise: Noise) -> None:
         super().__init__()
@@ -118,7 +128,19 @@ class ParameterPerturbation(nn.Module):
     def axis_label(self) -> str:
         """What a certified-accuracy plot's x axis shows, e.g. ``brightness radius (units)``."""
         label = f"{self.name} radius ({self.units})"
+        label = self.with_threat_model(label)
         return label if self.certified else f"{label}, heuristic: not a certificate"
+
+    def with_threat_model(self, label: str) -> str:
+        """``label`` and, where psi leaves [0, 1], the threat model on lines of their own (so
+        the figure fits them)."""
+        if self.keeps_range:
+            return label
+        return label + "\n" + self.threat_model.replace("; ", ";\n")
+
+    def header_settings(self) -> dict[str, object]:
+        """What the record header says about this perturbation beyond its name and units."""
+        return {"threat_model": self.threat_model} if self.threat_model else {}
 
     # ----- the transformation -----------------------------------------------------------------
 
@@ -161,6 +183,24 @@ class ParameterPerturbation(nn.Module):
         a transformation that composes additively, ``psi_a . psi_b = psi_(a+b)``. 0 where nothing
         is certified."""
         return self.noise.radius(p_lower, "l2", p_upper=p_upper)
+
+    def in_range_shifts(self, x: Tensor) -> tuple[float, float]:
+        """``(low, high)``: the parameter values (in ``units``) whose transformation keeps the
+        image ``x`` in [0, 1] (for every other certified parameter, e.g. every contrast in range).
+        Only for ``keeps_range = False``."""
+        raise NotImplementedError(f"perturbation={self.name} keeps images in [0, 1]")
+
+    def in_range(self, x: Tensor, radius: float) -> tuple[float, float, float]:
+        """The certificate restricted to the shifts that keep ``x`` in [0, 1]: ``(low, high,
+        r)``. Certified are the shifts ``|b| < radius``; in range are ``in_range_shifts(x)``; both
+        hold on ``(max(-radius, low), min(radius, high))``, and ``r = max(0, min(radius, -low,
+        high))`` is its symmetric part (every ``|b| < r`` is certified and in range). Radius 0
+        (abstain) gives ``(0, 0, 0)``; an empty intersection gives ``r = 0``."""
+        if not radius > 0:
+            return 0.0, 0.0, 0.0
+        low, high = self.in_range_shifts(x)
+        low, high = max(-radius, low) + 0.0, min(radius, high) + 0.0  # + 0.0: no -0.0
+        return low, high, max(0.0, min(radius, -low, high))
 
     def extra_repr(self) -> str:
         return f"sigma={self.noise.sigma} ({self.units})"

@@ -21,10 +21,11 @@ from smoothcert.certifiers.cccert import (
     pca,
     t_grid,
 )
+from smoothcert.errors import ConfigError
 from smoothcert.models import DigitsCNN
 from smoothcert.models.classifiers import NormalizedClassifier
-from smoothcert.noise import GaussianNoise
-from smoothcert.transforms import Brightness, Rotation
+from smoothcert.noise import GaussianNoise, RayleighNoise
+from smoothcert.transforms import Brightness, BrightnessContrast, Gamma, Rotation
 from tests.transforms.test_brightness import MeanAbove
 
 
@@ -79,9 +80,48 @@ def test_cccert_on_a_brightness_classifier() -> None:
     )
     far = cert.certify(torch.full((1, 4, 4), 0.95), 1, torch.Generator().manual_seed(0))
     near = cert.certify(torch.full((1, 4, 4), 0.6), 1, torch.Generator().manual_seed(0))
-    assert far.correct and far.grid_correct and far.probability < 1e-4
+    assert far.correct and far.grid_correct and far.probability == far.resolution == 1e-3
     assert near.correct and not near.grid_correct and near.probability >= 0.3 / 0.8
-    assert pca([far, near], 1e-4) == 0.5 and era([far, near]) == 0.5
+    assert pca([far, near], 2e-3) == 0.5 and era([far, near]) == 0.5
+    with pytest.raises(ConfigError, match="1000 samples per example cannot resolve"):
+        pca([far, near], 1e-4)  # below what 1,000 samples resolve
+
+
+def test_ranges_are_in_the_transformations_units_whatever_the_noise() -> None:
+    """One user range, one parameter set and one set of images: gamma in [0.5, 2] under Rayleigh
+    and under log-normal smoothing (the draws of the latter are exponentiated, the former's are
+    not), and contrast k in [-0.2, 0.2] whatever sigma_k (the draws of k are rescaled by it)."""
+    x = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = MeanAbove(0.5)
+    for pair, low, high in [
+        ((Gamma(RayleighNoise(0.5)), Gamma(GaussianNoise(0.3))), [0.5], [2.0]),
+        (
+            (
+                BrightnessContrast(GaussianNoise(0.5), sigma_k=0.05),
+                BrightnessContrast(GaussianNoise(0.2), sigma_k=0.4),
+            ),
+            [-0.2, -0.3],
+            [0.2, 0.3],
+        ),
+    ]:
+        certs = [CCCert(model, p, low, high, nsamples=50, nbounds=2, clip=False) for p in pair]
+        params = [c.sample_parameters(torch.Generator().manual_seed(1)) for c in certs]
+        assert torch.equal(params[0], params[1])
+        assert params[0][:, 0].min() >= low[0] and params[0][:, 0].max() <= high[0]
+        images = [c.transformed(x, q) for c, q in zip(certs, params, strict=True)]
+        assert torch.allclose(images[0], images[1])
+    gamma = CCCert(model, Gamma(GaussianNoise(0.3)), [2.0], [2.0], nsamples=1, nbounds=1)
+    assert torch.allclose(gamma.transformed(x, torch.tensor([[2.0]])), x.pow(2)[None])
+
+
+def test_clipping_is_an_option_on_by_default() -> None:
+    x = torch.tensor([[[0.1, 0.9]]])
+    brightness = Brightness(GaussianNoise(0.1))
+    shift = torch.tensor([[0.3]])
+    clipped = CCCert(MeanAbove(0.5), brightness, [-0.4], [0.4]).transformed(x, shift)
+    raw = CCCert(MeanAbove(0.5), brightness, [-0.4], [0.4], clip=False).transformed(x, shift)
+    assert torch.allclose(clipped, torch.tensor([[[[0.4, 1.0]]]]))
+    assert torch.allclose(raw, torch.tensor([[[[0.4, 1.2]]]]))
 
 
 class CornerLit(nn.Module):
@@ -103,7 +143,7 @@ def test_identity_puts_the_clean_image_through_the_pipeline() -> None:
     moved = raw.certify(x, 1, torch.Generator().manual_seed(0))
     kept = same.certify(x, 0, torch.Generator().manual_seed(0))
     assert moved.predict == 1 and moved.probability == 1.0
-    assert kept.predict == 0 and kept.correct and kept.probability < 1e-4
+    assert kept.predict == 0 and kept.correct and kept.probability == 1 / 100  # "< 1/100"
     with pytest.raises(Exception, match="identity value"):
         CCCert(CornerLit(), rotation, [-10], [10], identity=[0, 0])
 

@@ -24,6 +24,11 @@ BAD = [
     (["perturbation=gamma", "noise=laplace"], "perturbation=gamma draws its parameters from"),
     (["perturbation=brightness", "certify.sigma=0.5"], "certify.sigma=0.5 differs from"),
     (["perturbation=brightness_contrast", "perturbation.contrast=-1"], "contrast=-1 must be"),
+    (
+        ["perturbation=brightness_contrast", "perturbation.contrast=0.1"]
+        + ["perturbation.contrast_factor=0.1"],
+        "both give the contrast range",
+    ),
 ]
 
 

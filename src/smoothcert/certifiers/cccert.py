@@ -1,7 +1,20 @@
-"""CC-Cert (Pautov et al.): a Chernoff-Cramer bound on the probability that a RANDOM
-transformation changes the answer. A probabilistic statement over the transformation
-distribution, not a worst-case certificate: it says "for a transformation drawn uniformly from
-the range, the prediction changes with probability at most eps", nothing about the worst one.
+"""CC-Cert (Pautov et al.): a heuristic ESTIMATE of the probability that a RANDOM
+transformation changes the answer, from a Chernoff-Cramer bound on sampled outputs. Not a
+certificate of any kind: it estimates "for a transformation drawn uniformly from the range, the
+prediction changes with probability at most eps", with no stated confidence, and says nothing
+about the worst transformation in the range. Its numbers never go under a ``cert/`` key.
+
+Resolution: from ``m`` samples no probability below about ``1 / m`` can be told apart from 0 (a
+true flip probability of 1e-3 shows no flip in 1,000 samples 37% of the time), so the estimate
+is reported as at least ``1 / m`` (read: "< 1/m" when it sits there) and ``pca`` refuses an eps
+at or below it.
+
+Parameters and ranges are in the transformation's own units, those of ``transform`` and of the
+docs (brightness shift b; (log-contrast k, brightness b); gamma factor; pixels; degrees), not the
+smoothing noise's draws: the same range gives the same images whatever noise the perturbation
+was built with (a Rayleigh or log-normal gamma, any sigma_k). Each transformed image is clipped
+to [0, 1] by default (``clip=True``), as the reference does; ``clip=False`` keeps the unclipped
+images (TSS's threat model for brightness: a clipped change is then not what is measured).
 
 For a base classifier with softmax ``p``, let ``a = (p_(1)(x) - p_(2)(x)) / 2`` (half the top-2
 margin) and ``Y = ||p(x) - p(T(x))||_inf``. ``Y < a`` implies the same top class at ``T(x)``, and
@@ -58,27 +71,33 @@ def cc_cert_estimate(
     y: np.ndarray | Tensor, a: float, nbounds: int, delta: float = 0.9, t: np.ndarray | None = None
 ) -> float:
     """The paper's estimate from ``nbounds`` groups of the samples ``y`` (``[nbounds * m]``):
-    the largest group bound over ``delta``, clipped at 1. A heuristic probability, not a bound
-    with a stated confidence (see the module docstring)."""
+    the largest group bound over ``delta``, clipped at 1 and raised to the resolution ``1 / (nbounds
+    * m)`` (see the module docstring). A heuristic probability, not a bound with a stated
+    confidence."""
     require(0 < delta <= 1, f"delta={delta} must lie in (0, 1]")
     groups = np.asarray(y, dtype=np.float64).reshape(check_count(nbounds, "nbounds"), -1)
-    return float(min(1.0, chernoff_bound(groups, a, t).max() / delta))
+    estimate = min(1.0, chernoff_bound(groups, a, t).max() / delta)
+    return float(max(estimate, 1.0 / groups.size))
 
 
 @dataclass(frozen=True)
 class CCCertResult:
     """One example: the clean prediction, whether it is right, the estimate of ``P(the random
-    transformation changes the answer)``, and the accuracy on the parameter grid (all right)."""
+    transformation changes the answer)`` (at least ``resolution``, ``1 / samples``: a value there
+    reads "< 1/samples"), and the accuracy on the parameter grid (all right)."""
 
     predict: int
     correct: bool
     probability: float
     grid_correct: bool
+    resolution: float = 0.0
 
 
 class CCCert:
     """CC-Cert of a base classifier under ``perturbation.transform`` with parameters drawn
-    uniformly from ``[low, high]`` (one range per parameter), as the paper samples them.
+    uniformly from ``[low, high]`` (one range per parameter, in ``transform``'s units: see the
+    module docstring), as the paper samples them; each image clipped to [0, 1] unless
+    ``clip=False``.
     The clean answer is the model's on ``x``, or, with ``identity`` (the parameters of the
     identity transformation, e.g. angle 0), on ``perturbation.apply(x, identity)``: for a
     transformation that also pre-processes (rotation's vignette and filter) the clean image then
@@ -101,8 +120,9 @@ class CCCert:
         t: np.ndarray | None = None,
         grid_points: int = 20,
         identity: Sequence[float] | None = None,
+        clip: bool = True,
     ) -> None:
-        self.model, self.perturbation = model, perturbation
+        self.model, self.perturbation, self.clip = model, perturbation, bool(clip)
         self.low = torch.tensor(list(low), dtype=torch.float32)
         self.high = torch.tensor(list(high), dtype=torch.float32)
         require(
@@ -125,29 +145,47 @@ class CCCert:
     def _probs(self, xs: Tensor) -> Tensor:
         return self.model(xs).double().softmax(dim=1)
 
+    def transformed(self, x: Tensor, params: Tensor) -> Tensor:
+        """``x`` (``[C, H, W]``) under each row of ``params`` (``[m, k]``, in ``transform``'s
+        units, not the noise's draws), clipped to [0, 1] when ``clip``."""
+        copies = x.unsqueeze(0).expand(params.shape[0], *x.shape)
+        images = self.perturbation.transform(copies, params.to(x.device, x.dtype))
+        return images.clamp(0.0, 1.0) if self.clip else images
+
+    def sample_parameters(self, generator: torch.Generator) -> Tensor:
+        """The ``nsamples * nbounds`` parameters ``[m, k]`` drawn uniformly from the range."""
+        u = torch.rand(self.nsamples * self.nbounds, len(self.low), generator=generator)
+        return self.low + u * (self.high - self.low)
+
     def certify(self, x: Tensor, label: int, generator: torch.Generator) -> CCCertResult:
         """The estimate for one example ``x`` (``[C, H, W]``) with true ``label``."""
-        m = self.nsamples * self.nbounds
-        u = torch.rand(m, len(self.low), generator=generator)
-        params = (self.low + u * (self.high - self.low)).to(x.device)
+        params = self.sample_parameters(generator)
         grid = torch.linspace(0, 1, self.grid_points)[:, None] * (self.high - self.low) + self.low
         with eval_mode(self.model), torch.inference_mode():
-            base = x[None] if self.identity is None else self.perturbation.apply(x, self.identity)
+            base = x[None] if self.identity is None else self.transformed(x, self.identity)
             clean = self._probs(base.to(x.device))[0]
-            moved = self._probs(self.perturbation.apply(x, params))
-            on_grid = self.model(self.perturbation.apply(x, grid.to(x.device))).argmax(1)
+            moved = self._probs(self.transformed(x, params))
+            on_grid = self.model(self.transformed(x, grid)).argmax(1)
         top2 = clean.topk(2).values
         a = float(top2[0] - top2[1]) / 2
         y = (moved - clean).abs().amax(dim=1).cpu().numpy()
         predict = int(clean.argmax())
         probability = cc_cert_estimate(y, a, self.nbounds, self.delta, self.t)
         grid_correct = bool((on_grid == label).all())
-        return CCCertResult(predict, predict == label, probability, grid_correct)
+        resolution = 1.0 / len(params)
+        return CCCertResult(predict, predict == label, probability, grid_correct, resolution)
 
 
 def pca(results: Sequence[CCCertResult], eps: float) -> float:
     """``PCA(eps)``: the fraction of examples classified correctly whose estimated probability
-    of a change is below ``eps``."""
+    of a change is below ``eps`` (an estimate, not a certified accuracy). ``eps`` must exceed
+    what the samples resolve (``1 / samples``): below it every estimate reads "< 1/samples"."""
+    finest = max((r.resolution for r in results), default=0.0)
+    require(
+        eps > finest,
+        f"PCA(eps={eps:g}): {round(1 / finest) if finest else 0} samples per example cannot "
+        f"resolve probabilities at or below {finest:g}; use eps > {finest:g} or more samples",
+    )
     return float(np.mean([r.correct and r.probability < eps for r in results]))
 
 

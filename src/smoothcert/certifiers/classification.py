@@ -226,6 +226,25 @@ class Smooth:
     ) -> tuple[list[tuple[int, float]], Tensor]:
         """``certify_many`` and the class counts ``[len(xs), K]`` of the ``n`` estimation
         samples it bounded (for further certificates from the same samples, e.g. top-k)."""
+        certificates, _, counts = self.certify_many_with_predictions(
+            xs, n0, n, alpha, batch_size, generators
+        )
+        return certificates, counts
+
+    def certify_many_with_predictions(
+        self,
+        xs: Sequence[Tensor],
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generators: Sequence[torch.Generator | None],
+    ) -> tuple[list[tuple[int, float]], list[int], Tensor]:
+        """``certify_many``, the smoothed prediction at each ``x`` itself (the selected class
+        where its lower bound exceeds 1/2, else ABSTAIN: what the clean accuracy counts) and the
+        class counts. The prediction differs from the certificate's class only where a
+        parametric certificate abstains on a radius of 0 (brightness_contrast: the class holds
+        at ``x``, but not jointly with every contrast in range)."""
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
         require(len(xs) == len(generators) > 0, "give one generator (or None) per example")
@@ -238,23 +257,28 @@ class Smooth:
         counts0, counts = both[0::2], both[1::2]
         c_hats = counts0.argmax(dim=1).tolist()
         selected = counts.gather(1, torch.tensor(c_hats, device=counts.device)[:, None])
-        certificates = [
-            self.bound_to_certificate(count, n, alpha, c_hat, xs[0].numel())
-            for count, c_hat in zip(selected[:, 0].tolist(), c_hats, strict=True)
-        ]
-        return certificates, counts.cpu()
+        certificates, predictions = [], []
+        for count, c_hat in zip(selected[:, 0].tolist(), c_hats, strict=True):
+            certificates.append(self.bound_to_certificate(count, n, alpha, c_hat, xs[0].numel()))
+            above = clopper_pearson_lower(count, n, alpha) > 0.5
+            predictions.append(c_hat if above else ABSTAIN)
+        return certificates, predictions, counts.cpu()
 
     def bound_to_certificate(
         self, count: int, n: int, alpha: float, c_hat: int, dim: int | None = None
     ) -> tuple[int, float]:
         """Turns the count of the selected class among ``n`` samples into ``(class, radius)``:
-        ``(ABSTAIN, 0.0)`` unless the Clopper-Pearson lower bound exceeds 1/2. ``dim`` (the number
-        of input coordinates) is needed for linf radii only."""
+        ``(ABSTAIN, 0.0)`` unless the Clopper-Pearson lower bound exceeds 1/2, and, for a
+        parametric perturbation, unless its radius is positive: a radius of 0 certifies nothing
+        (brightness_contrast's radius holds jointly with every contrast in range, and 0 means
+        that even a pure contrast change in range may flip the answer; TSS abstains there too).
+        ``dim`` (the number of input coordinates) is needed for linf radii only."""
         p_lower = clopper_pearson_lower(count, n, alpha)
         if p_lower <= 0.5:
             return ABSTAIN, 0.0
         if is_parametric(self.perturbation):
-            return c_hat, float(self.perturbation.radius(p_lower))
+            radius = float(self.perturbation.radius(p_lower))
+            return (c_hat, radius) if radius > 0 else (ABSTAIN, 0.0)
         return c_hat, float(self.noise.radius(p_lower, self.norm, dim))
 
     def predict(

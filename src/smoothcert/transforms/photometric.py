@@ -5,6 +5,12 @@ None of them clips to [0, 1]: ``clip(clip(x + a) + b)`` is not ``clip(x + a + b)
 brightened past 1 and darkened again comes back below its old value), so clipping would break
 the composition the certificates rest on. The base model sees values outside [0, 1]; it is
 trained on the same transformed inputs (``regime=transformation``).
+
+What that means for a user: a brightness (or contrast) certificate covers the shift ``x + b``
+before clipping, TSS's threat model; a clipped change ``clip(x + b)`` is not covered (on images
+that already span [0, 1], b = 0 is the only shift that stays in range). ``in_range`` gives the
+part of the certificate that keeps this image in [0, 1] (:meth:`Brightness.in_range_shifts`).
+Gamma maps [0, 1] into itself, so its certificate needs no such caveat.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from smoothcert.errors import ConfigError, check_sigma, require
 from smoothcert.noise import Noise
 from smoothcert.noise.base import ArrayLike, _as_probability, _output
 from smoothcert.perturbation import ParameterPerturbation
+
+CLIPPING = (
+    "brightness shift before clipping (TSS's threat model); a clipped brightness change is not "
+    "covered"
+)
 
 
 def _per_row(params: Tensor, like: Tensor) -> Tensor:
@@ -36,6 +47,11 @@ class Brightness(ParameterPerturbation):
     """
 
     name, units, num_params = "brightness", "brightness units", 1
+    keeps_range, threat_model = False, CLIPPING
+
+    def in_range_shifts(self, x: Tensor) -> tuple[float, float]:
+        """``x + b`` stays in [0, 1] for ``-min x <= b <= 1 - max x``."""
+        return -float(x.min()), 1.0 - float(x.max())
 
     def transform(self, xs: Tensor, params: Tensor) -> Tensor:
         return xs + _per_row(params[:, 0], xs)
@@ -57,25 +73,78 @@ class BrightnessContrast(ParameterPerturbation):
     sqrt(margin)``, ``margin = Phi^-1(p_bar)^2 - (k / sigma_k)^2``. The radius is TSS's published
     form ``R_b(k) = sigma min(e^-k, 1) sqrt(margin)`` (the fix of its first code), at most the
     bound just derived, so sound (more conservative for k < 0). It holds jointly with every
-    contrast ``|k| <= contrast``; ``R_b`` decreases in ``|k|`` on each side, so the radius is
-    ``min(R_b(-contrast), R_b(contrast))``, in brightness units of the shift ``b`` before scaling.
+    contrast ``k`` in ``[k_low, k_high]``; ``R_b`` decreases in ``|k|`` on each side, so the
+    radius is ``min(R_b(k_low), R_b(k_high))``, in brightness units of the shift ``b`` before
+    scaling. Where that is 0 nothing is certified (CERTIFY abstains, as TSS does): some contrast
+    in the range may change the answer even without a brightness change.
+
+    The contrast range, in either spelling (not both; neither: ``contrast=0.1``):
+    ``contrast=c`` certifies ``k`` in ``[-c, c]`` (contrast factors ``e^-c .. e^c``);
+    ``contrast_factor=s`` is TSS's ``--bright_scale s``: factors ``[1 - s, 1 + s]``, i.e. ``k``
+    in ``[ln(1 - s), ln(1 + s)]``. So TSS's s = 0.1 is ``k`` in [-0.105, 0.095], not
+    ``contrast=0.1``.
     """
 
     name, units, num_params = "brightness_contrast", "brightness units", 2
+    keeps_range, threat_model = False, CLIPPING
 
-    def __init__(self, noise: Noise, sigma_k: float = 0.1, contrast: float = 0.1) -> None:
+    def __init__(
+        self,
+        noise: Noise,
+        sigma_k: float = 0.1,
+        contrast: float | None = None,
+        contrast_factor: float | None = None,
+    ) -> None:
         super().__init__(noise)
         self.sigma_k = check_sigma(sigma_k, "perturbation.sigma_k")
-        self.contrast = float(contrast)
+        require(
+            contrast is None or contrast_factor is None,
+            f"perturbation.contrast={contrast} and perturbation.contrast_factor={contrast_factor} "
+            "both give the contrast range: set one (the other null)",
+        )
+        self.contrast_factor = None if contrast_factor is None else float(contrast_factor)
+        if self.contrast_factor is not None:
+            require(
+                math.isfinite(self.contrast_factor) and 0 <= self.contrast_factor < 1,
+                f"perturbation.contrast_factor={contrast_factor} must be a number in [0, 1) "
+                "(TSS's s: contrast factors 1 - s to 1 + s)",
+            )
+            self.contrast = None
+            self.k_low = math.log1p(-self.contrast_factor)
+            self.k_high = math.log1p(self.contrast_factor)
+            return
+        self.contrast = 0.1 if contrast is None else float(contrast)
         require(
             math.isfinite(self.contrast) and self.contrast >= 0,
             f"perturbation.contrast={contrast} must be a number >= 0 (the certified |k|, "
             "log-contrast)",
         )
+        self.k_low, self.k_high = -self.contrast, self.contrast
+
+    @property
+    def contrast_range(self) -> str:
+        """The certified contrast range in words, e.g. ``|log-contrast| <= 0.1``."""
+        if self.contrast_factor is None:
+            return f"|log-contrast| <= {self.contrast:g}"
+        s = self.contrast_factor
+        return f"contrast factor in [{1 - s:g}, {1 + s:g}]"
 
     @property
     def axis_label(self) -> str:
-        return f"brightness radius (|log-contrast| <= {self.contrast:g})"
+        return self.with_threat_model(f"brightness radius ({self.contrast_range})")
+
+    def header_settings(self) -> dict[str, object]:
+        settings = {"sigma_k": self.sigma_k, "contrast": self.contrast_range}
+        return {
+            **settings,
+            "log_contrast_range": [self.k_low, self.k_high],
+            **super().header_settings(),
+        }
+
+    def in_range_shifts(self, x: Tensor) -> tuple[float, float]:
+        """``e^k (x + b)`` stays in [0, 1] for every certified ``k`` iff ``-min x <= b <= e^-k_high
+        - max x`` (the largest contrast is the binding one)."""
+        return -float(x.min()), math.exp(-self.k_high) - float(x.max())
 
     def params_from(self, draws: Tensor) -> Tensor:
         return draws * draws.new_tensor([self.sigma_k / self.sigma, 1.0])
@@ -100,7 +169,7 @@ class BrightnessContrast(ParameterPerturbation):
     def radius(self, p_lower: ArrayLike, p_upper: ArrayLike | None = None) -> ArrayLike:
         if p_upper is not None:
             raise ConfigError("perturbation=brightness_contrast has a one-class radius only")
-        ends = [self.brightness_radius(p_lower, k) for k in (-self.contrast, self.contrast)]
+        ends = [self.brightness_radius(p_lower, k) for k in (self.k_low, self.k_high)]
         return _output(np.minimum(*ends), p_lower)
 
 
@@ -113,7 +182,8 @@ class Gamma(ParameterPerturbation):
     ``g = exp(sigma z)``: composition is additive in ``ln g`` and Cohen's theorem certifies
     ``|ln gamma| < sigma Phi^-1(p_A)``. The radius, in both cases, is in ``|ln gamma|``: the
     largest r with every ``e^-r < gamma < e^r`` certified (Rayleigh: ``min(ln high, -ln low)``;
-    :meth:`certified_range` gives the asymmetric range itself).
+    :meth:`certified_range` gives the asymmetric range itself). ``x^gamma`` maps [0, 1] into
+    itself, so the certificate covers real (unclipped and in-range) images.
     """
 
     name, units, num_params = "gamma", "|ln gamma|", 1
