@@ -120,7 +120,7 @@ def report_median(
             continue
         if kind == "detection":  # slots are often empty (inf): AP instead of interval widths
             scalars, curve = report_detection(
-                trainer, output_dir, certified, pl_module, dataset, figures
+                trainer, output_dir, certified, pl_module, dataset, figures, statement
             )
             summary.update(scalars)
             paths.append(curve)

@@ -47,7 +47,11 @@ def test_resume_and_batch_size_invariance(tmp_path: Path) -> None:
     certify(tmp_path / "a", num_examples=1)
     certify(tmp_path / "a", num_examples=2, resume=True)
     certify(tmp_path / "b", num_examples=2, batch_size=37)
-    _, resumed = median_schema().read(tmp_path / "a" / "median.tsv")
+    meta, resumed = median_schema().read(tmp_path / "a" / "median.tsv")
+    # a box's default guarantee is per box (issue 20 item 4), and the header says which split
+    assert meta["guarantee"] == "per_box"
+    assert math.isclose(float(meta["alpha_per_bound"]), FAST["alpha"] / 8)
+    assert "all 4 coordinates of each box at once" in meta["guarantee_statement"]
     _, fresh = median_schema().read(tmp_path / "b" / "median.tsv")
     assert [r.idx for r in resumed] == [0, 1]
     for a, b in zip(resumed, fresh, strict=True):
@@ -66,6 +70,7 @@ class IntegerOutput(ToyStructured):
         ({}, ToyStructured("label_map"), "certify=median needs a model whose structured_output"),
         ({}, IntegerOutput("box"), "real vector"),
         ({"output_range": [0.0, 0.1]}, ToyStructured("box"), "certify.output_range"),
+        ({"guarantee": "per_box"}, ToyStructured("vector"), "per_box needs outputs made of boxes"),
     ],
 )
 def test_errors_before_certifying(tmp_path: Path, settings: dict, model, message: str) -> None:
