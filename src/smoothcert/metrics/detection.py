@@ -102,9 +102,9 @@ def average_precision(
 
 def best_iou_upper(lower: Tensor, upper: Tensor, truth: Tensor) -> Tensor:
     """An upper bound on the IoU with ``truth`` ``[G, 4]`` of any box within ``[lower, upper]``
-    (``[4]``), per truth: the intersection of the outer box (lower x1, lower y1, upper x2, upper
-    y2) with the truth over the larger of the truth's area and the inner box's (the union is at
-    least both); 1 where a bound is infinite."""
+    (``[4]``), per truth: I / (a + G - I) with I the intersection of the outer box (lower x1,
+    lower y1, upper x2, upper y2) with the truth, a the inner box's area (upper x1, upper y1,
+    lower x2, lower y2) and G the truth's; 1 where a bound is infinite."""
     if not bool(torch.isfinite(lower).all() and torch.isfinite(upper).all()):
         return torch.ones(len(truth), dtype=torch.float64)
     lo, hi, truth = lower.double(), upper.double(), truth.double()
@@ -113,7 +113,9 @@ def best_iou_upper(lower: Tensor, upper: Tensor, truth: Tensor) -> Tensor:
     intersection = width.clamp_min(0) * height.clamp_min(0)
     area = (truth[:, 2] - truth[:, 0]).clamp_min(0) * (truth[:, 3] - truth[:, 1]).clamp_min(0)
     inner = (lo[2] - hi[0]).clamp_min(0) * (lo[3] - hi[1]).clamp_min(0)
-    union = torch.maximum(area, inner)
+    # IoU = I / (a + G - I) rises with the intersection I and falls with the box's area a, so
+    # the largest I (the outer box's) over the smallest a (the inner box's) bounds it.
+    union = inner + area - intersection
     bound = torch.where(union > 0, intersection / union.clamp_min(1e-300), 1.0)
     return bound.clamp(max=1.0)
 
