@@ -88,3 +88,46 @@ def test_errors_before_certifying(tmp_path: Path, settings: dict, model, message
 def test_settings_fail_on_construction(tmp_path: Path, settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         MedianCertification(output_dir=str(tmp_path), **{**FAST, **settings})
+
+
+class ToyDetectionData(ToyData):
+    """Two 32x32 shapes images per split, with their detection targets."""
+
+    def __init__(self) -> None:
+        from smoothcert.data.detection import ShapeDetectionDataset
+
+        super().__init__()
+        self.splits = {s: ShapeDetectionDataset(2, s) for s in ("train", "val", "test")}
+
+    def test_dataloader(self):
+        return torch.utils.data.DataLoader(self.splits["test"], batch_size=1)
+
+
+def test_detection_report_keys_and_guarantee(tmp_path: Path) -> None:
+    """Issue 20 item 4: a detector's bounds are per slot by default (alpha / 12: box, score and
+    label); only the proven AP lower bound and the certified share are under cert/; the AP of
+    the certified boxes, no bound, is under eval/; the TSV says which guarantee each column has."""
+    from lightning_modules.detection import DetectionModule
+    from smoothcert.models.detector import GridDetector
+    from smoothcert.noise import GaussianNoise
+
+    module = DetectionModule(
+        GridDetector(3, 4, 4, 3), GaussianNoise(0.25), None, 3, [0.5] * 3, [0.25] * 3
+    )
+    callback = MedianCertification(
+        output_dir=str(tmp_path), **{**FAST, "eps": [0.1], "n": 100, "num_images": 0}
+    )
+    trainer(callbacks=[callback]).test(module, datamodule=ToyDetectionData())
+    meta, _ = median_schema().read(tmp_path / "median.tsv")
+    assert meta["guarantee"] == "per_box" and "alpha / 12 per one-sided bound" in str(meta)
+    keys = set(callback.summary)
+    assert {k for k in keys if k.startswith("cert/")} == {
+        "cert/detection/ap50_lower_bound@0.1",
+        "cert/detection/certified_fraction@0.1",
+    }
+    assert "eval/detection/ap50_of_certified_boxes@0.1" in keys
+    text = (tmp_path / "detection_ap.tsv").read_text()
+    assert "# ap50_of_certified_boxes" in text and "NOT a bound" in text
+    assert callback.summary["cert/detection/ap50_lower_bound@0.1"] <= (
+        callback.summary["eval/detection/ap50_of_certified_boxes@0.1"] + 1e-9
+    ) or math.isnan(callback.summary["cert/detection/ap50_lower_bound@0.1"])
