@@ -30,7 +30,7 @@ def detection_tables(
     records: Sequence[MedianRecord], pl_module: LightningModule, dataset
 ) -> dict[str, list[float]]:
     """Per eps, in %: base AP@50 (the detector on the clean images), smoothed AP@50 (the medians),
-    ``ap50_lower_bound`` (``ap_lower_bound``: the least AP@50 of any output inside the bounds,
+    ``ap50_lower_bound`` (``ap_lower_bound``: <= the AP@50 of every output inside the bounds,
     every slot that can appear counted) and ``ap50_of_certified_boxes`` (the smoothed detections
     at x with their estimated scores, a true positive only if certified with worst IoU >= 0.5:
     not a bound on AP under attack, since slots absent at x can appear); and the share of the
@@ -150,16 +150,16 @@ def report_detection(
     }
     title = (
         f"median smoothing of a detector: AP@50 (%) over {len(records)} images\n"
-        "lower bound: least AP of any output inside the bounds; of certified boxes: no bound"
+        "lower bound: <= AP of every output inside the bounds; of certified boxes: no bound"
     )
     paths = report_curves(
         trainer, output_dir, "detection_ap", "eps", eps, table, title, scalars, "AP@50 (%)", False
     )
     notes = [
         f"bounds: {statement}",
-        "ap50_lower_bound: the least AP@50 of any detections inside the bounds (every slot that "
-        "can appear a possible false positive, any ranking); AP under attack is >= it when all "
-        "bounds of every image hold",
+        "ap50_lower_bound: <= the AP@50 of every set of detections inside the bounds (every "
+        "slot that can appear a possible false positive, any ranking); AP under attack is >= it "
+        "when all bounds of every image hold",
         "ap50_of_certified_boxes: the detections at x, estimated scores, certified boxes as true "
         "positives; NOT a bound on AP under attack",
         "base_ap50, smoothed_ap50: measured, no guarantee",

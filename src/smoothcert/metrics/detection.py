@@ -13,8 +13,8 @@ ground truth is then the worst over the bounds (``worst_iou``), so ``average_pre
 detection as a true positive only if every box within its bounds would be one. That number, "AP@50
 of the certified boxes", is NOT a lower bound on AP under attack: it keeps only the detections
 present at x, at their estimated scores, while a slot absent at x whose bounds allow it can appear
-under attack as a false positive of any score. ``ap_lower_bound`` is the lower bound: the least AP
-of every output inside the bounds.
+under attack as a false positive of any score. ``ap_lower_bound`` is a lower bound on the AP of
+every output inside the bounds.
 """
 
 from __future__ import annotations
