@@ -82,10 +82,15 @@ def _rect(ax, height: int, width: int, box, colour: str, style: str, line: float
 
 
 def save_detection_figures(
-    trainer: Trainer, folder: Path, figures: Sequence[tuple], pl_module: LightningModule
+    trainer: Trainer,
+    folder: Path,
+    figures: Sequence[tuple],
+    pl_module: LightningModule,
+    guarantee: str = "",
 ) -> list[Path]:
     """Per kept example: the ground truth (green), the smoothed boxes (solid, one colour per
-    label) and, dotted, the farthest each certified box's edges can move at the largest eps."""
+    label) and, dotted, the farthest each certified box's edges can move at the largest eps;
+    ``guarantee`` (e.g. "per_box, alpha 0.001") goes in the title."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for idx, x, targets, record in figures:
@@ -113,7 +118,8 @@ def save_detection_figures(
                 rect((hi[0], hi[1], lo[2], lo[3]), colour, ":", 1.2)
         count = int(found["certified"].sum())
         ax.set_title(
-            f"#{idx}: {len(found['labels'])} smoothed, {count} certified (eps={record.eps[k]:g})\n"
+            f"#{idx}: {len(found['labels'])} smoothed, {count} certified (eps={record.eps[k]:g}"
+            f"{', ' + guarantee if guarantee else ''})\n"
             "green: truth; solid: median box; dotted: edge range",
             fontsize=8,
         )
@@ -136,6 +142,7 @@ def report_detection(
     dataset,
     figures: Sequence[tuple],
     statement: str = "",
+    guarantee: str = "",
 ) -> tuple[dict[str, float], dict[str, Path]]:
     """Writes ``detection_ap.tsv``/``.png`` (AP@50 in % against eps; the TSV's ``#`` lines say
     which guarantee each column carries) and the figures; returns the scalars
@@ -149,8 +156,9 @@ def report_detection(
         for e, value in zip(eps, values, strict=True)
     }
     title = (
-        f"median smoothing of a detector: AP@50 (%) over {len(records)} images\n"
-        "lower bound: <= AP of every output inside the bounds; of certified boxes: no bound"
+        f"median smoothing of a detector: AP@50 (%), {len(records)} images\n"
+        f"bounds {guarantee or 'as in median.tsv'}; ap50_lower_bound: proven\n"
+        "ap50_of_certified_boxes: no bound on AP under attack"
     )
     paths = report_curves(
         trainer, output_dir, "detection_ap", "eps", eps, table, title, scalars, "AP@50 (%)", False
@@ -176,5 +184,5 @@ def report_detection(
             eps,
         )
     )
-    save_detection_figures(trainer, output_dir / "median_examples", figures, pl_module)
+    save_detection_figures(trainer, output_dir / "median_examples", figures, pl_module, guarantee)
     return scalars, paths

@@ -232,4 +232,5 @@ class MedianCertification(CertificationCallback):
             self.smoother.statement(self.outputs),
             trainer.datamodule.dataset(self.split),
             self.sigma,
+            f"{self.smoother.guarantee}, alpha {self.smoother.alpha:g}",
         )
