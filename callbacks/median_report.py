@@ -76,9 +76,12 @@ def draw_certified_box(ax, record: MedianRecord, k: int, height: int, width: int
     rect((hi[0], hi[1], lo[2], lo[3]), "_inner", **dotted)
 
 
-def save_box_figures(trainer: Trainer, folder: Path, figures: Sequence[tuple]) -> list[Path]:
+def save_box_figures(
+    trainer: Trainer, folder: Path, figures: Sequence[tuple], guarantee: str = ""
+) -> list[Path]:
     """One PNG per kept example (idx, x, target, record): the boxes of ``draw_certified_box`` at
-    the largest eps whose bounds are finite (the first eps if none)."""
+    the largest eps whose bounds are finite (the first eps if none); ``guarantee`` (e.g.
+    "per_box, alpha 0.001") goes in the title."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for idx, x, _, record in figures:
@@ -90,7 +93,8 @@ def save_box_figures(trainer: Trainer, folder: Path, figures: Sequence[tuple]) -
         ax.legend(loc="lower right", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"#{idx}: median smoothing, eps={record.eps[k]:g}", fontsize=9)
+        said = f"\nbounds {guarantee}" if guarantee else ""
+        ax.set_title(f"#{idx}: median smoothing, eps={record.eps[k]:g}{said}", fontsize=9)
         fig.tight_layout()
         path = folder / f"median_box_{idx:05d}.png"
         fig.savefig(path)
@@ -109,6 +113,7 @@ def report_median(
     statement: str,
     dataset=None,
     sigma: float | None = None,
+    guarantee: str = "",
 ) -> dict[str, float]:
     """Rank 0: per record file (``median``, ``expectation``) the curves against eps
     (``<key>_curve.tsv``/``.png``, wandb) with scalars ``cert/<key>/<curve>@<eps>``; the box
@@ -120,7 +125,7 @@ def report_median(
             continue
         if kind == "detection":  # slots are often empty (inf): AP instead of interval widths
             scalars, curve = report_detection(
-                trainer, output_dir, certified, pl_module, dataset, figures
+                trainer, output_dir, certified, pl_module, dataset, figures, statement, guarantee
             )
             summary.update(scalars)
             paths.append(curve)
@@ -155,6 +160,6 @@ def report_median(
         )
         rank_zero_info(f"{key}: eps {eps} -> median {said}")
     if kind == "box" and figures:
-        save_box_figures(trainer, output_dir / "median_examples", figures)
+        save_box_figures(trainer, output_dir / "median_examples", figures, guarantee)
     log_locations(trainer, f"{', '.join(f'{k}.tsv' for k in records)} in {output_dir}", paths)
     return summary

@@ -16,6 +16,7 @@ from callbacks.certification.base import CertificationCallback
 from callbacks.median_report import report_median
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.certifiers.median import PercentileSmooth, as_output_vectors, bound_alpha
+from smoothcert.certifiers.median_detection import SLOT
 from smoothcert.certifiers.median_expectation import (
     METHODS,
     check_range,
@@ -27,13 +28,17 @@ from smoothcert.noise import Noise, example_generator
 from smoothcert.records.median import MedianRecord, median_schema
 
 OUTPUT_KINDS = ("box", "vector", "detection")
+# Coordinates per box of each output kind, for the per_box guarantee (a detection slot: x1, y1,
+# x2, y2, score, label); a vector has no boxes, so its default guarantee is per_coordinate.
+BOX_SIZES = {"box": 4, "detection": SLOT}
 
 
 class MedianCertification(CertificationCallback):
     """Certifies ``num_examples`` examples of ``split`` by percentile smoothing of the model's
     ``structured_output`` (a real vector per input: a box, a scalar, a detection vector): per
     eps, certified bounds on every coordinate of h_p(x + delta), ||delta||_2 <= eps, holding with
-    probability >= 1 - alpha per coordinate or for all coordinates at once (``guarantee``; the
+    probability >= 1 - alpha per coordinate, per box or for all coordinates at once
+    (``guarantee``; null: per box for boxes and detections, per coordinate for a vector; the
     header says which). With ``output_range: [l, u]`` the same samples also give the expectation
     bound (paper 000, Corollary 1) in ``expectation.tsv``.
 
@@ -56,7 +61,7 @@ class MedianCertification(CertificationCallback):
         n: int = 2000,
         alpha: float = 0.001,
         p: float = 0.5,
-        guarantee: str = "per_coordinate",
+        guarantee: str | None = None,
         output_range: Sequence[float] | None = None,
         method: str = "clopper_pearson",
         batch_size: int = 1000,
@@ -73,8 +78,9 @@ class MedianCertification(CertificationCallback):
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume)
         self.use_noise(noise, None)
-        self.smoother = PercentileSmooth(
-            self._base, self.noise, eps, n, alpha, p, guarantee, self.batch_size
+        self.requested = guarantee  # resolved in check_model, once the output kind is known
+        self.smoother = PercentileSmooth(  # checks the settings now (a box as placeholder)
+            self._base, self.noise, eps, n, alpha, p, guarantee, self.batch_size, box_size=4
         )
         self.range = None if output_range is None else check_range(*output_range)
         require(method in METHODS, f"certify.method={method!r}: use one of {', '.join(METHODS)}")
@@ -99,6 +105,19 @@ class MedianCertification(CertificationCallback):
                 f"kinds {', '.join(OUTPUT_KINDS)}); {type(pl_module).__name__} gives "
                 f"{kind or 'none'}: use certify=cohen, segcertify or center"
             )
+        box_size, smoother = BOX_SIZES.get(kind), self.smoother
+        self.smoother = PercentileSmooth(
+            self._base,
+            self.noise,
+            smoother.eps,
+            smoother.n,
+            smoother.alpha,
+            smoother.p,
+            self.requested,
+            self.batch_size,
+            box_size,
+        )
+        self.settings["guarantee"] = self.smoother.guarantee
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.module = pl_module
@@ -109,7 +128,8 @@ class MedianCertification(CertificationCallback):
             out = self._base(x[None].to(pl_module.device))
         self.outputs = out.shape[1]
         if pl_module.output_kind == "detection":
-            self.objective, self.objective_mode = f"cert/detection/certified_ap50@{eps0:g}", "max"
+            self.objective = f"cert/detection/ap50_lower_bound@{eps0:g}"
+            self.objective_mode = "max"
         self.smoother.check_certifiable(self.outputs)
         if self.range is not None:
             require(
@@ -140,7 +160,8 @@ class MedianCertification(CertificationCallback):
             settings["guarantee_statement"] = (
                 f"for each eps and coordinate: P[E f(x + delta + G) leaves [lower, upper] for "
                 f"some ||delta||_2 <= eps] <= {self.smoother.alpha:g} ({self.method}, alpha / 2 "
-                f"per side; {self.smoother.guarantee}: alpha / m per coordinate if simultaneous)"
+                f"per side; {self.smoother.guarantee}: alpha / m per coordinate if simultaneous, "
+                f"alpha / box size if per_box)"
             )
         certifier = "median" if key == "median" else "median_expectation"
         return self.header(pl_module, checkpoint, certifier, settings)
@@ -174,7 +195,10 @@ class MedianCertification(CertificationCallback):
         if self.range is not None:
             low, high = self.range
             rounding = torch.Generator().manual_seed(generator.initial_seed() + 1)
-            alpha = 2 * bound_alpha(self.smoother.alpha, values.shape[1], self.smoother.guarantee)
+            smoother = self.smoother
+            alpha = 2 * bound_alpha(
+                smoother.alpha, values.shape[1], smoother.guarantee, smoother.box_size
+            )
             mean_lo, mean_hi = mean_interval(values.T, low, high, alpha, self.method, rounding)
             lower, upper = expectation_bounds(mean_lo, mean_hi, low, high, self.noise, eps)
             mean = values.double().mean(0).cpu().numpy()
@@ -208,4 +232,5 @@ class MedianCertification(CertificationCallback):
             self.smoother.statement(self.outputs),
             trainer.datamodule.dataset(self.split),
             self.sigma,
+            f"{self.smoother.guarantee}, alpha {self.smoother.alpha:g}",
         )

@@ -47,7 +47,11 @@ def test_resume_and_batch_size_invariance(tmp_path: Path) -> None:
     certify(tmp_path / "a", num_examples=1)
     certify(tmp_path / "a", num_examples=2, resume=True)
     certify(tmp_path / "b", num_examples=2, batch_size=37)
-    _, resumed = median_schema().read(tmp_path / "a" / "median.tsv")
+    meta, resumed = median_schema().read(tmp_path / "a" / "median.tsv")
+    # a box's default guarantee is per box (issue 20 item 4), and the header says which split
+    assert meta["guarantee"] == "per_box"
+    assert math.isclose(float(meta["alpha_per_bound"]), FAST["alpha"] / 8)
+    assert "all 4 coordinates of each box at once" in meta["guarantee_statement"]
     _, fresh = median_schema().read(tmp_path / "b" / "median.tsv")
     assert [r.idx for r in resumed] == [0, 1]
     for a, b in zip(resumed, fresh, strict=True):
@@ -66,6 +70,7 @@ class IntegerOutput(ToyStructured):
         ({}, ToyStructured("label_map"), "certify=median needs a model whose structured_output"),
         ({}, IntegerOutput("box"), "real vector"),
         ({"output_range": [0.0, 0.1]}, ToyStructured("box"), "certify.output_range"),
+        ({"guarantee": "per_box"}, ToyStructured("vector"), "per_box needs outputs made of boxes"),
     ],
 )
 def test_errors_before_certifying(tmp_path: Path, settings: dict, model, message: str) -> None:
@@ -83,3 +88,46 @@ def test_errors_before_certifying(tmp_path: Path, settings: dict, model, message
 def test_settings_fail_on_construction(tmp_path: Path, settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         MedianCertification(output_dir=str(tmp_path), **{**FAST, **settings})
+
+
+class ToyDetectionData(ToyData):
+    """Two 32x32 shapes images per split, with their detection targets."""
+
+    def __init__(self) -> None:
+        from smoothcert.data.detection import ShapeDetectionDataset
+
+        super().__init__()
+        self.splits = {s: ShapeDetectionDataset(2, s) for s in ("train", "val", "test")}
+
+    def test_dataloader(self):
+        return torch.utils.data.DataLoader(self.splits["test"], batch_size=1)
+
+
+def test_detection_report_keys_and_guarantee(tmp_path: Path) -> None:
+    """Issue 20 item 4: a detector's bounds are per slot by default (alpha / 12: box, score and
+    label); only the proven AP lower bound and the certified share are under cert/; the AP of
+    the certified boxes, no bound, is under eval/; the TSV says which guarantee each column has."""
+    from lightning_modules.detection import DetectionModule
+    from smoothcert.models.detector import GridDetector
+    from smoothcert.noise import GaussianNoise
+
+    module = DetectionModule(
+        GridDetector(3, 4, 4, 3), GaussianNoise(0.25), None, 3, [0.5] * 3, [0.25] * 3
+    )
+    callback = MedianCertification(
+        output_dir=str(tmp_path), **{**FAST, "eps": [0.1], "n": 100, "num_images": 0}
+    )
+    trainer(callbacks=[callback]).test(module, datamodule=ToyDetectionData())
+    meta, _ = median_schema().read(tmp_path / "median.tsv")
+    assert meta["guarantee"] == "per_box" and "alpha / 12 per one-sided bound" in str(meta)
+    keys = set(callback.summary)
+    assert {k for k in keys if k.startswith("cert/")} == {
+        "cert/detection/ap50_lower_bound@0.1",
+        "cert/detection/certified_fraction@0.1",
+    }
+    assert "eval/detection/ap50_of_certified_boxes@0.1" in keys
+    text = (tmp_path / "detection_ap.tsv").read_text()
+    assert "# ap50_of_certified_boxes" in text and "NOT a bound" in text
+    assert callback.summary["cert/detection/ap50_lower_bound@0.1"] <= (
+        callback.summary["eval/detection/ap50_of_certified_boxes@0.1"] + 1e-9
+    ) or math.isnan(callback.summary["cert/detection/ap50_lower_bound@0.1"])

@@ -137,3 +137,36 @@ def test_all_samples_are_used(guarantee: str) -> None:
     certifier.certify(X, torch.Generator().manual_seed(0))
     seen = seen[PROBE_CALLS:]  # the independence probe's calls
     assert sum(seen) == 37 and np.all(np.array(seen) <= 10)
+
+
+def test_box_failure_rate_per_box_within_alpha_per_coordinate_not() -> None:
+    """Issue 20 item 4: two boxes of 4 independent coordinates (f(x) = x on 8 inputs: each
+    coordinate of f(x + G) is N(x_j, sigma^2), the worst delta of norm eps moves one at a time).
+    A box fails when any of its 4 intervals misses h_p(x + delta) for some ||delta|| <= eps. Under
+    per_box (alpha / 8 per one-sided bound) each box fails with probability <= alpha; under
+    per_coordinate (alpha / 2 per bound) a box fails far more often than alpha."""
+    alpha, trials, n, m = 0.2, 4000, 60, 8
+    x = torch.linspace(0.1, 0.8, m, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    noise = SIGMA * torch.randn(trials, n, m, generator=g, dtype=torch.float64)
+    values = (x + noise).sort(dim=1).values
+    p_lo, p_hi = percentile_levels(GaussianNoise(SIGMA), P, EPS)
+    q_lo = x + SIGMA * float(norm.ppf(p_lo))
+    q_hi = x + SIGMA * float(norm.ppf(p_hi))
+
+    def box_failures(guarantee: str) -> torch.Tensor:
+        certifier = PercentileSmooth(
+            lambda b: b, GaussianNoise(SIGMA), EPS, n, alpha, P, guarantee, box_size=4
+        )
+        (ranks,) = certifier.ranks(m)
+        lower, upper = order_statistic_bounds(values, ranks, dim=1)
+        miss = (lower > q_lo) | (upper < q_hi)  # [trials, m]
+        return miss.view(trials, 2, 4).any(-1).double().mean(0)  # per box
+
+    assert PercentileSmooth(lambda b: b, GaussianNoise(SIGMA), EPS, n, box_size=4).guarantee == (
+        "per_box"
+    )  # the default for boxes
+    per_box = box_failures("per_box")
+    assert torch.all(per_box <= alpha + tolerance(alpha, trials)), per_box
+    per_coordinate = box_failures("per_coordinate")
+    assert torch.all(per_coordinate > alpha + tolerance(alpha, trials)), per_coordinate

@@ -12,9 +12,18 @@ each with probability at least 1 - alpha_bound. So the certified interval
 Guarantees (``guarantee``), for a total failure probability ``alpha``:
 
 - ``per_coordinate``: alpha_bound = alpha / 2; each coordinate's interval holds with probability
-  at least 1 - alpha (the coordinates' failures may add up);
+  at least 1 - alpha (the coordinates' failures may add up: a box of 4 such intervals fails with
+  probability up to 4 alpha);
+- ``per_box``: the output is a sequence of boxes of ``box_size`` consecutive coordinates (a box:
+  x1, y1, x2, y2; a detection slot: x1, y1, x2, y2, score, label, the label and score included);
+  alpha_bound = alpha / (2 box_size) (Bonferroni over the 2 box_size one-sided bounds of a box);
+  all intervals of each box hold together with probability at least 1 - alpha (different boxes'
+  failures may add up);
 - ``simultaneous``: alpha_bound = alpha / (2 m) (Bonferroni over the 2m bounds); all m intervals
   hold together with probability at least 1 - alpha.
+
+The default (``guarantee=None``) is ``per_box`` when ``box_size`` is given (boxes, detections)
+and ``per_coordinate`` otherwise (scalar outputs).
 
 Each eps of a list is a separate statement (the ranks differ, the samples are shared). All n
 samples are used (the sampler streams them in batches; a short last batch is kept).
@@ -36,7 +45,7 @@ from smoothcert.noise import Noise, NoiseStream
 from smoothcert.sampling import noisy_outputs
 from smoothcert.stats.order_statistics import QuantileRanks, quantile_ranks, smallest_n
 
-GUARANTEES = ("per_coordinate", "simultaneous")
+GUARANTEES = ("per_coordinate", "per_box", "simultaneous")
 
 
 def check_level(p: float, name: str = "certify.p") -> float:
@@ -55,12 +64,36 @@ def check_radii(eps: float | Sequence[float], name: str = "certify.eps") -> list
     return values
 
 
-def bound_alpha(alpha: float, m: int, guarantee: str) -> float:
-    """The failure probability of one bound: alpha / 2 per coordinate, alpha / (2 m)
-    simultaneously over m coordinates (Bonferroni)."""
+def resolve_guarantee(guarantee: str | None, box_size: int | None) -> str:
+    """The guarantee's name (None: ``per_box`` for boxes, ``per_coordinate`` otherwise); a
+    one-line ConfigError for an unknown name or ``per_box`` without a box size."""
+    if guarantee is None:
+        return "per_box" if box_size else "per_coordinate"
     if guarantee not in GUARANTEES:
         raise ConfigError(f"certify.guarantee={guarantee!r}: use one of {', '.join(GUARANTEES)}")
-    return alpha / 2 if guarantee == "per_coordinate" else alpha / (2 * m)
+    if guarantee == "per_box" and not box_size:
+        raise ConfigError(
+            "certify.guarantee=per_box needs outputs made of boxes (a box or detection model): "
+            "use per_coordinate or simultaneous for other outputs"
+        )
+    return guarantee
+
+
+def bound_alpha(alpha: float, m: int, guarantee: str, box_size: int | None = None) -> float:
+    """The failure probability of one one-sided bound: alpha / 2 per coordinate, alpha / (2
+    box_size) per box of ``box_size`` coordinates, alpha / (2 m) simultaneously over m coordinates
+    (Bonferroni)."""
+    guarantee = resolve_guarantee(guarantee, box_size)
+    if guarantee == "per_coordinate":
+        return alpha / 2
+    if guarantee == "per_box":
+        if m % box_size:
+            raise ConfigError(
+                f"certify.guarantee=per_box: the output's {m} coordinates are not whole boxes of "
+                f"{box_size}"
+            )
+        return alpha / (2 * box_size)
+    return alpha / (2 * m)
 
 
 def percentile_levels(noise: Noise, p: float, eps: float) -> tuple[float, float]:
@@ -125,9 +158,10 @@ class PercentileSmooth:
     """Coordinate-wise percentile smoothing of ``base_function`` (``[B, *x.shape]`` -> ``[B, m]``
     floats) under ``noise`` (only noises with a worst-case mass: Gaussian).
 
-    Guarantee: for each eps, every coordinate's interval (``per_coordinate``), or all of them at
-    once (``simultaneous``), holds h_p(x + delta) for all ||delta||_2 <= eps with probability at
-    least 1 - ``alpha``.
+    Guarantee: for each eps, every coordinate's interval (``per_coordinate``), all intervals of
+    each box of ``box_size`` consecutive coordinates at once (``per_box``, the default when
+    ``box_size`` is given), or all of them at once (``simultaneous``), holds h_p(x + delta) for
+    all ||delta||_2 <= eps with probability at least 1 - ``alpha``.
 
     While sampling, every module ``base_function`` calls runs in eval mode (restored afterwards;
     ``modules``: further ones), and a function whose outputs are random or depend on the rest of
@@ -142,8 +176,9 @@ class PercentileSmooth:
         n: int = 2000,
         alpha: float = 0.001,
         p: float = 0.5,
-        guarantee: str = "per_coordinate",
+        guarantee: str | None = None,
         batch_size: int = 1000,
+        box_size: int | None = None,
         modules: Sequence[nn.Module] = (),
     ) -> None:
         if not noise.worst_case_mass:
@@ -156,8 +191,8 @@ class PercentileSmooth:
         self.n = check_count(n, "certify.n")
         self.alpha = check_alpha(alpha, "certify.alpha")
         self.p = check_level(p)
-        bound_alpha(self.alpha, 1, guarantee)  # checks the name
-        self.guarantee = guarantee
+        self.box_size = None if box_size is None else check_count(box_size, "box_size")
+        self.guarantee = resolve_guarantee(guarantee, self.box_size)
         self.batch_size = check_count(batch_size, "certify.batch_size")
         self.modules = tuple(modules)
         self._ranks: dict[int, list[QuantileRanks]] = {}
@@ -165,7 +200,7 @@ class PercentileSmooth:
     def ranks(self, m: int) -> list[QuantileRanks]:
         """The ranks of each eps for outputs of m coordinates (computed once per m)."""
         if m not in self._ranks:
-            alpha = bound_alpha(self.alpha, m, self.guarantee)
+            alpha = bound_alpha(self.alpha, m, self.guarantee, self.box_size)
             levels = [percentile_levels(self.noise, self.p, e) for e in self.eps]
             self._ranks[m] = [quantile_ranks(self.n, *pair, alpha) for pair in levels]
         return self._ranks[m]
@@ -173,7 +208,7 @@ class PercentileSmooth:
     def check_certifiable(self, m: int) -> None:
         """A one-line ConfigError, naming the smallest n that works, unless n samples give finite
         bounds at every eps for outputs of m coordinates."""
-        alpha = bound_alpha(self.alpha, m, self.guarantee)
+        alpha = bound_alpha(self.alpha, m, self.guarantee, self.box_size)
         widest = max(self.eps)
         levels = percentile_levels(self.noise, self.p, widest)
         need = smallest_n(*levels, alpha)
@@ -214,11 +249,16 @@ class PercentileSmooth:
 
     def statement(self, m: int) -> str:
         """What each record guarantees, for headers and plot titles."""
-        scope = (
-            "each coordinate separately"
-            if self.guarantee == "per_coordinate"
-            else (f"all {m} coordinates at once (Bonferroni, alpha / {2 * m} per bound)")
-        )
+        if self.guarantee == "per_coordinate":
+            scope = "each coordinate separately (alpha / 2 per bound; a box's failures add up)"
+        elif self.guarantee == "per_box":
+            k = self.box_size
+            scope = (
+                f"all {k} coordinates of each box at once (Bonferroni, alpha / {2 * k} per "
+                f"one-sided bound; {m // k} boxes, each separately)"
+            )
+        else:
+            scope = f"all {m} coordinates at once (Bonferroni, alpha / {2 * m} per bound)"
         return (
             f"for each eps: P[h_p(x + delta) leaves [lower, upper] for some ||delta||_2 <= eps] "
             f"<= {self.alpha:g}, {scope}"
