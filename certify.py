@@ -23,6 +23,7 @@ from lightning_modules.runner import (
     log_to_run_file,
     one_line_config_errors,
 )
+from lightning_modules.threads import apply_threads
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="certify_checkpoint")
@@ -30,6 +31,7 @@ def main(cfg: DictConfig) -> None:
     log_to_run_file()
     try:
         with one_line_config_errors():
+            apply_threads(cfg)  # before any work: torch threads for the cores left free
             meta = checkpoint_metadata(cfg.get("ckpt_path"))
             apply_checkpoint(cfg, meta, HydraConfig.get().overrides.task)
             pl.seed_everything(cfg.seed, workers=True)

@@ -21,6 +21,7 @@ from lightning_modules.runner import (
     log_to_run_file,
     one_line_config_errors,
 )
+from lightning_modules.threads import apply_threads
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -31,6 +32,7 @@ def main(cfg: DictConfig) -> float | None:
     log_to_run_file()
     try:
         with one_line_config_errors():
+            apply_threads(cfg)  # before any work: torch threads for the cores left free
             pl.seed_everything(cfg.seed, workers=True)
             run = build_run(cfg)
             run.trainer.fit(run.module, datamodule=run.datamodule)
