@@ -21,6 +21,7 @@ from lightning_modules.runner import (
     log_to_run_file,
     one_line_config_errors,
 )
+from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.threads import apply_threads
 
 
@@ -30,6 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     radius, SegCertify's certified mIoU, center smoothing's eps_out (lower is better); None
     without certification."""
     log_to_run_file()
+    quiet_known_noise()
     try:
         with one_line_config_errors():
             apply_threads(cfg)  # before any work: torch threads for the cores left free
