@@ -17,13 +17,13 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_modules.checkpoints import apply_checkpoint, checkpoint_metadata
+from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.runner import (
     build_run,
     finish_wandb,
     log_to_run_file,
     one_line_config_errors,
 )
-from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.threads import apply_threads
 
 

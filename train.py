@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification import CertificationCallback
+from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.runner import (
     RUN_LOG,
     build_run,
@@ -21,7 +22,6 @@ from lightning_modules.runner import (
     log_to_run_file,
     one_line_config_errors,
 )
-from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.threads import apply_threads
 
 
