@@ -1,10 +1,10 @@
 """The number of torch threads a run uses (the top-level ``threads`` setting).
 
 Measured in ``benchmarks/threads.py`` (``docs/results.md``): the models this project trains and
-certifies on a CPU are small, so a second thread gains little on free cores, but a thread that
-waits for a core another process holds stalls every small operation (torch's OpenMP threads meet
-at a barrier after each one): on two shared cores, two threads spent 2.4 (one other busy process) to 17 times (load 8) longer
-certifying than one, while on idle cores one thread spent at most 1.8 times longer than two.
+certifies on a CPU are small, and a thread that waits for a core another process holds stalls
+every small operation (torch's OpenMP threads meet at a barrier after each one). On two shared
+cores, two threads spent 2.4 (one other busy process) to 17 times (load 8) longer certifying
+than one; on idle cores, one thread spent at most 1.8 times longer than two.
 ``auto`` therefore runs only as many threads as there are cores left free by other processes.
 """
 
