@@ -23,7 +23,9 @@ class FakeTrainer:
     global_rank = 0
 
 
-def test_the_handler_prints_the_resume_command_only_while_certifying(tmp_path, capsys):
+def test_the_handler_prints_the_resume_command_only_while_certifying(tmp_path, capsys, monkeypatch):
+    # No Hydra job here (another test's composed config may linger in HydraConfig): no overrides.
+    monkeypatch.setattr("callbacks.certification.base.run_overrides", lambda: [])
     callback = CohenCertification(0.25, str(tmp_path))
     callback.on_exception(FakeTrainer(), None, KeyboardInterrupt())
     assert capsys.readouterr().err == ""  # interrupted before certification started: no advice
