@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification import CertificationCallback
+from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.runner import (
     RUN_LOG,
     build_run,
@@ -21,6 +22,7 @@ from lightning_modules.runner import (
     log_to_run_file,
     one_line_config_errors,
 )
+from lightning_modules.threads import apply_threads
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -29,8 +31,10 @@ def main(cfg: DictConfig) -> float | None:
     radius, SegCertify's certified mIoU, center smoothing's eps_out (lower is better); None
     without certification."""
     log_to_run_file()
+    quiet_known_noise()
     try:
         with one_line_config_errors():
+            apply_threads(cfg)  # before any work: torch threads for the cores left free
             pl.seed_everything(cfg.seed, workers=True)
             run = build_run(cfg)
             run.trainer.fit(run.module, datamodule=run.datamodule)

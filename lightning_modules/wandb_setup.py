@@ -33,7 +33,7 @@ def make_wandb_logger(
     if group is None and str(run_mode).endswith("MULTIRUN") and sweep_dir:
         group = sweep_group(task_name, sweep_dir)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         save_dir=save_dir,
         project=project,
         name=name,
@@ -42,3 +42,6 @@ def make_wandb_logger(
         offline=offline,
         log_model=False,
     )
+    # Lightning always passes anonymous=None, which wandb warns about as a deprecated setting.
+    logger._wandb_init.pop("anonymous", None)
+    return logger

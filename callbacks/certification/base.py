@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from callbacks.certification.checks import (
     number_or_list,
     sigma_levels,
 )
+from callbacks.certification.interrupt import interrupted_message, run_overrides
 from callbacks.distributed import gather_packed
 from callbacks.reporting import check_keys
 from smoothcert.certifiers.examples import select_indices
@@ -109,6 +111,7 @@ class CertificationCallback(Callback):
         self.global_rank = 0  # set when certifying
         self.noise: Noise | None = None  # set by use_noise
         self.samples_per_batch = self.batch_size  # "auto" is resolved by choose_batch_size
+        self.certifying: str | None = None  # the checkpoint being certified, while certifying
 
     def use_noise(self, noise: Noise | None, norm: str | None) -> None:
         """Certifies with ``noise`` (None: Gaussian) at ``sigma`` in ``norm`` (None: its natural
@@ -243,7 +246,7 @@ class CertificationCallback(Callback):
         """Certifies this rank's share of the unfinished examples (streaming each record),
         gathers every record on every rank, and (rank 0) merges the files and reports."""
         rank, world = trainer.global_rank, trainer.world_size
-        self.global_rank = rank
+        self.global_rank, self.certifying = rank, checkpoint
         indices, stores = self.indices(trainer), self.stores(pl_module, checkpoint)
         previous = self._previous(trainer, stores)
         done = {key: {record.idx for record in records} for key, records in previous.items()}
@@ -273,12 +276,24 @@ class CertificationCallback(Callback):
             if rank == 0:
                 store.merge(every)
         self.keep(kept)
+        self.certifying = None
         if rank == 0:
             self.report(trainer, pl_module)
             self.write_summary()
         # Every rank returns the objective (train.py, sweepers): rank 0's summary, broadcast.
         self.summary = trainer.strategy.broadcast(self.summary, src=0)
         trainer.strategy.barrier(f"{self.option}_certification_done")
+
+    @override
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        # Ctrl-C while certifying: Lightning exits; say how to continue (rank 0, once).
+        interrupted = isinstance(exception, KeyboardInterrupt) and self.certifying
+        if interrupted and trainer.global_rank == 0:
+            message = interrupted_message(self.output_dir, self.certifying, run_overrides())
+            print(f"\n{message}", file=sys.stderr, flush=True)
+        self.certifying = None
 
     def _certified(
         self, items: Iterator[Item], size: int

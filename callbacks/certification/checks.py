@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from callbacks.reporting import key_root
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, Noise
+from smoothcert.stats.binomial import clopper_pearson_lower
 
 # The certifier that fits each model task, for messages.
 CERTIFIER_FOR_TASK = {
@@ -112,3 +113,29 @@ def check_gammas(gammas: object, perturbation: str) -> list[float] | None:
             f"(x^gamma; 1 is the identity), {example}"
         )
     return [float(g) for g in listed]
+
+
+def check_sample_sizes(n0: int, n: int, alpha: float) -> str | None:
+    """CERTIFY's ``n0`` (picks the class) and ``n`` (bounds its probability): a one-line
+    ConfigError when ``n`` is too small for any certificate (even with all ``n`` samples on the
+    class, the Clopper-Pearson bound ``alpha^(1/n)`` is <= 1/2, so every example abstains); a
+    warning (returned, for the caller to log) when ``n < n0``, since ``n`` alone caps the radius
+    (the bound never exceeds ``alpha^(1/n)``) and the two are likely swapped."""
+    cap = clopper_pearson_lower(n, n, alpha)
+    if cap <= 0.5:
+        smallest = math.floor(math.log2(1 / alpha)) + 1
+        while clopper_pearson_lower(smallest, smallest, alpha) <= 0.5:
+            smallest += 1
+        raise ConfigError(
+            f"certify.n={n} certifies nothing at certify.alpha={alpha}: even if all {n} samples "
+            f"agree, the lower bound on p_A is {cap:.3f} <= 0.5, so every example abstains; use "
+            f"certify.n >= {smallest} (e.g. certify.n=10000)"
+        )
+    if n < n0:
+        return (
+            f"certify.n={n} < certify.n0={n0}: n0 samples only pick the class and n bound its "
+            f"probability, at most {cap:.4f} here, which caps every radius (Gaussian l2: sigma * "
+            f"{GaussianNoise(1.0).radius(cap, 'l2'):.3f}); did you mean certify.n0={n} "
+            f"certify.n={n0}?"
+        )
+    return None

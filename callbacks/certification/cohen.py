@@ -8,10 +8,15 @@ from typing import Literal
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.certification.base import CertificationCallback, Item
-from callbacks.certification.checks import check_gammas, check_radii, norm_prefix
+from callbacks.certification.checks import (
+    check_gammas,
+    check_radii,
+    check_sample_sizes,
+    norm_prefix,
+)
 from callbacks.certification.topk import TopKReport
 from callbacks.reporting import log_locations, report_curve
 from smoothcert.certifiers.classification import Smooth
@@ -106,6 +111,8 @@ class CohenCertification(CertificationCallback):
         self.objective = f"{self.prefix}acr"
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
+        if swapped := check_sample_sizes(self.n0, self.n, self.alpha):
+            rank_zero_warn(swapped)
         self.channels_last, self.records = channels_last, []
         self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
         self.topk = TopKReport(topk, self) if topk else None

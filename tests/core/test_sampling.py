@@ -231,3 +231,12 @@ def test_a_perturbation_decides_how_the_draws_meet_the_input() -> None:
     shifts = GaussianNoise(0.5).stream((1,), example_generator(0, 1), "cpu").take(5)
     assert torch.equal(batch, x + shifts.view(5, 1, 1, 1))
     assert repr(ADDITIVE) == "Additive()"
+
+
+@pytest.mark.parametrize("bad", ["xs", "generators"])
+def test_certify_many_without_a_sequence_is_a_one_line_error(bad: str) -> None:
+    smooth, xs = Smooth(RowwiseLinear(), CLASSES, 0.5), examples(2)
+    args = {"xs": xs, "generators": [None, None], bad: None}
+    with pytest.raises(ConfigError, match=rf"certify_many: {bad}=None must be a sequence") as info:
+        smooth.certify_many(args["xs"], 50, 400, 0.01, 64, args["generators"])
+    assert "\n" not in str(info.value)

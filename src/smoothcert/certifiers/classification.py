@@ -247,6 +247,12 @@ class Smooth:
         at ``x``, but not jointly with every contrast in range)."""
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
+        for name, value in (("xs", xs), ("generators", generators)):
+            require(
+                hasattr(value, "__len__"),
+                f"certify_many: {name}={value!r} must be a sequence (xs: the examples; "
+                "generators: one torch.Generator or None per example, e.g. [None] * len(xs))",
+            )
         require(len(xs) == len(generators) > 0, "give one generator (or None) per example")
         xs = list(xs)
         streams = [self._stream(x, generator) for x, generator in zip(xs, generators, strict=True)]

@@ -1,0 +1,103 @@
+"""Cohen et al.'s PREDICT on held-out examples: the smoothed classifier's clean accuracy at a
+chosen n and alpha (their ``predict.py``), streamed, sharded and resumed like CERTIFY."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks.certification.base import CertificationCallback, Item
+from smoothcert.certifiers.classification import ABSTAIN, Smooth
+from smoothcert.errors import check_alpha, check_count
+from smoothcert.noise import Noise, example_generator
+from smoothcert.records.predict import PREDICT_SCHEMA, PredictRecord
+
+
+class PredictCertification(CertificationCallback):
+    """PREDICT(n, alpha) of each example with ``noise`` (None: Gaussian) at ``sigma``, its noise
+    seeded by ``(seed, index)``: the top class of n noisy samples, or abstain unless a two-sided
+    binomial test of the top two counts rejects a tie at level alpha (so each answer differs from
+    the smoothed classifier's with probability at most alpha). Rank 0 writes ``predict.tsv``
+    (Cohen's columns ``idx label predict correct time``) and ``predict/acc``,
+    ``predict/abstain`` and ``predict/num_examples``; the objective is ``predict/acc``. This is
+    an accuracy, not a certificate: no radius."""
+
+    option, tasks = "predict", ("classification", "denoised_classification")
+    objective, objective_mode, progress = "predict/acc", "max", "predict"
+
+    def __init__(
+        self,
+        sigma: float,
+        output_dir: str,
+        n: int = 100_000,
+        alpha: float = 0.001,
+        batch_size: int = 1000,
+        num_examples: int | None = 500,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
+        seed: int = 0,
+        bf16: bool = False,
+        resume: bool = False,
+        crash_after: int | None = None,
+        noise: Noise | None = None,
+    ) -> None:
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
+        self.use_noise(noise, None)
+        self.n, self.alpha = check_count(n, "certify.n"), check_alpha(alpha, "certify.alpha")
+        self.settings = {"n": self.n, "alpha": self.alpha}
+        self.records: list[PredictRecord] = []
+
+    def schemas(self) -> dict:
+        return {"predict": PREDICT_SCHEMA}
+
+    def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
+        return self.header(pl_module, checkpoint, "predict", self.settings)
+
+    def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
+        classes, self.device = pl_module.hparams.num_classes, pl_module.device
+        dtype = torch.bfloat16 if self.bf16 else None
+        self.smooth = Smooth(
+            pl_module.base_function(), classes, self.sigma, autocast_dtype=dtype, noise=self.noise
+        )
+        return super().start(trainer, pl_module)
+
+    def describe(self, todo: int, total: int, world: int) -> str:
+        return (
+            f"predicting {todo} of {total} {self.split} {self.noun} ({total - todo} already "
+            f"done): n={self.n} alpha={self.alpha} {self.noise.name} sigma={self.sigma} on "
+            f"{world} process(es)"
+        )
+
+    def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, PredictRecord]]:
+        for idx, (x, label, *_), _ in items:
+            started = time.perf_counter()
+            x = torch.as_tensor(x).to(self.device)
+            generator = example_generator(self.seed, idx, self.device)
+            guess = self.smooth.predict(x, self.n, self.alpha, self.batch_size, generator)
+            seconds = time.perf_counter() - started
+            correct = int(guess != ABSTAIN and guess == int(label))
+            yield {"predict": PredictRecord(idx, int(label), guess, correct, seconds)}
+
+    def keep(self, records: Mapping[str, list[PredictRecord]]) -> None:
+        self.records = records["predict"]
+
+    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        count = max(len(self.records), 1)
+        self.summary = {
+            "predict/acc": sum(r.correct for r in self.records) / count,
+            "predict/abstain": sum(r.predict == ABSTAIN for r in self.records) / count,
+            "predict/num_examples": float(len(self.records)),
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(dict(self.summary), step=trainer.global_step)
+            logger.save()
+        table = ", ".join(f"{k.removeprefix('predict/')}={v:.3f}" for k, v in self.summary.items())
+        rank_zero_info(f"predicted: {table}")
+        rank_zero_info(f"records: {self.output_dir / PREDICT_SCHEMA.file_name}")
