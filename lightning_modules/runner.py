@@ -19,9 +19,10 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from callbacks.certification.base import CertificationCallback
+from callbacks.rng_state import RngStateInCheckpoint
 from callbacks.run_config import RunConfigInCheckpoint
 from lightning_modules.checkpoints import pop_evaluate
-from lightning_modules.config_checks import check_config, check_launcher
+from lightning_modules.config_checks import check_added_keys, check_config, check_launcher
 from smoothcert.errors import ConfigError, require
 from smoothcert.provenance import provenance
 
@@ -64,6 +65,9 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     evaluate = None if fitting else pop_evaluate(cfg)
     choices, launcher = hydra_choices_and_launcher()
     check_config(cfg, choices)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        check_added_keys(cfg, hydra_cfg.overrides.task, hydra_cfg.runtime.choices.keys())
     if fitting:
         check_launcher(launcher, cfg.trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -75,7 +79,9 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
     saved = ("model", "data", "sigma", "noise")
     stored = {key: resolved[key] for key in saved if key in resolved}
-    callbacks = [RunConfigInCheckpoint(stored)]
+    callbacks: list[Callback] = [RunConfigInCheckpoint(stored)]
+    if fitting:  # so that train.py ckpt_path=... resumes the same random stream
+        callbacks.append(RngStateInCheckpoint())
     callbacks += instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("certify"))
     # attack= after certify=: it attacks what was certified (callbacks run in this order).
     callbacks += instantiate_group(cfg.get("attack"))

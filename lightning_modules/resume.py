@@ -1,0 +1,76 @@
+"""``python train.py ckpt_path=...``: the checkpoint a training run resumes from, checked before
+anything is built (a missing file or a finished run is one line, not a traceback mid-run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from smoothcert.errors import ConfigError, require
+
+LAST = "last"
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint file ``trainer.fit`` resumes from: None for a fresh run (``ckpt_path``
+    unset), the run's own ``<run dir>/checkpoints/last.ckpt`` for ``ckpt_path=last`` (the run
+    directory is ``hydra.run.dir``: give the directory of the run to continue), else the path.
+
+    Raises ConfigError unless the file exists, holds Lightning's training state, and has fewer
+    epochs than ``trainer.max_epochs`` (otherwise nothing would be trained or certified)."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return None
+    run_dir = Path(cfg.paths.output_dir)
+    if str(value) == LAST:
+        path = run_dir / "checkpoints" / "last.ckpt"
+        require(
+            path.is_file(),
+            f"ckpt_path=last: this run's directory {run_dir} has no checkpoints/last.ckpt: "
+            "continue a run in its own directory with hydra.run.dir=RUN ckpt_path=last, or give "
+            "ckpt_path=RUN/checkpoints/last.ckpt",
+        )
+    else:
+        path = Path(str(value))
+        require(
+            path.is_file(),
+            f"ckpt_path={value} is not a file: give a checkpoint train.py wrote "
+            "(RUN/checkpoints/last.ckpt), or hydra.run.dir=RUN ckpt_path=last",
+        )
+    shown = path if str(value) == LAST else value
+    check_epochs_left(_training_state(path, shown), cfg, shown)
+    return str(path)
+
+
+def _training_state(path: Path, value: Any) -> dict[str, Any]:
+    try:  # mmap: only the few entries read here are loaded from disk
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"ckpt_path={value} cannot be read as a checkpoint ({first})") from error
+    require(
+        isinstance(checkpoint, dict) and "loops" in checkpoint and "optimizer_states" in checkpoint,
+        f"ckpt_path={value} holds no training state (optimizer, epoch counters): resume from a "
+        "checkpoint train.py wrote (RUN/checkpoints/last.ckpt); to certify weights use certify.py",
+    )
+    return checkpoint
+
+
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Epochs the checkpoint has completed (Lightning's fit loop counter)."""
+    progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+    return int(progress["completed"])
+
+
+def check_epochs_left(checkpoint: dict[str, Any], cfg: DictConfig, value: Any) -> None:
+    """Refuses a resume that would train nothing: ``trainer.max_epochs`` already reached."""
+    done, limit = epochs_done(checkpoint), cfg.trainer.get("max_epochs")
+    if limit is not None and limit >= 0 and done >= limit:
+        raise ConfigError(
+            f"ckpt_path={value} has trained {done} epochs and trainer.max_epochs={limit}: nothing "
+            f"is left to train; raise it (e.g. trainer.max_epochs={done + 10}), or certify the "
+            f"checkpoint with python certify.py ckpt_path={value}"
+        )
