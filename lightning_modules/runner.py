@@ -74,6 +74,7 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="object")
     if callable(getattr(datamodule, "check_settings", None)):
         datamodule.check_settings()
+    check_model_classes(cfg, datamodule, choices)
     if evaluate is not None:
         datamodule.evaluate_test = evaluate
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
@@ -152,6 +153,34 @@ def check_run(
             "certify a checkpoint use `python certify.py ckpt_path=PATH/TO/last.ckpt`, or "
             "train at least one epoch"
         )
+
+
+def check_model_classes(
+    cfg: DictConfig, datamodule: LightningDataModule, choices: dict[str, str]
+) -> None:
+    """Every ``num_classes`` in the model's settings equals the data's (the DataModule's
+    ``num_classes``, else its ``hparams.num_classes``), before the model is built: a head of
+    another size trains on wrong labels or fails mid-epoch with an IndexError."""
+    classes = getattr(datamodule, "num_classes", None)
+    if classes is None:
+        classes = getattr(datamodule, "hparams", {}).get("num_classes")
+    model = cfg.get("model")
+    if not isinstance(classes, int) or not isinstance(model, DictConfig):
+        return
+    data = f"data={choices['data']}" if "data" in choices else type(datamodule).__name__
+
+    def walk(path: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                setting = f"{path}.{key}"
+                if key == "num_classes" and isinstance(value, int) and value != classes:
+                    raise ConfigError(
+                        f"{setting}={value} but {data} has {classes} classes: the model needs "
+                        f"one output per class; set {setting}={classes} (or drop the override)"
+                    )
+                walk(setting, value)
+
+    walk("model", OmegaConf.to_container(model, resolve=True))
 
 
 def check_optimizer(module: LightningModule, choices: dict[str, str]) -> None:
