@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from smoothcert.errors import ConfigError, require
 
@@ -41,7 +41,9 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             "(RUN/checkpoints/last.ckpt), or hydra.run.dir=RUN ckpt_path=last",
         )
     shown = path if str(value) == LAST else value
-    check_epochs_left(_training_state(path, shown), cfg, shown)
+    checkpoint = _training_state(path, shown)
+    check_same_run(checkpoint, cfg, shown)
+    check_epochs_left(checkpoint, cfg, shown)
     return str(path)
 
 
@@ -57,6 +59,48 @@ def _training_state(path: Path, value: Any) -> dict[str, Any]:
         "checkpoint train.py wrote (RUN/checkpoints/last.ckpt); to certify weights use certify.py",
     )
     return checkpoint
+
+
+# Settings a resumed run must share with the checkpoint's run (others, e.g. trainer.max_epochs or
+# data.num_workers, may change): another value trains another model from the restored state.
+SAME_RUN = ("sigma", "noise._target_", "data.name", "data.num_classes", "model._target_")
+SAME_RUN_NODES = ("model.net", "model.objective")  # every setting inside (objective: the regime)
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def _settings(config: DictConfig) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key in (*SAME_RUN, *SAME_RUN_NODES):
+        value = OmegaConf.select(config, key)
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if value is not None:
+            found.update(_flat(value, key))
+    return found
+
+
+def check_same_run(checkpoint: dict[str, Any], cfg: DictConfig, value: Any) -> None:
+    """Refuses a resume whose model, data or noise differ from those the checkpoint stores (the
+    command line must repeat the original run's overrides, e.g. its ``+experiment=...``)."""
+    stored = (checkpoint.get("smoothcert") or {}).get("config")
+    if not isinstance(stored, dict):
+        return
+    was, now = _settings(OmegaConf.create(stored)), _settings(cfg)
+    for key in [*was, *(key for key in now if key not in was)]:  # sigma first
+        if was.get(key) != now.get(key):
+            raise ConfigError(
+                f"ckpt_path={value} was trained with {key}={was.get(key)}, this run has "
+                f"{key}={now.get(key)}: repeat the original command's overrides (provenance.yaml "
+                "in its run directory) when resuming"
+            )
 
 
 def epochs_done(checkpoint: dict[str, Any]) -> int:

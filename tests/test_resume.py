@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, TINY, run_script
 from lightning_modules.config_checks import check_added_keys
@@ -63,11 +64,35 @@ def test_every_experiment_passes(make_cfg, name):
     assert added_keys_error(make_cfg, f"+experiment={name}", "debug=default") is None
 
 
-def fake_checkpoint(path, epochs_completed: int) -> None:
+def fake_checkpoint(path, epochs_completed: int, config: dict | None = None) -> None:
     progress = {"current": {"completed": epochs_completed}}
     loops = {"fit_loop": {"epoch_progress": progress}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"loops": loops, "optimizer_states": [], "state_dict": {}}, path)
+    checkpoint = {"loops": loops, "optimizer_states": [], "state_dict": {}}
+    if config is not None:
+        checkpoint["smoothcert"] = {"config": config}
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sigma=0.5"], "was trained with sigma=0.25, this run has sigma=0.5: repeat"),
+        (["model.net.width=8"], "was trained with model.net.width=16, this run has model.net.w"),
+        (["regime=consistency"], "was trained with model.objective._target_=smoothcert.regimes"),
+        (["trainer.max_epochs=80", "data.batch_size=32"], None),  # may change on resuming
+    ],
+)
+def test_a_resume_must_repeat_the_original_run_s_settings(make_cfg, tmp_path, overrides, message):
+    original = OmegaConf.to_container(make_cfg(), resolve=True)
+    config = {key: original[key] for key in ("model", "data", "sigma", "noise")}
+    fake_checkpoint(tmp_path / "run.ckpt", 1, config)
+    cfg = make_cfg(f"ckpt_path={tmp_path / 'run.ckpt'}", *overrides)
+    if message is None:
+        assert resume_checkpoint(cfg) == str(tmp_path / "run.ckpt")
+        return
+    with pytest.raises(ConfigError, match=message):
+        resume_checkpoint(cfg)
 
 
 def test_ckpt_path_last_is_the_run_directory_s_own(make_cfg, tmp_path):
