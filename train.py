@@ -4,7 +4,7 @@ python train.py                                  # digits, sigma 0.25, Cohen CER
 python train.py +experiment=cifar10_cohen        # an experiment from conf/experiment/
 python train.py -m sigma=0.12,0.25,0.5           # one job per sigma
 python train.py trainer.devices=2 trainer.strategy=ddp
-python train.py hydra.run.dir=RUN ckpt_path=last trainer.max_epochs=80   # resume RUN in place
+python train.py hydra.run.dir=RUN ckpt_path=last  # resume RUN in place (+ its overrides)
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_warn
 
 from smoothcert.errors import ConfigError, require
 
@@ -93,7 +94,9 @@ def check_same_run(checkpoint: dict[str, Any], cfg: DictConfig, value: Any) -> N
     stored = (checkpoint.get("smoothcert") or {}).get("config")
     if not isinstance(stored, dict):
         return
-    was, now = _settings(OmegaConf.create(stored)), _settings(cfg)
+    stored_cfg = OmegaConf.create(stored)
+    warn_scheduler_kept(stored_cfg, cfg, value)
+    was, now = _settings(stored_cfg), _settings(cfg)
     for key in [*was, *(key for key in now if key not in was)]:  # sigma first
         if was.get(key) != now.get(key):
             raise ConfigError(
@@ -101,6 +104,25 @@ def check_same_run(checkpoint: dict[str, Any], cfg: DictConfig, value: Any) -> N
                 f"{key}={now.get(key)}: repeat the original command's overrides (provenance.yaml "
                 "in its run directory) when resuming"
             )
+
+
+def warn_scheduler_kept(stored: DictConfig, cfg: DictConfig, value: Any) -> None:
+    """Lightning restores the scheduler's state, its settings included (e.g. a cosine schedule's
+    ``T_max``, which follows ``trainer.max_epochs``): a changed ``model.scheduler`` setting has no
+    effect on a resumed run, so say so."""
+    was_node = OmegaConf.select(stored, "model.scheduler")
+    now_node = OmegaConf.select(cfg, "model.scheduler")
+    if not isinstance(was_node, DictConfig) or not isinstance(now_node, DictConfig):
+        return
+    before = _flat(OmegaConf.to_container(was_node, resolve=True), "model.scheduler")
+    after = _flat(OmegaConf.to_container(now_node, resolve=True), "model.scheduler")
+    for key, old in before.items():
+        if key in after and after[key] != old:
+            rank_zero_warn(
+                f"ckpt_path={value}: the scheduler resumes with its saved state, {key}={old}; "
+                f"this run's {key}={after[key]} does not apply"
+            )
+            return
 
 
 def epochs_done(checkpoint: dict[str, Any]) -> int:
