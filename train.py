@@ -4,6 +4,7 @@ python train.py                                  # digits, sigma 0.25, Cohen CER
 python train.py +experiment=cifar10_cohen        # an experiment from conf/experiment/
 python train.py -m sigma=0.12,0.25,0.5           # one job per sigma
 python train.py trainer.devices=2 trainer.strategy=ddp
+python train.py hydra.run.dir=RUN ckpt_path=last  # resume RUN in place (+ its overrides)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification import CertificationCallback
 from lightning_modules.quiet import quiet_known_noise
+from lightning_modules.resume import resume_checkpoint
 from lightning_modules.runner import (
     RUN_LOG,
     build_run,
@@ -36,8 +38,11 @@ def main(cfg: DictConfig) -> float | None:
         with one_line_config_errors():
             apply_threads(cfg)  # before any work: torch threads for the cores left free
             pl.seed_everything(cfg.seed, workers=True)
+            resume_from = resume_checkpoint(cfg)  # None: a fresh run
             run = build_run(cfg)
-            run.trainer.fit(run.module, datamodule=run.datamodule)
+            if resume_from:
+                rank_zero_info(f"resuming training from {resume_from}")
+            run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_from)
             rank_zero_info(f"run directory: {cfg.paths.output_dir}")
             for checkpoint in run.trainer.checkpoint_callbacks:
                 if getattr(checkpoint, "best_model_path", ""):

@@ -8,17 +8,25 @@ import torch
 from typing_extensions import override
 
 from lightning_modules.splits_data import SplitsDataModule
-from smoothcert.data.classification import Splits, build_splits, check_dataset
-from smoothcert.errors import check_unit_range
+from smoothcert.data.classification import (
+    FOLDER_LAYOUT,
+    Splits,
+    build_splits,
+    check_dataset,
+    class_count,
+)
+from smoothcert.errors import ConfigError, check_unit_range
 
 RANGE_CHECK_EXAMPLES = 64
 
 
 class ClassificationDataModule(SplitsDataModule):
-    """Train/val/test loaders for digits, MNIST, CIFAR-10 or ImageNet.
+    """Train/val/test loaders for digits, MNIST, CIFAR-10, ImageNet or your own class folders
+    (``data=image_folder``: ``data_dir/train/<class>/*``, ``data_dir/val/<class>/*``).
 
-    A missing dataset is reported when the module is built (before any training), and the first
-    examples of each split are checked to lie in [0, 1] when it is set up.
+    A missing dataset, and a ``num_classes`` other than the dataset's (the class folders of a
+    folder dataset are counted), are reported when the module is built and checked (before any
+    training); the first examples of each split are checked to lie in [0, 1] when it is set up.
     """
 
     def __init__(
@@ -44,6 +52,29 @@ class ClassificationDataModule(SplitsDataModule):
         self.save_hyperparameters(logger=False)
         self.splits: Splits | None = None
 
+    @property
+    def num_classes(self) -> int:
+        """The number of classes; labels are 0 .. num_classes - 1."""
+        return int(self.hparams.num_classes)
+
+    @override
+    def check_settings(self) -> None:
+        super().check_settings()
+        h = self.hparams
+        actual = class_count(h.name, h.data_dir)
+        if actual is None or actual == h.num_classes:
+            return
+        if h.name in ("imagenet", "image_folder"):
+            counted = f"{h.data_dir}/train holds {actual} class folders"
+            fix = f"set data.num_classes={actual}"
+            if h.name == "imagenet":
+                fix += f" (or use data=image_folder, which counts them: {FOLDER_LAYOUT})"
+            else:
+                fix += " or leave it unset (the folders are counted)"
+        else:
+            counted, fix = f"data={h.name} has {actual} classes", f"set data.num_classes={actual}"
+        raise ConfigError(f"data.num_classes={h.num_classes} but {counted}: {fix}")
+
     @override
     def prepare_data(self) -> None:
         if self.hparams.download:
@@ -62,6 +93,7 @@ class ClassificationDataModule(SplitsDataModule):
             test_size=h.test_size,
             augment=h.augment,
             image_size=h.image_size,
+            channels=h.channels,
         )
         for split in ("train", "test"):
             dataset = self.splits.get(split)

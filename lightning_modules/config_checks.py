@@ -8,7 +8,9 @@ the code: a new argument of a callback or module is checked without being listed
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -104,6 +106,56 @@ def check_perturbation_used(cfg: DictConfig, choices: Mapping[str, str]) -> None
                 f"certify={choices.get('certify') or certify.get('_target_')} does not smooth over "
                 f"perturbation={name}: use certify=cohen (or perturbation=additive)"
             )
+
+
+# ``${key}``, ``${key.sub}`` and ``${oc.select:key,default}``: the top-level keys a config reads.
+_READS = re.compile(r"\$\{(?:oc\.select:\s*)?([A-Za-z_][\w-]*)\s*[.}\[,]")
+
+
+def top_level_reads(cfg: DictConfig) -> set[str]:
+    """Top-level keys some interpolation in ``cfg`` reads (e.g. ``sigma``, ``classifier_ckpt``)."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.update(_READS.findall(value))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(OmegaConf.to_container(cfg, resolve=False))
+    return found
+
+
+def check_added_keys(cfg: DictConfig, overrides: Sequence[str], groups: Iterable[str]) -> None:
+    """Refuses a top-level key added on the command line (``+sigmaa=0.3``, ``+ckpt=...``) that no
+    setting reads and that is no config group: nothing would use it, so a misspelling would be
+    silently ignored. The one line names the closest keys (difflib)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = set(groups)
+    reads = top_level_reads(cfg)
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        added = override.is_add() or override.is_force_add()
+        if not added or override.package or "." in key or "/" in key:
+            continue
+        if key in groups or key in reads:
+            continue
+        known = sorted(
+            k for k in {str(k) for k in cfg} | groups | reads if k not in (key, "hydra", "oc")
+        )
+        known = [k for k in known if "/" not in k]  # hydra/launcher and the like
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
+        example = f"{close[0] if close else 'sigma'}={override.get_value_element_as_str()}"
+        raise ConfigError(
+            f"+{key} is not a setting anything reads ({hint}): remove it, or set an existing "
+            f"setting without the + (e.g. {example})"
+        )
 
 
 def check_launcher(launcher: DictConfig | None, trainer: DictConfig) -> None:

@@ -19,9 +19,10 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from callbacks.certification.base import CertificationCallback
+from callbacks.rng_state import RngStateInCheckpoint
 from callbacks.run_config import RunConfigInCheckpoint
 from lightning_modules.checkpoints import pop_evaluate
-from lightning_modules.config_checks import check_config, check_launcher
+from lightning_modules.config_checks import check_added_keys, check_config, check_launcher
 from smoothcert.errors import ConfigError, require
 from smoothcert.provenance import provenance
 
@@ -64,18 +65,24 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     evaluate = None if fitting else pop_evaluate(cfg)
     choices, launcher = hydra_choices_and_launcher()
     check_config(cfg, choices)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        check_added_keys(cfg, hydra_cfg.overrides.task, hydra_cfg.runtime.choices.keys())
     if fitting:
         check_launcher(launcher, cfg.trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="object")
     if callable(getattr(datamodule, "check_settings", None)):
         datamodule.check_settings()
+    check_model_classes(cfg, datamodule, choices)
     if evaluate is not None:
         datamodule.evaluate_test = evaluate
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
     saved = ("model", "data", "sigma", "noise")
     stored = {key: resolved[key] for key in saved if key in resolved}
-    callbacks = [RunConfigInCheckpoint(stored)]
+    callbacks: list[Callback] = [RunConfigInCheckpoint(stored)]
+    if fitting:  # so that train.py ckpt_path=... resumes the same random stream
+        callbacks.append(RngStateInCheckpoint())
     callbacks += instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("certify"))
     # attack= after certify=: it attacks what was certified (callbacks run in this order).
     callbacks += instantiate_group(cfg.get("attack"))
@@ -146,6 +153,34 @@ def check_run(
             "certify a checkpoint use `python certify.py ckpt_path=PATH/TO/last.ckpt`, or "
             "train at least one epoch"
         )
+
+
+def check_model_classes(
+    cfg: DictConfig, datamodule: LightningDataModule, choices: dict[str, str]
+) -> None:
+    """Every ``num_classes`` in the model's settings equals the data's (the DataModule's
+    ``num_classes``, else its ``hparams.num_classes``), before the model is built: a head of
+    another size trains on wrong labels or fails mid-epoch with an IndexError."""
+    classes = getattr(datamodule, "num_classes", None)
+    if classes is None:
+        classes = getattr(datamodule, "hparams", {}).get("num_classes")
+    model = cfg.get("model")
+    if not isinstance(classes, int) or not isinstance(model, DictConfig):
+        return
+    data = f"data={choices['data']}" if "data" in choices else type(datamodule).__name__
+
+    def walk(path: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                setting = f"{path}.{key}"
+                if key == "num_classes" and isinstance(value, int) and value != classes:
+                    raise ConfigError(
+                        f"{setting}={value} but {data} has {classes} classes: the model needs "
+                        f"one output per class; set {setting}={classes} (or drop the override)"
+                    )
+                walk(setting, value)
+
+    walk("model", OmegaConf.to_container(model, resolve=True))
 
 
 def check_optimizer(module: LightningModule, choices: dict[str, str]) -> None:

@@ -60,13 +60,17 @@ class SplitsDataModule(LightningDataModule):
 
     @override
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.hparams.eval_batch_size or self.hparams.batch_size)
+        return self._loader(
+            "val", False, self.hparams.get("eval_batch_size") or self.hparams.batch_size
+        )
 
     @override
     def test_dataloader(self) -> DataLoader | OneEmptyBatch:
         if not self.evaluate_test:
             return OneEmptyBatch()
-        return self._loader("test", False, self.hparams.eval_batch_size or self.hparams.batch_size)
+        return self._loader(
+            "test", False, self.hparams.get("eval_batch_size") or self.hparams.batch_size
+        )
 
 
 class OneEmptyBatch:

@@ -56,7 +56,10 @@ def digits_splits(seed: int = 0, val_size: int = 180, test_size: int = 360) -> S
     return _split(images, labels, seed, val_size, test_size)
 
 
-KNOWN_DATASETS = "digits, digits32, mnist, cifar10 or imagenet"
+KNOWN_DATASETS = "digits, digits32, mnist, cifar10, imagenet or image_folder"
+# Datasets whose class count is fixed; folder datasets have one class per folder in train/.
+CLASS_COUNTS = {"digits": 10, "digits32": 10, "mnist": 10, "cifar10": 10}
+FOLDER_LAYOUT = "DATA_DIR/train/<class>/*.png and DATA_DIR/val/<class>/*.png"
 DIGITS32_CANVAS = 32
 DIGITS32_DIGIT = 20
 
@@ -121,7 +124,38 @@ def check_dataset(name: str, data_dir: str | Path, download: bool = False) -> No
                 "class (wnid) and set paths.data_dir to the folder holding them",
             )
         return
+    if name == "image_folder":
+        for sub in ("train", "val"):
+            _require_dir(
+                root / sub,
+                f"image folder {sub}/",
+                f"set data.data_dir to a folder laid out as {FOLDER_LAYOUT} (one folder per class)",
+            )
+        return
     raise ConfigError(f"data.name={name!r} is unknown: use {KNOWN_DATASETS}")
+
+
+def class_folders(data_dir: str | Path, name: str = "image_folder") -> list[str]:
+    """The class names of a folder dataset: the sub-folders of ``data_dir/train``, sorted (a
+    class's label is its position), as torchvision's ImageFolder reads them. ConfigError if there
+    are none."""
+    from torchvision.datasets.folder import find_classes
+
+    check_dataset(name, data_dir)
+    try:
+        return find_classes(str(Path(data_dir) / "train"))[0]
+    except FileNotFoundError as error:
+        raise ConfigError(
+            f"{Path(data_dir) / 'train'} holds no class folders: lay the images out as "
+            f"{FOLDER_LAYOUT}"
+        ) from error
+
+
+def class_count(name: str, data_dir: str | Path) -> int | None:
+    """How many classes the dataset has (counted for folder datasets), None if not known."""
+    if name in ("imagenet", "image_folder"):
+        return len(class_folders(data_dir, name))
+    return CLASS_COUNTS.get(name)
 
 
 def _train_val(train_full: Dataset, val_full: Dataset, val_size: int, seed: int):
@@ -180,29 +214,88 @@ def imagenet_splits(
 
     The official validation set is the test split; validation is carved from the training set.
     """
-    from torchvision import datasets, transforms
-
-    check_dataset("imagenet", data_dir)
-    root = Path(data_dir)
-    train_tf = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(image_size),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-        ]
+    return image_folder_splits(
+        data_dir, val_size, seed, image_size, name="imagenet", resize=256 / 224
     )
+
+
+def _folder(root: Path, classes: list[str], transform, allow_empty: bool = False) -> Dataset:
+    """torchvision's ImageFolder over ``root`` with the labels of ``classes`` (those of train/),
+    so that a val/ folder lacking a class still labels the others as train/ does."""
+    from torchvision import datasets
+
+    class Folder(datasets.ImageFolder):
+        def find_classes(self, directory):
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    return Folder(str(root), transform=transform, allow_empty=allow_empty)
+
+
+def image_folder_splits(
+    data_dir: str | Path,
+    val_size: int = 100,
+    seed: int = 0,
+    image_size: int = 64,
+    augment: bool = True,
+    channels: int = 3,
+    name: str = "image_folder",
+    resize: float = 1.0,
+) -> Splits:
+    """Images in class folders, ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``
+    (torchvision's ImageFolder; labels are the class folders of train/, sorted).
+
+    val/ is the test split (evaluated and certified); ``val_size`` training images, picked with
+    ``seed``, are the validation split. Evaluation images are resized (shorter side to
+    ``resize * image_size``) and center-cropped to ``image_size``; training images with
+    ``augment`` get a random resized crop and a horizontal flip instead. Pixels in [0, 1]; RGB,
+    or grayscale with ``channels=1``.
+    """
+    from torchvision import transforms
+
+    root = Path(data_dir)
+    classes = class_folders(root, name)
+    if channels not in (1, 3):
+        raise ConfigError(f"data.channels={channels} must be 1 (grayscale) or 3 (RGB)")
+    color = [transforms.Grayscale(1)] if channels == 1 else []
     eval_tf = transforms.Compose(
         [
-            transforms.Resize(int(image_size * 256 / 224)),
+            transforms.Resize(int(image_size * resize)),
             transforms.CenterCrop(image_size),
+            *color,
             transforms.ToTensor(),
         ]
     )
-    train_full = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-    val_full = datasets.ImageFolder(str(root / "train"), transform=eval_tf)
-    test = datasets.ImageFolder(str(root / "val"), transform=eval_tf)
+    train_tf = eval_tf
+    if augment or name == "imagenet":
+        train_tf = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(image_size),
+                transforms.RandomHorizontalFlip(),
+                *color,
+                transforms.ToTensor(),
+            ]
+        )
+    unknown = sorted(set(class_folders_in(root / "val")) - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"{root / 'val'} has class folders that train/ lacks ({', '.join(unknown)}): every "
+            "class needs training images; rename or remove them"
+        )
+    train_full = _folder(root / "train", classes, train_tf)
+    val_full = _folder(root / "train", classes, eval_tf)
+    test = _folder(root / "val", classes, eval_tf, allow_empty=True)
+    if val_size >= len(train_full):
+        raise ConfigError(
+            f"data.val_size={val_size} leaves no training images ({root / 'train'} holds "
+            f"{len(train_full)}): set data.val_size smaller, e.g. {max(1, len(train_full) // 10)}"
+        )
     train, val = _train_val(train_full, val_full, val_size, seed)
     return Splits(train, val, test)
+
+
+def class_folders_in(folder: Path) -> list[str]:
+    """Names of the sub-folders of ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
 def build_splits(
@@ -214,8 +307,9 @@ def build_splits(
     download: bool = False,
     augment: bool = True,
     image_size: int = 224,
+    channels: int = 3,
 ) -> Splits:
-    """Dispatches on the dataset name: digits, digits32, mnist, cifar10 or imagenet.
+    """Dispatches on the dataset name: digits, digits32, mnist, cifar10, imagenet or image_folder.
 
     ``val_size``/``test_size`` of None keep each dataset's default; ``test_size`` applies to digits
     only (the others have an official test split).
@@ -228,4 +322,6 @@ def build_splits(
         return torchvision_splits(name, data_dir, download, val_size or 5000, seed, augment)
     if name == "imagenet":
         return imagenet_splits(data_dir, val_size or 10000, seed, image_size)
+    if name == "image_folder":
+        return image_folder_splits(data_dir, val_size or 100, seed, image_size, augment, channels)
     raise ConfigError(f"data.name={name!r} is unknown: use {KNOWN_DATASETS}")
