@@ -61,6 +61,11 @@ def write_cohen_checkpoint(path: Path, arch: str, net: nn.Module, prefix: str = 
     network was wrapped in DataParallel), no keys for the normalization layer (no buffers)."""
     state = {prefix + key: value for key, value in net.state_dict().items()}
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    checkpoint = {"epoch": 90, "arch": arch, "state_dict": state, "optimizer": optimizer.state_dict()}
+    checkpoint = {
+        "epoch": 90,
+        "arch": arch,
+        "state_dict": state,
+        "optimizer": optimizer.state_dict(),
+    }
     torch.save(checkpoint, path)
     return path

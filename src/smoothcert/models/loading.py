@@ -20,6 +20,7 @@ A network that normalizes itself is stated as ``mean=[0, ...], std=[1, ...]``.
 from __future__ import annotations
 
 import importlib
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,10 @@ def read_weights(path: str | Path, setting: str = "weights") -> Weights:
     file = Path(str(path))
     require(file.is_file(), f"{setting}={path} is not a file: pass the path of a weights file")
     if _is_torchscript(file):
-        return Weights(str(path), "torchscript", module=torch.jit.load(str(file), "cpu"))
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: it still loads
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(file), "cpu")
+        return Weights(str(path), "torchscript", module=module)
     try:
         content = torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as error:  # a pickled nn.Module, or not a torch file at all
