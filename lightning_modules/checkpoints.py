@@ -82,6 +82,11 @@ def read_certify_source(cfg: DictConfig) -> tuple[dict[str, Any], Weights | None
             f"ckpt_path={ckpt_path} and weights={weights} are both set: pass ckpt_path= for a "
             "checkpoint written by train.py, or weights= for other weights"
         )
+    if not ckpt_path and not weights:
+        raise ConfigError(
+            "nothing to certify: pass ckpt_path=RUN/checkpoints/last.ckpt (written by train.py), "
+            "or weights=PATH and its architecture (model=...) for other weights"
+        )
     if not weights:
         return checkpoint_metadata(ckpt_path), None
     loaded = read_weights(weights, "weights")
