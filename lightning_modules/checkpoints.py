@@ -138,7 +138,8 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
             "certify=none leaves nothing to do: choose a certifier, e.g. certify=cohen"
         )
     certifier = hydra.utils.get_class(certify_target)
-    check_task(getattr(certifier, "option", ""), getattr(certifier, "tasks", ()), meta.get("task"))
+    option, tasks = getattr(certifier, "option", ""), getattr(certifier, "tasks", ())
+    check_task(option, tasks, meta.get("task"), training=False)
     stored = meta.get("config") or {}
     with open_dict(cfg):
         for key in ("model", "data"):
