@@ -15,6 +15,7 @@ import torch
 from torchvision.transforms import ToTensor
 from weights_files import COHEN_CIFAR, randomize, write_cifar10, write_cohen_checkpoint
 
+import smoothcert
 from conftest import run_script
 from lightning_modules.checkpoints import (
     certifier_for_checkpoint,
@@ -132,3 +133,16 @@ def test_the_checkpoint_task_chooses_the_certifier(tmp_path):
     assert certifier_for_checkpoint([seg, "+experiment=shapes_seg"]) == []  # the experiment's
     assert certifier_for_checkpoint([f"ckpt_path={tmp_path / 'classification.ckpt'}"]) == []
     assert certifier_for_checkpoint([f"weights={cohen_file(tmp_path)}"]) == []
+
+
+def test_load_from_checkpoint_rebuilds_a_smoothcert_module():
+    """Lightning's ``load_from_checkpoint`` works on train.py's checkpoints (here one written
+    before the core moved), and its model is the one ``smoothcert.load`` returns."""
+    from lightning_modules.classification import ClassificationModule
+
+    path = Path(__file__).parent / "fixtures" / "pre_move" / "digits_last.ckpt"
+    module = ClassificationModule.load_from_checkpoint(path).eval()
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(module.model(x), smoothcert.load(path)(x))
+    assert module.train_sigma == 0.25
