@@ -17,6 +17,7 @@ from weights_files import COHEN_CIFAR, COHEN_IMAGENET, randomize, write_cohen_ch
 import smoothcert
 from smoothcert import ConfigError, Smooth, example_generator
 from smoothcert.models import CifarResNet, DigitsCNN, NormalizedClassifier
+from smoothcert.models.segmenters import NormalizedSegmenter
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGMA, N0, N, ALPHA = 0.25, 20, 60, 0.01
@@ -138,3 +139,22 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
         smoothcert.load(tmp_path / "junk.pt")
     with pytest.raises(ConfigError, match="is not a file"):
         smoothcert.load(tmp_path / "missing.pt")
+
+
+def test_smoothcert_segmentation_checkpoint(tmp_path):
+    """A train.py checkpoint of a segmenter: the stored config's network, normalization and
+    weights (a 1x1 convolution stands in for the segmenter)."""
+    net = nn.Conv2d(3, 5, 1)
+    reference = NormalizedSegmenter(net, [0.4, 0.5, 0.6], [0.2, 0.3, 0.4])
+    stored = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 5, "kernel_size": 1}
+    meta = {
+        "task": "segmentation",
+        "normalization": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4]},
+        "config": {"model": {"net": stored}},
+    }
+    state = {f"model.{k}": v for k, v in reference.state_dict().items()}
+    torch.save({"smoothcert": meta, "state_dict": state}, tmp_path / "seg.ckpt")
+    loaded = smoothcert.load(tmp_path / "seg.ckpt")
+    assert isinstance(loaded, NormalizedSegmenter) and not loaded.training
+    x = torch.rand(2, 3, 6, 6)
+    torch.testing.assert_close(loaded(x), reference(x))

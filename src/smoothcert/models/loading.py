@@ -171,6 +171,9 @@ def load_network(net: nn.Module, weights: Weights, setting: str = "weights") -> 
         state = {k: v for k, v in state.items() if k.startswith("model.net.")}
     expected = set(net.state_dict())
     stripped = _strip(state, expected)
+    fix = "choose the architecture it was saved from (model=..., model.net.*)"
+    if weights.arch:
+        fix = f"it is a {weights.arch}: use model={weights.arch} (and that model's settings)"
     if stripped is None:
         keys = sorted(state)
         missing = sorted(expected - {k.split(".", 1)[-1] for k in keys} - set(keys))
@@ -178,7 +181,7 @@ def load_network(net: nn.Module, weights: Weights, setting: str = "weights") -> 
             f"{setting}={weights.path} does not fit the model's network "
             f"({type(net).__name__}: expects e.g. {sorted(expected)[0]!r}, the file has e.g. "
             f"{keys[0] if keys else 'nothing'!r}; {len(missing)} of {len(expected)} expected keys "
-            "not found): choose the architecture it was saved from (model=..., model.net.*)"
+            f"not found): {fix}"
         )
     own = net.state_dict()
     shapes = [k for k, v in stripped.items() if tuple(v.shape) != tuple(own[k].shape)]
