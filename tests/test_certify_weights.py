@@ -12,8 +12,15 @@ import hydra
 import pytest
 import timm
 import torch
+import torchvision
 from torchvision.transforms import ToTensor
-from weights_files import COHEN_CIFAR, randomize, write_cifar10, write_cohen_checkpoint
+from weights_files import (
+    COHEN_CIFAR,
+    COHEN_IMAGENET,
+    randomize,
+    write_cifar10,
+    write_cohen_checkpoint,
+)
 
 import smoothcert
 from conftest import run_script
@@ -146,3 +153,30 @@ def test_load_from_checkpoint_rebuilds_a_smoothcert_module():
     with torch.no_grad():
         torch.testing.assert_close(module.model(x), smoothcert.load(path)(x))
     assert module.train_sigma == 0.25
+
+
+@pytest.mark.parametrize(
+    "model,data,net_type,normalization",
+    [
+        ("cifar_resnet20", "cifar10", CifarResNet, COHEN_CIFAR),
+        ("cifar_resnet110", "cifar10", CifarResNet, COHEN_CIFAR),
+        ("resnet50", "imagenet", torchvision.models.ResNet, COHEN_IMAGENET),
+    ],
+)
+def test_the_released_architectures_normalize_as_their_repositories(
+    make_cfg, model, data, net_type, normalization
+):
+    cfg = make_cfg(f"model={model}", f"data={data}")
+    module = hydra.utils.instantiate(cfg.model, _convert_="object")
+    assert isinstance(module.model.net, net_type)
+    normalize = module.model.normalize
+    got = [*normalize.mean.flatten().tolist(), *normalize.std.flatten().tolist()]
+    assert got == pytest.approx([*normalization[0], *normalization[1]])
+    if model != "resnet50":
+        assert (
+            sum(p.numel() for p in module.model.net.parameters())
+            == {
+                "cifar_resnet20": 272_474,  # ResNet-20: 0.27M, ResNet-110: 1.7M (He et al. 2016)
+                "cifar_resnet110": 1_730_714,
+            }[model]
+        )

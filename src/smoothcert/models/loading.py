@@ -42,6 +42,8 @@ COHEN_ARCHITECTURES = {
     "cifar_resnet110": ("cifar10", CIFAR10_COHEN, 10),
     "resnet50": ("imagenet", IMAGENET, 1000),
 }
+# Where checkpoints written by other code keep the state dict (MACER: "net").
+STATE_KEYS = ("state_dict", "model_state_dict", "net", "model")
 # Prefixes a network's keys may carry in files written by other code, tried in this order.
 PREFIXES = ("", "1.module.", "1.", "module.", "model.net.", "net.", "model.module.", "model.")
 
@@ -110,8 +112,8 @@ def read_weights(path: str | Path, setting: str = "weights") -> Weights:
         )  # fmt: skip
     if isinstance(content, Mapping) and isinstance(content.get("arch"), str):
         return _cohen(str(path), content, setting)
-    if isinstance(content, Mapping) and _is_state_dict(content.get("state_dict")):
-        content = content["state_dict"]
+    if isinstance(content, Mapping):  # {'state_dict': ..., 'epoch': ...} and the like
+        content = next((content[k] for k in STATE_KEYS if _is_state_dict(content.get(k))), content)
     require(
         _is_state_dict(content),
         f"{setting}={path} holds neither a state dict, a Cohen-format checkpoint ({{'arch', "
@@ -176,22 +178,21 @@ def load_network(net: nn.Module, weights: Weights, setting: str = "weights") -> 
         fix = f"it is a {weights.arch}: use model={weights.arch} (and that model's settings)"
     if stripped is None:
         keys = sorted(state)
-        missing = sorted(expected - {k.split(".", 1)[-1] for k in keys} - set(keys))
+        found = sum(any(k == e or k.endswith("." + e) for k in keys) for e in expected)
         raise ConfigError(
             f"{setting}={weights.path} does not fit the model's network "
             f"({type(net).__name__}: expects e.g. {sorted(expected)[0]!r}, the file has e.g. "
-            f"{keys[0] if keys else 'nothing'!r}; {len(missing)} of {len(expected)} expected keys "
-            f"not found): {fix}"
+            f"{keys[0] if keys else 'nothing'!r}; {found} of its {len(expected)} keys found, "
+            f"the file has {len(keys)}): {fix}"
         )
     own = net.state_dict()
-    shapes = [k for k, v in stripped.items() if tuple(v.shape) != tuple(own[k].shape)]
-    require(
-        not shapes,
-        f"{setting}={weights.path}: {shapes[0] if shapes else ''} has shape "
-        f"{tuple(stripped[shapes[0]].shape) if shapes else ''} but the model's has "
-        f"{tuple(own[shapes[0]].shape) if shapes else ''}: check the number of classes "
-        "(data.num_classes) and the architecture's settings",
-    )
+    for key, value in stripped.items():
+        require(
+            value.shape == own[key].shape,
+            f"{setting}={weights.path}: {key} has shape {tuple(value.shape)} but the model's has "
+            f"{tuple(own[key].shape)}: check the number of classes (data.num_classes) and the "
+            "architecture's settings",
+        )
     net.load_state_dict(stripped)
 
 
