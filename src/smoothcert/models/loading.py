@@ -270,7 +270,13 @@ def _smoothcert_model(weights: Weights, net: nn.Module | None) -> nn.Module:
     if net is None:
         stored = ((weights.meta.get("config") or {}).get("model") or {}).get("net")
         require(bool(stored), f"{weights.path} does not store its network: pass net=...")
-        net = _instantiate(stored)
+        try:
+            net = _instantiate(stored)
+        except (ImportError, AttributeError, TypeError) as error:  # e.g. code since moved
+            raise ConfigError(
+                f"{weights.path}: its network {stored.get('_target_')} could not be built "
+                f"({type(error).__name__}: {error}): pass net=... (randomly initialised)"
+            ) from None
     mean, std = weights.mean, weights.std
     if task == "segmentation":
         return NormalizedSegmenter(net, mean, std)
