@@ -47,9 +47,9 @@ def main(cfg: DictConfig) -> None:
             meta, weights = read_certify_source(cfg)
             apply_checkpoint(cfg, meta, HydraConfig.get().overrides.task)
             pl.seed_everything(cfg.seed, workers=True)
-            run = build_run(cfg, fitting=False)
-            if weights is not None:
-                rank_zero_info(load_external_weights(run.module, weights))
+            # weights=: the file's weights go into the model before any logger starts.
+            load = None if weights is None else lambda m: load_external_weights(m, weights)
+            run = build_run(cfg, fitting=False, prepare_module=load)
             # Lightning's test loop restores the checkpoint and sets up the processes; the
             # certification callback certifies in on_test_end (build_run has made the loop
             # evaluate nothing unless certify.evaluate=true).

@@ -9,6 +9,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.checks import check_task
 from smoothcert.errors import ConfigError
@@ -99,8 +100,8 @@ def read_certify_source(cfg: DictConfig) -> tuple[dict[str, Any], Weights | None
 
 def load_external_weights(module: Any, weights: Weights) -> str:
     """Puts ``weights`` into ``module.model`` (a classifier that normalizes inside) and marks the
-    module as trained elsewhere (``external_weights``: its training sigma is unknown). Returns
-    the one line that says how inputs are normalized."""
+    module as trained elsewhere (``external_weights``: its training sigma is unknown). Logs (rank
+    0) and returns the one line that says how inputs are normalized."""
     model = getattr(module, "model", None)
     if not isinstance(model, NormalizedClassifier):
         raise ConfigError(
@@ -111,10 +112,12 @@ def load_external_weights(module: Any, weights: Weights) -> str:
     module.external_weights = weights.describe()
     mean, std = (model.normalize.mean.flatten().tolist(), model.normalize.std.flatten().tolist())
     said = "the file's" if weights.mean is not None else "model.mean/model.std's"
-    return (
+    line = (
         f"certifying {weights.describe()}; inputs are pixels in [0, 1], normalized inside the "
         f"model with {said} mean={[round(v, 6) for v in mean]} std={[round(v, 6) for v in std]}"
     )
+    rank_zero_info(line)
+    return line
 
 
 def _overridden(overrides: Sequence[str], key: str) -> bool:

@@ -175,7 +175,7 @@ def load_network(net: nn.Module, weights: Weights, setting: str = "weights") -> 
     stripped = _strip(state, expected)
     fix = "choose the architecture it was saved from (model=..., model.net.*)"
     if weights.arch:
-        fix = f"it is a {weights.arch}: use model={weights.arch} (and that model's settings)"
+        fix = f"it is a {weights.arch}: use model={weights.arch}"
     if stripped is None:
         keys = sorted(state)
         found = sum(any(k == e or k.endswith("." + e) for k in keys) for e in expected)
@@ -222,15 +222,15 @@ def _short(values: Sequence[float]) -> str:
 
 def load_into(model: nn.Module, weights: Weights, setting: str = "weights") -> None:
     """Puts ``weights`` into ``model``, a normalizing wrapper with ``normalize`` (mean and std
-    buffers) and ``net`` (``NormalizedClassifier``, ``NormalizedSegmenter``): checks the file's
-    normalization against the wrapper's, then loads the network (a TorchScript archive replaces
-    ``net``)."""
-    norm = model.normalize
-    check_normalization(weights, norm.mean.flatten().tolist(), norm.std.flatten().tolist(), setting)
+    buffers) and ``net`` (``NormalizedClassifier``, ``NormalizedSegmenter``): loads the network
+    (a TorchScript archive replaces ``net``), then checks the file's normalization against the
+    wrapper's (an architecture that does not fit is the first thing to fix)."""
     if weights.module is not None:
         model.net = weights.module
     else:
         load_network(model.net, weights, setting)
+    norm = model.normalize
+    check_normalization(weights, norm.mean.flatten().tolist(), norm.std.flatten().tolist(), setting)
 
 
 def build_architecture(arch: str, num_classes: int | None = None) -> nn.Module:
