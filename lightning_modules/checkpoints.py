@@ -1,4 +1,4 @@
-"""Reading what a smoothcert checkpoint says about itself, for certify.py."""
+"""What certify.py certifies: a smoothcert checkpoint and what it says about itself, or weights."""
 
 from __future__ import annotations
 
