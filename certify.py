@@ -5,10 +5,19 @@
     python certify.py ckpt_path=RUN/checkpoints/last.ckpt hydra.run.dir=RUN certify.resume=true
     python certify.py ckpt_path=... certify.evaluate=true   # evaluate the split too (test/*)
 
-The model and data configs and sigma come from the checkpoint unless overridden on the command line.
+The model and data configs and sigma come from the checkpoint unless overridden on the command line;
+so does the certifier (a segmentation checkpoint gets certify=segcertify) unless one is chosen.
+
+Weights not written by train.py (a state dict, a TorchScript archive, a checkpoint of Cohen et al.'s
+code) are certified on the architecture that model= names; inputs are always pixels in [0, 1]:
+
+    python certify.py weights=checkpoint.pth.tar model=cifar_resnet110 data=cifar10
+    python certify.py weights=net.pt model=timm model.net.model_name=resnet18 data=cifar10
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 import pytorch_lightning as pl
@@ -16,7 +25,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.checkpoints import apply_checkpoint, checkpoint_metadata
+from lightning_modules.checkpoints import (
+    apply_checkpoint,
+    certifier_for_checkpoint,
+    load_external_weights,
+    read_certify_source,
+)
 from lightning_modules.quiet import quiet_known_noise
 from lightning_modules.runner import (
     build_run,
@@ -34,13 +48,15 @@ def main(cfg: DictConfig) -> None:
     try:
         with one_line_config_errors():
             apply_threads(cfg)  # before any work: torch threads for the cores left free
-            meta = checkpoint_metadata(cfg.get("ckpt_path"))
+            meta, weights = read_certify_source(cfg)
             apply_checkpoint(cfg, meta, HydraConfig.get().overrides.task)
             if cfg.certify.get("evaluate") is False:  # no evaluation: no empty "Testing" bar
                 with open_dict(cfg):
                     cfg.trainer.enable_progress_bar = False  # (certifying has its own)
             pl.seed_everything(cfg.seed, workers=True)
-            run = build_run(cfg, fitting=False)
+            # weights=: the file's weights go into the model before any logger starts.
+            load = None if weights is None else lambda m: load_external_weights(m, weights)
+            run = build_run(cfg, fitting=False, prepare_module=load)
             # Lightning's test loop restores the checkpoint and sets up the processes; the
             # certification callback certifies in on_test_end (build_run has made the loop
             # evaluate nothing unless certify.evaluate=true).
@@ -51,4 +67,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv += certifier_for_checkpoint(sys.argv[1:])  # as if typed: Hydra records it
     main()

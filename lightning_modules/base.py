@@ -147,6 +147,33 @@ class SmoothcertModule(LightningModule):
             self.trained_parameters(), self.optimizer_factory, self.scheduler_factory
         )
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, map_location: Any = None, strict: bool = True, **kwargs: Any
+    ) -> SmoothcertModule:
+        """The module a smoothcert checkpoint holds, weights loaded (on the CPU unless
+        ``map_location``; mode untouched). Lightning's own loader cannot rebuild it: the networks,
+        regime, noise and optimizer are not hyper-parameters; they are built again from the model
+        config the checkpoint stores (``kwargs`` override its entries). ``module.model`` is then
+        ready for ``Smooth`` (takes [0, 1] pixels); ``smoothcert.load`` does the same without
+        Lightning."""
+        import hydra
+        from omegaconf import OmegaConf
+
+        from lightning_modules.checkpoints import checkpoint_metadata, upgrade_config
+
+        meta = checkpoint_metadata(checkpoint_path)
+        node = OmegaConf.create(upgrade_config("model", (meta.get("config") or {}).get("model")))
+        module = hydra.utils.instantiate(node, _convert_="object", **kwargs)
+        if not isinstance(module, cls):
+            raise ConfigError(
+                f"{checkpoint_path} holds a {type(module).__name__}, not a {cls.__name__}: load "
+                f"it with {type(module).__name__}.load_from_checkpoint"
+            )
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state, strict=strict)
+        return module.to(map_location) if map_location is not None else module
+
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         h = self.hparams

@@ -1,4 +1,4 @@
-"""Reading what a smoothcert checkpoint says about itself, for certify.py."""
+"""What certify.py certifies: a smoothcert checkpoint and what it says about itself, or weights."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.checks import check_task
 from smoothcert.errors import ConfigError
+from smoothcert.models import NormalizedClassifier
+from smoothcert.models.loading import Weights, load_into, read_weights
 
 
 def checkpoint_metadata(path: str | Path | None) -> dict[str, Any]:
@@ -28,8 +31,93 @@ def checkpoint_metadata(path: str | Path | None) -> dict[str, Any]:
         ) from error
     meta = checkpoint.get("smoothcert") if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict):
-        raise ConfigError(f"ckpt_path={path} was not written by smoothcert's train.py")
+        raise ConfigError(
+            f"ckpt_path={path} was not written by smoothcert's train.py: for a state dict, a "
+            "TorchScript archive or a Cohen-format checkpoint pass weights=PATH with its "
+            "architecture, e.g. `python certify.py weights=PATH model=cifar_resnet110 data=cifar10`"
+        )
     return meta
+
+
+# The certifier certify.py uses for a checkpoint of each task when none is chosen (classification:
+# the config's default, certify=cohen).
+TASK_CERTIFIER = {
+    "segmentation": "segcertify",
+    "reconstruction": "center",
+    "box_regression": "center",
+    "detection": "median",
+}
+
+
+def certifier_for_checkpoint(args: Sequence[str]) -> list[str]:
+    """``["certify=NAME"]`` for certify.py's command line ``args`` when they name a checkpoint
+    (``ckpt_path=`` or ``weights=``) of a task whose certifier is not the default and choose no
+    certifier (nor an experiment, which chooses its own); else ``[]``. Any problem with the file
+    is left to certify.py's own checks, which report it in one line."""
+    names = [arg.split("=", 1)[0].lstrip("+~") for arg in args]
+    if any(name in ("certify", "experiment") for name in names):
+        return []
+    paths = [
+        a.split("=", 1)[1]
+        for a, n in zip(args, names, strict=True)
+        if n in ("ckpt_path", "weights")
+    ]
+    if len(paths) != 1 or not Path(paths[0]).is_file():
+        return []
+    try:
+        checkpoint = torch.load(paths[0], map_location="cpu", weights_only=True)
+        task = checkpoint["smoothcert"]["task"]
+    except Exception:  # not a smoothcert checkpoint: the default certifier, checked later
+        return []
+    return [f"certify={TASK_CERTIFIER[task]}"] if task in TASK_CERTIFIER else []
+
+
+def read_certify_source(cfg: DictConfig) -> tuple[dict[str, Any], Weights | None]:
+    """What certify.py certifies: a smoothcert checkpoint (``ckpt_path=``; ``weights=`` naming
+    one is taken as that) with its metadata, or other weights (``weights=``: a state dict,
+    TorchScript archive or Cohen-format checkpoint) for the configured classifier. One-line
+    ConfigError unless exactly one of the two is given and readable."""
+    ckpt_path, weights = cfg.get("ckpt_path"), cfg.get("weights")
+    if ckpt_path and weights:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} and weights={weights} are both set: pass ckpt_path= for a "
+            "checkpoint written by train.py, or weights= for other weights"
+        )
+    if not ckpt_path and not weights:
+        raise ConfigError(
+            "nothing to certify: pass ckpt_path=RUN/checkpoints/last.ckpt (written by train.py), "
+            "or weights=PATH and its architecture (model=...) for other weights"
+        )
+    if not weights:
+        return checkpoint_metadata(ckpt_path), None
+    loaded = read_weights(weights, "weights")
+    if loaded.format == "smoothcert":
+        with open_dict(cfg):
+            cfg.ckpt_path, cfg.weights = str(weights), None
+        return checkpoint_metadata(weights), None
+    return {"task": "classification"}, loaded
+
+
+def load_external_weights(module: Any, weights: Weights) -> str:
+    """Puts ``weights`` into ``module.model`` (a classifier that normalizes inside) and marks the
+    module as trained elsewhere (``external_weights``: its training sigma is unknown). Logs (rank
+    0) and returns the one line that says how inputs are normalized."""
+    model = getattr(module, "model", None)
+    if not isinstance(model, NormalizedClassifier):
+        raise ConfigError(
+            f"weights={weights.path}: model={type(module).__name__} is not a classifier; "
+            "weights= certifies classifiers (model=cifar_resnet110, resnet50, timm, ...)"
+        )
+    load_into(model, weights, "weights")
+    module.external_weights = weights.describe()
+    mean, std = (model.normalize.mean.flatten().tolist(), model.normalize.std.flatten().tolist())
+    said = "the file's" if weights.mean is not None else "model.mean/model.std's"
+    line = (
+        f"certifying {weights.describe()}; inputs are pixels in [0, 1], normalized inside the "
+        f"model with {said} mean={[round(v, 6) for v in mean]} std={[round(v, 6) for v in std]}"
+    )
+    rank_zero_info(line)
+    return line
 
 
 def _overridden(overrides: Sequence[str], key: str) -> bool:
@@ -53,7 +141,8 @@ def apply_checkpoint(cfg: DictConfig, meta: dict[str, Any], overrides: Sequence[
             "certify=none leaves nothing to do: choose a certifier, e.g. certify=cohen"
         )
     certifier = hydra.utils.get_class(certify_target)
-    check_task(getattr(certifier, "option", ""), getattr(certifier, "tasks", ()), meta.get("task"))
+    option, tasks = getattr(certifier, "option", ""), getattr(certifier, "tasks", ())
+    check_task(option, tasks, meta.get("task"), training=False)
     stored = meta.get("config") or {}
     with open_dict(cfg):
         for key in ("model", "data"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,9 @@ def instantiate_group(node: DictConfig | None) -> list[Any]:
     ]
 
 
-def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
+def build_run(
+    cfg: DictConfig, fitting: bool = True, prepare_module: Callable[[Any], None] | None = None
+) -> Run:
     """Instantiates data, model, callbacks (certification last), loggers and the trainer, and
     (rank 0) writes the resolved config and the run's provenance into the run directory.
 
@@ -61,6 +63,8 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     how the pieces fit (``check_run``). ``fitting`` is False for certify.py, whose
     ``certify.evaluate`` says whether its test loop evaluates the split before certifying (without
     it the loop gets one empty batch: nothing is evaluated and no ``test/*`` metric is logged).
+    ``prepare_module`` (certify.py's ``weights=``) gets the model as soon as it is built, so what
+    it refuses is refused before any logger starts.
     """
     evaluate = None if fitting else pop_evaluate(cfg)
     choices, launcher = hydra_choices_and_launcher()
@@ -78,6 +82,8 @@ def build_run(cfg: DictConfig, fitting: bool = True) -> Run:
     if evaluate is not None:
         datamodule.evaluate_test = evaluate
     module = hydra.utils.instantiate(cfg.model, _convert_="object")
+    if prepare_module is not None:
+        prepare_module(module)
     saved = ("model", "data", "sigma", "noise")
     stored = {key: resolved[key] for key in saved if key in resolved}
     callbacks: list[Callback] = [RunConfigInCheckpoint(stored)]

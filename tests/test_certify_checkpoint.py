@@ -126,21 +126,26 @@ def test_existing_records_are_not_overwritten_without_resume(trained):
 
 
 @pytest.mark.parametrize(
-    "content,message",
+    "content,chosen,message",
     [
-        (None, "is not a file"),
-        (b"not a checkpoint", "is not a readable checkpoint"),
-        ({"state_dict": {}}, "was not written by smoothcert"),
-        ({"smoothcert": {"task": "segmentation"}}, "a segmentation model: use certify=segcertify"),
+        (None, [], "is not a file"),
+        (b"not a checkpoint", [], "is not a readable checkpoint"),
+        ({"state_dict": {}}, [], "was not written by smoothcert"),
+        # Without certify=, a segmentation checkpoint gets segcertify (tests/seg/test_seg_train.py).
+        (
+            {"smoothcert": {"task": "segmentation"}},
+            ["certify=cohen"],
+            "a segmentation model: use certify=segcertify",
+        ),
     ],
 )
-def test_bad_checkpoints_are_one_line_errors(tmp_path, content, message):
+def test_bad_checkpoints_are_one_line_errors(tmp_path, content, chosen, message):
     ckpt = tmp_path / "model.ckpt"
     if isinstance(content, bytes):
         ckpt.write_bytes(content)
     elif content is not None:
         torch.save(content, ckpt)
-    result = certify(ckpt, tmp_path / "out")
+    result = certify(ckpt, tmp_path / "out", *chosen)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("smoothcert: error: ") and message in last, result.stderr[-2000:]

@@ -44,6 +44,8 @@ Item = tuple[int, Any, Sequence[str]]
 def trained_sigma(pl_module: LightningModule) -> float | list[float] | None:
     """The model's training noise level(s): ``train_sigma`` (from the noise it trains with), or
     the hyperparameter of that name for modules that keep it there; None if unknown."""
+    if getattr(pl_module, "external_weights", None):  # certify.py weights=: trained elsewhere
+        return None
     value = getattr(pl_module, "train_sigma", None)
     return pl_module.hparams.get("train_sigma") if value is None else value
 
@@ -240,7 +242,8 @@ class CertificationCallback(Callback):
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # certify.py: trainer.test(ckpt_path=...) has restored the checkpoint's weights.
-        self.certify(trainer, pl_module, str(trainer.ckpt_path or "weights given to trainer.test"))
+        loaded = trainer.ckpt_path or getattr(pl_module, "external_weights", None)
+        self.certify(trainer, pl_module, str(loaded or "weights given to trainer.test"))
 
     def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
         """Certifies this rank's share of the unfinished examples (streaming each record),
@@ -369,6 +372,7 @@ class CertificationCallback(Callback):
             "dataset": h.get("dataset"),
             **{key: h.get(key) for key in model_keys},
             "checkpoint": checkpoint,
+            "inputs": "pixels in [0, 1], normalized inside the model",
             "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
         }
 

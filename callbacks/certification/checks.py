@@ -21,14 +21,17 @@ CERTIFIER_FOR_TASK = {
 }
 
 
-def check_task(option: str, tasks: Sequence[str], task: str) -> None:
-    """One-line ConfigError unless a ``certify=option`` certifier (of ``tasks``) fits ``task``."""
+def check_task(option: str, tasks: Sequence[str], task: str, training: bool = True) -> None:
+    """One-line ConfigError unless a ``certify=option`` certifier (of ``tasks``) fits ``task``
+    (``training``: the advice offers certify=none, which certify.py cannot use)."""
     if tasks and task not in tasks:
         suggestion = CERTIFIER_FOR_TASK.get(task)
         fix = f"use certify={suggestion}" if suggestion else "choose a certifier for it"
+        if training:
+            fix += ", or certify=none to train without certifying"
         raise ConfigError(
             f"certify={option} certifies {' or '.join(tasks)} models, but the model is a "
-            f"{task or 'custom'} model: {fix}, or certify=none to train without certifying"
+            f"{task or 'custom'} model: {fix}"
         )
 
 

@@ -21,6 +21,7 @@ from smoothcert.metrics.certified import (
     certified_accuracy_curve,
     summarize,
 )
+from smoothcert.models.loading import load  # a classifier from the weights you have
 from smoothcert.noise import GaussianNoise, GaussianNoiseStream, example_generator
 from smoothcert.records import CohenRecord, read_records
 from smoothcert.stats.binomial import binom_test_two_sided, clopper_pearson_lower
@@ -48,6 +49,7 @@ __all__ = [
     "segcertify",
     "indivclass",
     "jointclass",
+    "load",
     "select_indices",
     "summarize",
     "topk_radius",

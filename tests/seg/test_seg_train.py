@@ -82,6 +82,21 @@ def test_certify_py_on_two_processes_reproduces_the_rows(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_certify_py_takes_the_certifier_from_the_checkpoint_task(trained, tmp_path):
+    """No certify= and no experiment: a segmentation checkpoint is certified with SegCertify
+    (the config's default certifier, cohen, is for classifiers)."""
+    out, _ = trained
+    ckpt = out / "checkpoints" / "last.ckpt"
+    small = ["certify.num_examples=2", "certify.n=50"]
+    result = run_script(
+        "certify.py", *TINY, f"ckpt_path={ckpt}", *small, f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "# certifier: segcertify\n" in (tmp_path / "segcertify.tsv").read_text()
+    assert "certify=segcertify" in (tmp_path / ".hydra-certify" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
 def test_certify_py_resumes_where_a_run_stopped(trained, tmp_path):
     """A run cut short after image 0 (its lines streamed, the rest lost) continues with
     certify.resume=true: the finished image is not certified again and the merged files hold the

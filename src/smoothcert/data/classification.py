@@ -187,7 +187,9 @@ def torchvision_splits(
         cls = datasets.MNIST
         train_tf = plain
     elif name == "cifar10":
-        cls = datasets.CIFAR10
+        from smoothcert.data.cifar import CIFAR10Files
+
+        cls = CIFAR10Files  # checks the files' content; torchvision's md5 check needs the originals
         train_tf = (
             transforms.Compose(
                 [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), plain]
