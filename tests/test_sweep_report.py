@@ -109,7 +109,8 @@ def test_report_reads_both_time_formats_like_a_hand_computation(tmp_path, capsys
         handle.write("# sigma: 0.25\nidx\tlabel\tpredict\tradius\tcorrect\ttime\n")
         for i, label, pred, radius, correct in rows[:2]:
             handle.write(f"{i}\t{label}\t{pred}\t{radius}\t{correct}\t1.25\n")
-    assert report.main([str(reference), str(ours), "--out", str(tmp_path / "rep")]) == 0
+    out = ["--out", str(tmp_path / "rep"), "--allow-mixed"]  # 4 examples against 2
+    assert report.main([str(reference), str(ours), *out]) == 0
     printed = capsys.readouterr().out
     results = [report.load_result(reference), report.load_result(ours)]
     assert [r.sigma for r in results] == [0.5, 0.25]
