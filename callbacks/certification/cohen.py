@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.checks import check_gammas, check_radii, norm_prefix
 from callbacks.certification.topk import TopKReport
-from callbacks.reporting import log_locations, report_curve
+from callbacks.reporting import log_locations, report_curve, say_scalars
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import (
     MAX_GROUP,
@@ -176,8 +176,10 @@ class CohenCertification(CertificationCallback):
         if is_parametric(self.perturbation):
             title = f"CERTIFY over {self.perturbation.name}, {self.noise.name} sigma={self.sigma}"
             label = self.perturbation.axis_label
+        protocol = self.protocol_text(pl_module, len(self.records), n0=self.n0, n=self.n)
+        title += f"\n{protocol}, alpha={self.alpha:g}: ACR={summary['cert/acr']:.3f}"
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
-        table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
+        table = say_scalars(summary, "cert/")
         at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
         table += "".join(f", {k}={v:.3f}" for k, v in at_gammas.items())
         rank_zero_info(f"certified: {table}")

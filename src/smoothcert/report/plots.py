@@ -28,7 +28,7 @@ def draw_curves(
     title: str,
     xlabel: str = "l2 radius",
     ylabel: str = "certified accuracy",
-    step: bool = True,
+    step: bool | str = True,
     unit_interval: bool = True,
     colours: Sequence[str] | None = None,
     points: Sequence[tuple[float, float, str]] = (),
@@ -44,16 +44,15 @@ def draw_curves(
     """
     fig = plt.figure(figsize=(AXES_SIZE[0] + 1.0, AXES_SIZE[1] + 0.6 + 0.2 * title.count("\n")))
     width, height = fig.get_size_inches()
-    ax = fig.add_axes(
-        (0.8 / width, 0.5 / height, AXES_SIZE[0] / width, AXES_SIZE[1] / height)
-    )
+    ax = fig.add_axes((0.8 / width, 0.5 / height, AXES_SIZE[0] / width, AXES_SIZE[1] / height))
     for number, (name, (x, y)) in enumerate(curves.items()):
         ys = [v if math.isfinite(v) else math.nan for v in map(float, y)]
         style = {"label": name}
         if colours is not None:
             style["color"] = colours[number]
         if step:
-            ax.step(list(x), ys, where="post", **style)
+            where = step if isinstance(step, str) else "post"
+            ax.step(list(x), ys, where=where, marker="o" if points else None, **style)
         else:
             ax.plot(list(x), ys, marker="o", **style)
     for x, y, text in points:
@@ -80,7 +79,7 @@ def plot_curves(
     title: str,
     xlabel: str = "l2 radius",
     ylabel: str = "certified accuracy",
-    step: bool = True,
+    step: bool | str = True,
     unit_interval: bool = True,
     colours: Sequence[str] | None = None,
     points: Sequence[tuple[float, float, str]] = (),
@@ -88,14 +87,14 @@ def plot_curves(
 ) -> Path:
     """Draws one line per named ``(x, y)`` curve and saves it as PNG.
 
-    Step lines on a y axis of [0, 1] by default (certified accuracy); with ``step=False`` the
+    Step lines on a y axis of [0, 1] by default (certified accuracy: each value holds from its
+    x on, ``step="post"``; ``step="pre"``: up to its x, as for points certified each up to its own
+    radius); with ``step=False`` the
     points are joined by straight lines with markers, and with ``unit_interval=False`` the y axis
     starts at 0 and fits the data. Non-finite values are left out of the drawing. The legend sits
     outside the axes (see ``draw_curves``), and the image is cropped to what is drawn.
     """
-    fig = draw_curves(
-        curves, title, xlabel, ylabel, step, unit_interval, colours, points, levels
-    )
+    fig = draw_curves(curves, title, xlabel, ylabel, step, unit_interval, colours, points, levels)
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
