@@ -358,7 +358,7 @@ class CertificationCallback(Callback):
     def protocol_text(self, pl_module: LightningModule, examples: int, **settings: object) -> str:
         """What a plot's title states besides the certifier: ``digits test, 200 examples, n0=100,
         n=10000, alpha=0.001`` (the dataset, the split, the number of examples, ``settings``)."""
-        dataset = pl_module.hparams.get("dataset")
+        dataset = (getattr(pl_module, "hparams", None) or {}).get("dataset")
         words = [f"{dataset} {self.split}" if dataset else self.split, f"{examples} {self.noun}"]
         words += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()]
         return ", ".join(words)
