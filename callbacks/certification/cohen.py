@@ -177,7 +177,8 @@ class CohenCertification(CertificationCallback):
             title = f"CERTIFY over {self.perturbation.name}, {self.noise.name} sigma={self.sigma}"
             label = self.perturbation.axis_label
         protocol = self.protocol_text(pl_module, len(self.records), n0=self.n0, n=self.n)
-        title += f"\n{protocol}, alpha={self.alpha:g}: ACR={summary['cert/acr']:.3f}"
+        self.protocol_line = f"{protocol}, alpha={self.alpha:g}"  # top-k's title says it too
+        title += f"\n{self.protocol_line}: ACR={summary['cert/acr']:.3f}"
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
         table = say_scalars(summary, "cert/")
         at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
