@@ -52,11 +52,14 @@ def report_curve(
     scalars: Mapping[str, float],
     x_label: str | None = None,
     sound: bool = True,
+    **drawing: object,
 ) -> dict[str, Path]:
     """Writes ``stem.tsv`` and ``stem.png``, logs the scalars to every logger and, for wandb, the
-    curve as a line plot over a ``wandb.Table`` plus the scalars in the run summary. The figure's x
-    axis is labelled ``x_label`` (default: ``x_name``, the TSV column). ``sound`` False (a
-    heuristic): the plot goes under ``heuristic/`` and no scalar may be under ``cert/``.
+    curve as a line plot over a ``wandb.Table``, the PNG as a ``wandb.Image`` and the scalars in
+    the run summary. The figure's x axis is labelled ``x_label`` (default: ``x_name``, the TSV
+    column); ``drawing`` goes to ``plot_curves`` (``points``, ``levels``, ``step``,
+    ``unit_interval``). ``sound`` False (a heuristic): the plots go under ``heuristic/`` and no
+    scalar may be under ``cert/``.
 
     Call on global rank zero only. Returns the written paths.
     """
@@ -71,7 +74,18 @@ def report_curve(
         scalars,
         x_label=x_label,
         sound=sound,
+        **drawing,
     )
+
+
+def say_scalars(scalars: Mapping[str, float], prefix: str = "", digits: int = 3) -> str:
+    """``acc@0.50=0.685, acr=0.552, num_examples=200``: keys without ``prefix``, values to
+    ``digits`` decimals, counts (keys ending in ``num_examples``) as the integers they are."""
+    words = []
+    for key, value in scalars.items():
+        count = key.endswith("num_examples") and float(value).is_integer()
+        words.append(f"{key.removeprefix(prefix)}={int(value) if count else f'{value:.{digits}f}'}")
+    return ", ".join(words)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -92,14 +106,17 @@ def report_curves(
     certified_accuracy: bool = True,
     x_label: str | None = None,
     sound: bool = True,
+    **drawing: object,
 ) -> dict[str, Path]:
     """``report_curve`` for one or more ``series`` (name -> ys) over the same ``xs``.
 
     ``stem.tsv`` has the columns ``x_name`` and one per series; ``stem.png`` draws them all (step
     lines on [0, 1] if ``certified_accuracy``, else lines with markers on a y axis fitting the
     data); wandb gets a line plot of one series over a ``wandb.Table``, or of several with
-    ``wandb.plot.line_series`` (non-finite values become gaps). Call on global rank zero only.
+    ``wandb.plot.line_series`` (non-finite values become gaps; the chart's title is the first
+    line of ``title``), and the PNG as ``cert/<stem>_png``. Call on global rank zero only.
     """
+    drawing = {"step": certified_accuracy, "unit_interval": certified_accuracy, **drawing}
     names = list(series)
     rows = [[x, *ys] for x, *ys in zip(xs, *series.values(), strict=True)]
     tsv = write_curve_tsv(output_dir / f"{stem}.tsv", [x_name, *names], rows)
@@ -107,22 +124,21 @@ def report_curves(
     curves = {name: (xs, ys) for name, ys in series.items()} if len(names) > 1 else None
     png = plot_curves(
         output_dir / f"{stem}.png",
-        curves or {title: (xs, series[names[0]])},
+        curves or {names[0].replace("_", " "): (xs, series[names[0]])},
         title,
         (x_label or x_name).replace("_", " "),
         y_label.replace("_", " "),
-        step=certified_accuracy,
-        unit_interval=certified_accuracy,
+        **drawing,
     )
     if len(names) == 1:
 
         def plot(wandb):
             data = [[_finite_or_none(v) for v in row] for row in rows]
             table = wandb.Table(columns=[x_name, names[0]], data=data)
-            return wandb.plot.line(table, x_name, names[0], title=title)
+            return wandb.plot.line(table, x_name, names[0], title=chart_title(title))
     else:
         plot = _line_series(curves, title, x_name)
-    _log(trainer, stem, plot, scalars, sound)
+    _log(trainer, stem, plot, scalars, png, sound)
     return {"tsv": tsv, "png": png}
 
 
@@ -148,7 +164,7 @@ def report_series(
     tsv = write_curve_tsv(output_dir / f"{stem}.tsv", columns, rows)
     axes = (x_name.replace("_", " "), y_label.replace("_", " "))
     png = plot_curves(output_dir / f"{stem}.png", dict(curves), title, *axes, False, False)
-    _log(trainer, stem, _line_series(curves, title, x_name), scalars)
+    _log(trainer, stem, _line_series(curves, title, x_name), scalars, png)
     return {"tsv": tsv, "png": png}
 
 
@@ -158,9 +174,16 @@ def _line_series(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     def plot(wandb):
         xs = [[float(x) for x in points[0]] for points in curves.values()]
         ys = [[_finite_or_none(v) for v in points[1]] for points in curves.values()]
-        return wandb.plot.line_series(xs, ys, keys=list(curves), title=title, xname=x_name)
+        return wandb.plot.line_series(
+            xs, ys, keys=list(curves), title=chart_title(title), xname=x_name
+        )
 
     return plot
+
+
+def chart_title(title: str) -> str:
+    """A wandb chart's title: the figure title's first line (the rest is in the logged config)."""
+    return title.splitlines()[0] if title else title
 
 
 def _log(
@@ -168,10 +191,12 @@ def _log(
     stem: str,
     plot: Callable,
     scalars: Mapping[str, float],
+    png: Path | None = None,
     sound: bool = True,
 ) -> None:
     """Logs the scalars to every logger and, for wandb, ``plot(wandb)`` under ``cert/{stem}``
-    (``heuristic/{stem}`` when not ``sound``) with the scalars in the run summary."""
+    and the figure ``png`` as a ``wandb.Image`` under ``cert/{stem}_png`` (``heuristic/`` in
+    place of ``cert/`` when not ``sound``), with the scalars in the run summary."""
     check_keys(scalars, sound)
     root = key_root(sound)
     step = trainer.global_step
@@ -182,7 +207,10 @@ def _log(
 
             # The line plot stores its table under "cert/{stem}_table". No `step=`: wandb's own
             # step may be ahead of the trainer's (certify.py); wandb drops data logged behind it.
-            logger.experiment.log({f"{root}/{stem}": plot(wandb), "trainer/global_step": step})
+            logged = {f"{root}/{stem}": plot(wandb), "trainer/global_step": step}
+            if png is not None:
+                logged[f"{root}/{stem}_png"] = wandb.Image(str(png), caption=png.stem)
+            logger.experiment.log(logged)
             logger.experiment.summary.update(dict(scalars))
         logger.save()
 
@@ -203,6 +231,54 @@ def log_images(trainer: Trainer, key: str, paths: Sequence[Path]) -> None:
 
             images = [wandb.Image(str(p), caption=p.stem) for p in paths]
             logger.experiment.log({key: images, "trainer/global_step": trainer.global_step})
+
+
+def _value(text: str) -> int | float | str:
+    """A TSV cell as the number it is, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_tsv_table(path: Path) -> tuple[dict[str, str], list[str], list[list]]:
+    """A record file's ``# key: value`` header, its columns and its rows (numbers as numbers)."""
+    header, columns, rows = {}, [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            key, _, value = line[1:].partition(":")
+            header[key.strip()] = value.strip()
+        elif line and not columns:
+            columns = line.split("\t")
+        elif line:
+            rows.append([_value(cell) for cell in line.split("\t")])
+    return header, columns, rows
+
+
+def log_records(trainer: Trainer, files: Sequence[Path]) -> None:
+    """For every wandb logger (call on rank 0): each record file as a per-example table
+    ``cert/records/<stem>`` (the file's rows and columns, e.g. ``certify.tsv``'s ``idx label
+    predict radius correct time``) and all of them in one ``certification`` artifact (the files
+    as written, their ``#`` headers as its metadata), so the records travel with the run."""
+    files = [path for path in files if path.is_file()]
+    for logger in trainer.loggers:
+        if not isinstance(logger, WandbLogger) or not files:
+            continue
+        import wandb
+
+        run = logger.experiment
+        tables, metadata = {}, {}
+        for path in files:
+            header, columns, rows = read_tsv_table(path)
+            tables[f"cert/records/{path.stem}"] = wandb.Table(columns=columns, data=rows)
+            metadata[path.name] = header
+        run.log({**tables, "trainer/global_step": trainer.global_step})
+        artifact = wandb.Artifact(f"certification-{run.id}", "certification", metadata=metadata)
+        for path in files:
+            artifact.add_file(str(path), name=path.name)
+        run.log_artifact(artifact)
 
 
 def log_locations(trainer: Trainer, records: str, curves: Sequence[Mapping[str, Path]]) -> None:

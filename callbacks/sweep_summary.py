@@ -36,9 +36,12 @@ from smoothcert.report import (
     curve_names,
     load_result,
     markdown,
+    mixed_warning,
+    shared_protocol_text,
     write_report,
     write_tsv,
 )
+from smoothcert.report.plots import job_colours
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,7 @@ def job_objectives(sweep_dir: Path, summary_dir: str = "sweep_summary") -> list[
         rows.append((row, content["summary"]))
     rows.sort(key=lambda pair: (*(_order(pair[0].get(k)) for k in swept), pair[0]["job"]))
     scalars = list(dict.fromkeys(key for _, summary in rows for key in summary))
-    table = [{**row, **{k: _number(summary.get(k)) for k in scalars}} for row, summary in rows]
+    table = [{**row, **{k: _scalar(k, summary.get(k)) for k in scalars}} for row, summary in rows]
     for objective in dict.fromkeys(row["objective"] for row in table):
         group = [r for r in table if r["objective"] == objective and math.isfinite(r["value"])]
         if group:
@@ -168,9 +171,29 @@ def _number(value: object) -> float:
     return float("nan") if value is None else float(value)
 
 
-def write_objectives(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """``objectives.tsv``/``.md`` and ``objectives.png`` (each job's objective, the best one
-    highlighted, one panel per objective) in ``out``."""
+def _scalar(key: str, value: object) -> float | int:
+    """A summary scalar; a count (``cert/num_examples``) as the integer it is."""
+    number = _number(value)
+    return int(number) if key.endswith("num_examples") and number.is_integer() else number
+
+
+def colours_by_job(*groups: list[str]) -> dict[str, str]:
+    """One colour per job label, in order of first appearance across ``groups`` (the curve plot's
+    runs, then the objectives' jobs), so a job has the same colour in every plot."""
+    labels = list(dict.fromkeys(label for group in groups for label in group))
+    return dict(zip(labels, job_colours(len(labels)), strict=True))
+
+
+def write_objectives(
+    rows: list[dict[str, Any]],
+    out: Path,
+    colours: dict[str, str] | None = None,
+    title: str = "",
+) -> list[Path]:
+    """``objectives.tsv``/``.md`` and ``objectives.png`` in ``out``: each job's objective as a bar
+    in the job's colour (``colours``, label -> colour; the curve plot's), the best job's bar
+    outlined, hatched and labelled ``best``, every bar's value written at its end, one panel per
+    objective, under ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,18 +203,37 @@ def write_objectives(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     write_tsv(out / "objectives.tsv", rows)
     (out / "objectives.md").write_text(markdown(rows), encoding="utf-8")
     objectives = list(dict.fromkeys(row["objective"] for row in rows))
+    colours = colours or colours_by_job([row["job"] for row in rows])
     figure, axes = plt.subplots(
-        len(objectives), 1, figsize=(7, 1.5 + 0.4 * len(rows)), squeeze=False
+        len(objectives), 1, figsize=(7, 1.7 + 0.45 * len(rows)), squeeze=False
     )
     for axis, objective in zip(axes[:, 0], objectives, strict=True):
         group = [row for row in rows if row["objective"] == objective]
-        colors = ["tab:orange" if row["best"] else "tab:blue" for row in group]
-        axis.barh([row["job"] for row in group], [row["value"] for row in group], color=colors)
+        bars = axis.barh(
+            [row["job"] for row in group],
+            [row["value"] for row in group],
+            color=[colours.get(row["job"], "tab:gray") for row in group],
+        )
+        for bar, row in zip(bars, group, strict=True):
+            text = f"{row['value']:.4g}" + ("  best" if row["best"] else "")
+            axis.annotate(
+                text,
+                (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontweight="bold" if row["best"] else "normal",
+            )
+            if row["best"]:
+                bar.set(edgecolor="black", linewidth=2, hatch="//")
         axis.invert_yaxis()
+        axis.margins(x=0.25)
         better = "lower" if group[0]["mode"] == "min" else "higher"
         axis.set_xlabel(f"{objective} ({group[0]['certifier']}, {better} is better)")
+    head = "objective per job (best: hatched, outlined)"
+    figure.suptitle(f"{head}\n{title}" if title else head, fontsize=10)
     figure.tight_layout()
-    figure.savefig(out / "objectives.png", dpi=120)
+    figure.savefig(out / "objectives.png", dpi=120, bbox_inches="tight")
     plt.close(figure)
     return [out / "objectives.tsv", out / "objectives.md", out / "objectives.png"]
 
@@ -207,23 +249,27 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         out = sweep_dir / self.subdir
         objectives = job_objectives(sweep_dir, self.subdir)
+        results = job_results(sweep_dir, self.subdir)
+        colours = colours_by_job([r.label for r in results], [row["job"] for row in objectives])
         if objectives:
-            write_objectives(objectives, out)
+            title = f"{sweep_dir.name}: {shared_protocol_text(results)}".rstrip(": ")
+            write_objectives(objectives, out, colours, title)
             for row in objectives:
                 if row["best"]:
                     log.info(
                         "sweep summary: best %s = %.4g (%s): %s",
                         row["objective"], row["value"], row["mode"], row["job"],
                     )  # fmt: skip
-        results = job_results(sweep_dir, self.subdir)
         if not results:
             if not objectives:
                 log.info("sweep summary: no job certified anything under %s", sweep_dir)
             else:
                 log.info("sweep summary of %d jobs: %s", len(objectives), out)
             return
-        tables = write_report(results, out, self.radii)
+        tables = write_report(results, out, self.radii, [colours[r.label] for r in results])
         log.info("sweep summary of %d jobs: %s", len(results), out)
+        if warning := mixed_warning(results):  # a sweep over certify.n is one on purpose
+            log.warning("sweep summary: %s (see envelope.md)", warning)
         if "wandb" in (config.get("logger") or {}):
             self._log_wandb(config, results, tables, sweep_dir, out)
 
@@ -269,6 +315,11 @@ class SweepSummary(Callback):
                 )
                 for name, rows in tables.items()
             }
-            run.log({f"sweep/{name}": plot, **log_tables})
+            images = {
+                f"sweep/{stem}_png": wandb.Image(str(out / f"{stem}.png"), caption=stem)
+                for stem in (name, "objectives")
+                if (out / f"{stem}.png").is_file()
+            }
+            run.log({f"sweep/{name}": plot, **log_tables, **images})
         finally:
             run.finish()

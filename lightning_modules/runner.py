@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -250,6 +252,7 @@ def one_line_config_errors() -> Iterator[None]:
         config_error = config_error_in(error)
         if config_error is None:
             raise
+        discard_wandb_run()  # a refusal may come after the logger started (callbacks' setup)
         print(f"smoothcert: error: {config_error}", file=sys.stderr)
         RUN_LOG.error(f"smoothcert: error: {config_error}")
         raise SystemExit(2) from None
@@ -275,6 +278,34 @@ def log_to_run_file() -> None:
                 if handler not in logger.handlers:
                     logger.addHandler(handler)
     logging.captureWarnings(True)
+
+
+def discard_wandb_run() -> None:
+    """After a refusal: closes the wandb run, if one started, without wandb's closing lines, and
+    if it is an offline run that logged nothing (no history step: the refusal came before
+    training, e.g. in a callback's ``setup``) deletes its folder, with the ``wandb/`` folder
+    around it when nothing else is left there. A run that logged something is kept (marked
+    failed, exit code 2); an online run cannot be deleted from here and is marked failed too."""
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    run = wandb.run
+    if run is None:
+        return
+    folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>
+    empty = run.offline and run.step == 0 and folder.name.endswith(f"-{run.id}")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        run.finish(exit_code=2)
+    if not empty or not folder.is_dir():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    around = folder.parent
+    for entry in around.iterdir():  # latest-run, debug.log, ...: links into the deleted run
+        if entry.is_symlink() and not entry.exists():
+            entry.unlink()
+    if around.name == "wandb" and not any(around.iterdir()):
+        around.rmdir()
 
 
 def finish_wandb() -> None:

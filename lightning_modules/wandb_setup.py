@@ -21,12 +21,15 @@ def make_wandb_logger(
     run_mode: object = None,
     task_name: str = "train",
     sweep_dir: str | None = None,
+    log_checkpoint: bool = False,
 ) -> WandbLogger:
     """Builds the run's WandbLogger, its files under ``save_dir`` (the Hydra run directory).
 
     ``offline=None`` means: offline unless wandb was configured by the user (see wandb_configured).
     ``group=None`` in a multirun (``run_mode`` MULTIRUN) means one group per sweep, named after the
-    sweep directory.
+    sweep directory. ``log_checkpoint`` logs the checkpoints of a successful training run (the
+    last and the best) as ``model`` artifacts at its end, offline too (``wandb sync`` uploads
+    them): they can be large, so it is off by default.
     """
     if offline is None:
         offline = not wandb_configured()
@@ -44,4 +47,8 @@ def make_wandb_logger(
     )
     # Lightning always passes anonymous=None, which wandb warns about as a deprecated setting.
     logger._wandb_init.pop("anonymous", None)
+    # Lightning refuses log_model with offline=True, as nothing can be uploaded then; but wandb
+    # keeps an offline run's artifacts and `wandb sync` uploads them. So set it after the check:
+    # Lightning's WandbLogger then logs the checkpoints in ``finalize`` on success.
+    logger._log_model = bool(log_checkpoint)
     return logger

@@ -94,6 +94,16 @@ def test_sweep_jobs_share_one_wandb_group_with_the_summary(sweep):
         groups |= {run.run_group for run in runs}
     assert len(list(sweep.glob("**/offline-run-*/run-*.wandb"))) == 3  # two jobs + the summary
     assert groups == {f"train-{sweep.name}"}
+    # The summary's run holds both figures as images, the very PNGs the summary wrote.
+    from tests.wandb_records import history_items
+
+    (summary_file,) = sweep.glob("sweep_summary/wandb/offline-run-*/run-*.wandb")
+    images = {k: v for row in history_items(summary_file) for k, v in row.items() if "_png" in k}
+    assert sorted(images) == ["sweep/certified_accuracy_png", "sweep/objectives_png"]
+    for key, ref in images.items():
+        logged = summary_file.parent / "files" / ref["path"]
+        name = key.removeprefix("sweep/").removesuffix("_png")
+        assert logged.read_bytes() == (sweep / "sweep_summary" / f"{name}.png").read_bytes()
 
 
 def test_report_reads_both_time_formats_like_a_hand_computation(tmp_path, capsys):
@@ -109,7 +119,8 @@ def test_report_reads_both_time_formats_like_a_hand_computation(tmp_path, capsys
         handle.write("# sigma: 0.25\nidx\tlabel\tpredict\tradius\tcorrect\ttime\n")
         for i, label, pred, radius, correct in rows[:2]:
             handle.write(f"{i}\t{label}\t{pred}\t{radius}\t{correct}\t1.25\n")
-    assert report.main([str(reference), str(ours), "--out", str(tmp_path / "rep")]) == 0
+    out = ["--out", str(tmp_path / "rep"), "--allow-mixed"]  # 4 examples against 2
+    assert report.main([str(reference), str(ours), *out]) == 0
     printed = capsys.readouterr().out
     results = [report.load_result(reference), report.load_result(ours)]
     assert [r.sigma for r in results] == [0.5, 0.25]

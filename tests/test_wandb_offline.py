@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from omegaconf import OmegaConf
 
 from smoothcert.records import read_records as read_cert_records
 from tests.wandb_records import (
@@ -106,7 +107,8 @@ def _run_offline(script: str, out: Path, home: Path, *overrides: str) -> TrainRu
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory: pytest.TempPathFactory) -> TrainRun:
     base = tmp_path_factory.mktemp("wandb_offline")
-    return _run_offline("train.py", base / "run", base / "home")
+    # log_checkpoint: the checkpoints as artifacts too (off by default; see the test below).
+    return _run_offline("train.py", base / "run", base / "home", "logger.wandb.log_checkpoint=true")
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +325,82 @@ def test_certify_py_logs_the_table_too(train_run: TrainRun, tmp_path: Path) -> N
     assert any(TABLE_KEY in row for row in rows)
     assert any("cert/acr" in row for row in rows)
     assert TABLE_KEY in summary_items(wandb_file)
+
+
+def _artifacts(wandb_file: Path, kind: str) -> list[Any]:
+    return [
+        r.artifact
+        for r in read_records(wandb_file)
+        if r.WhichOneof("record_type") == "artifact" and r.artifact.type == kind
+    ]
+
+
+def _md5_b64(path: Path) -> str:
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()
+
+
+def test_curve_png_logged_as_an_image(
+    train_run: TrainRun, run_dir: Path, history: list[dict[str, Any]]
+) -> None:
+    refs = [
+        row["cert/certified_accuracy_png"]
+        for row in history
+        if "cert/certified_accuracy_png" in row
+    ]
+    assert len(refs) == 1, refs
+    (ref,) = refs
+    assert ref["_type"] == "image-file" and ref["format"] == "png"
+    logged = (run_dir / "files" / ref["path"]).read_bytes()
+    assert logged == (train_run.out / "certified_accuracy.png").read_bytes()  # the same figure
+
+
+def test_per_example_table_is_certify_tsv(
+    train_run: TrainRun, run_dir: Path, history: list[dict[str, Any]]
+) -> None:
+    refs = [row["cert/records/certify"] for row in history if "cert/records/certify" in row]
+    assert len(refs) == 1, refs
+    table = json.loads((run_dir / "files" / refs[0]["path"]).read_text())
+    assert table["columns"] == ["idx", "label", "predict", "radius", "correct", "time"]
+    _, records = read_cert_records(train_run.out / "certify.tsv")
+    assert len(table["data"]) == len(records) == NUM_EXAMPLES
+    for row, record in zip(table["data"], records, strict=True):
+        assert row[:3] == [record.idx, record.label, record.predict]
+        assert _close(row[3], record.radius) and row[4] == record.correct
+
+
+def test_certify_tsv_and_checkpoints_are_artifacts(train_run: TrainRun, wandb_file: Path) -> None:
+    (records,) = _artifacts(wandb_file, "certification")
+    (entry,) = records.manifest.contents
+    assert entry.path == "certify.tsv"
+    assert entry.digest == _md5_b64(train_run.out / "certify.tsv")
+    assert json.loads(records.metadata)["certify.tsv"]["n"] == "10000"  # the file's header
+    # logger.wandb.log_checkpoint=true: the run's checkpoints, byte for byte.
+    logged = {
+        entry.digest for a in _artifacts(wandb_file, "model") for entry in a.manifest.contents
+    }
+    on_disk = {_md5_b64(p) for p in (train_run.out / "checkpoints").glob("*.ckpt")}
+    assert logged == on_disk and len(on_disk) == 2
+
+
+def test_checkpoints_are_not_artifacts_by_default() -> None:
+    from lightning_modules.wandb_setup import make_wandb_logger
+
+    config = OmegaConf.load(REPO / "conf" / "logger" / "wandb.yaml")
+    assert config.wandb.log_checkpoint is False
+    assert make_wandb_logger(str(REPO / "outputs"), offline=True)._log_model is False
+
+
+def test_a_refused_run_leaves_no_wandb_run_and_ends_with_the_error(tmp_path: Path) -> None:
+    """certify.num_examples beyond the split is refused in the callback's setup, after Lightning
+    has started the wandb run: the run is removed and the error is the last line printed."""
+    run = _run_offline(
+        "train.py", tmp_path / "run", tmp_path / "home", "certify.num_examples=100000"
+    )
+    assert run.returncode == 2, run.output[-4000:]
+    assert "Run data is saved locally" in run.output  # the logger had started
+    lines = [line for line in run.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("smoothcert: error: certify.num_examples=100000"), lines[-5:]
+    assert not (run.out / "wandb").exists(), list((run.out / "wandb").rglob("*"))

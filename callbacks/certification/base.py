@@ -30,7 +30,7 @@ from callbacks.certification.checks import (
 )
 from callbacks.certification.interrupt import interrupted_message, run_overrides
 from callbacks.distributed import gather_packed
-from callbacks.reporting import check_keys
+from callbacks.reporting import check_keys, log_records
 from smoothcert.certifiers.examples import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.noise import Noise
@@ -283,6 +283,7 @@ class CertificationCallback(Callback):
         if rank == 0:
             self.report(trainer, pl_module)
             self.write_summary()
+            log_records(trainer, [store.final for store in stores.values()])
         # Every rank returns the objective (train.py, sweepers): rank 0's summary, broadcast.
         self.summary = trainer.strategy.broadcast(self.summary, src=0)
         trainer.strategy.barrier(f"{self.option}_certification_done")
@@ -375,6 +376,14 @@ class CertificationCallback(Callback):
             "inputs": "pixels in [0, 1], normalized inside the model",
             "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
         }
+
+    def protocol_text(self, pl_module: LightningModule, examples: int, **settings: object) -> str:
+        """What a plot's title states besides the certifier: ``digits test, 200 examples, n0=100,
+        n=10000, alpha=0.001`` (the dataset, the split, the number of examples, ``settings``)."""
+        dataset = (getattr(pl_module, "hparams", None) or {}).get("dataset")
+        words = [f"{dataset} {self.split}" if dataset else self.split, f"{examples} {self.noun}"]
+        words += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()]
+        return ", ".join(words)
 
     def noise_settings(self) -> dict[str, object]:
         """The header's noise, its own scale and the norm of the radii (empty before use_noise)."""

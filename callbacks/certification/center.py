@@ -237,6 +237,9 @@ class CenterCertification(CertificationCallback):
 
     def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
         statement = guarantee(next(iter(self.smoothers.values()))[0], short=True)
+        count = len(next(iter(self.records.values()), []))
+        sizes = {key: self.settings[key] for key in ("n", "m", "alpha1", "alpha2")}
+        statement = f"{self.protocol_text(pl_module, count, **sizes)}\n{statement}".strip()
         self.summary = report_center(
             trainer, self.output_dir, self.records, self.h, pl_module, self.figures, statement
         )

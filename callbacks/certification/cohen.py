@@ -18,7 +18,7 @@ from callbacks.certification.checks import (
     norm_prefix,
 )
 from callbacks.certification.topk import TopKReport
-from callbacks.reporting import log_locations, report_curve
+from callbacks.reporting import log_locations, report_curve, say_scalars
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import (
     MAX_GROUP,
@@ -209,10 +209,13 @@ class CohenCertification(CertificationCallback):
         if not self.sound:
             name = self.perturbation.name
             title = f"estimated over {name} (heuristic), {self.noise.name} sigma={self.sigma}"
+        protocol = self.protocol_text(pl_module, len(self.records), n0=self.n0, n=self.n)
+        self.protocol_line = f"{protocol}, alpha={self.alpha:g}"  # top-k's title says it too
+        title += f"\n{self.protocol_line}: ACR={summary['cert/acr']:.3f}"
         paths = report_curve(
             trainer, self.output_dir, *names, title, self.summary, x_label=label, sound=self.sound
         )
-        table = ", ".join(f"{k.removeprefix('cert/')}={v:.3f}" for k, v in summary.items())
+        table = say_scalars(summary, "cert/")
         at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
         table += "".join(f", {k}={v:.3f}" for k, v in at_gammas.items())
         said = "certified" if self.sound else "estimated (heuristic, not a certificate)"

@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback
 from callbacks.certification.checks import check_radii
-from callbacks.reporting import log_locations, report_curve
+from callbacks.reporting import log_locations, report_curve, say_scalars
 from smoothcert.certifiers.distspt import DistSPT
 from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
@@ -146,9 +146,11 @@ class DistSPTCertification(CertificationCallback):
             f"DistSPT rotation, sigma={self.sigma} deg, E={self.settings['error_bound']}, "
             f"attack in [{low}, {high}] deg"
         )
+        protocol = self.protocol_text(pl_module, len(self.records))
+        title += f"\n{protocol}: ACR={summary['cert/acr']:.3f} deg"
         names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
         label = "rotation radius (degrees), DistSPT certificate"
         paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
-        table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in summary.items())
+        table = say_scalars(summary, "cert/")
         rank_zero_info(f"certified (rotation, degrees): {table}")
         log_locations(trainer, str(self.output_dir / "distspt.tsv"), [paths])

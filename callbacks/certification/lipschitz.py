@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.checks import check_radii
-from callbacks.reporting import log_locations, report_curves
+from callbacks.reporting import log_locations, report_curves, say_scalars
 from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.records import CohenRecord, RecordSchema, read_records
@@ -129,6 +129,6 @@ class LipschitzCertification(CertificationCallback):
             trainer, self.output_dir, "certified_accuracy_lipschitz", "radius", grid.tolist(),
             series, title, self.summary, y_label="certified accuracy", x_label="l2 radius",
         )  # fmt: skip
-        table = ", ".join(f"{k}={v:.3f}" for k, v in self.summary.items())
+        table = say_scalars(self.summary)
         rank_zero_info(f"certified (Lipschitz): {table}")
         log_locations(trainer, str(self.output_dir / "lipschitz.tsv"), [paths])

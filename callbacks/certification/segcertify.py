@@ -238,6 +238,7 @@ class SegCertifyCertification(CertificationCallback):
             self.summary.update({f"cert/{k}@tau{tau:g}": v for k, v in pooled[tau].items()})
         self.summary["cert/num_examples"] = float(images)
         order = sorted(self.taus)
+        base = pooled[BASE]
         paths = report_curve(
             trainer,
             self.output_dir,
@@ -246,39 +247,47 @@ class SegCertifyCertification(CertificationCallback):
             "certified_pixel_accuracy",
             [radius[t] for t in order],
             [pooled[t]["pixel_acc"] for t in order],
-            self._title(),
+            self._title(pl_module, images),
             self.summary,
             x_label=f"{self.norm} radius",
+            step="pre",  # tau's pixels are certified up to tau's radius, not beyond
+            points=[(radius[t], pooled[t]["pixel_acc"], f"tau={t:g}") for t in order],
+            levels={f"base model pixel accuracy {base['pixel_acc']:.3f}": base["pixel_acc"]},
         )
         self._overlays(trainer, overlays, h)
-        cert, base = pooled[first], pooled[BASE]
+        for tau in self.taus:  # one line per tau: each holds at its own radius
+            cert = pooled[tau]
+            rank_zero_info(
+                f"tau={tau:g} {self.norm} radius={radius[tau]:.4f}: certified pixel accuracy "
+                f"{cert['pixel_acc']:.4f}, mIoU {cert['miou']:.4f}, abstain {cert['abstain']:.4f}"
+            )
         rank_zero_info(
-            f"tau={first} {self.norm} radius={radius[first]:.4f}: certified pixel accuracy "
-            f"{cert['pixel_acc']:.4f} (base model {base['pixel_acc']:.4f}), mIoU "
-            f"{cert['miou']:.4f} (base {base['miou']:.4f}), abstain {cert['abstain']:.4f}, "
-            f"{seconds[first]:.2f} s/image (base {seconds[BASE]:.3f})"
+            f"base model: pixel accuracy {base['pixel_acc']:.4f}, mIoU {base['miou']:.4f}; "
+            f"{seconds[first]:.2f} s/image certified (base {seconds[BASE]:.3f}), {images} images"
         )
         records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
         log_locations(trainer, records, [paths])
 
-    def _title(self) -> str:
-        """The curve's title: the procedure and how its points hold together (per tau / joint)."""
+    def _title(self, pl_module: LightningModule, images: int) -> str:
+        """The curve's title: the procedure; the data and sample sizes; how its points hold
+        together (per tau / joint) at which alpha. Three short lines, so nothing is cut off."""
         level = f"alpha={self.alpha:g}"
         if self.joint and len(self.taus) > 1:
             level += f" (alpha/{len(self.taus)} each)"
         kind = "FDR only, " if self.correction in FDR else ""
         scope = tau_scope(len(self.taus), self.joint)
-        head = f"SegCertify {self.correction}, {self.noise.name} sigma={self.sigma:g}, n={self.n}"
-        return f"{head}: {kind}{scope}, {level}"
+        head = f"SegCertify {self.correction}, {self.noise.name} sigma={self.sigma:g}"
+        protocol = self.protocol_text(pl_module, images, n0=self.n0, n=self.n)
+        return f"{head}\n{protocol}\n{kind}{scope}, {level}"
 
     def _overlays(self, trainer: Trainer, overlays: list, h) -> None:
         """PNG overlays in ``overlays/`` (and to wandb) for the first images of rank 0's shard."""
         folder = self.output_dir / "overlays"
         folder.mkdir(exist_ok=True)
+        names = getattr(trainer.datamodule.dataset(self.split), "classes", None)
         paths = []
         for idx, x, mask, base, certified in overlays:
             path = folder / f"segcertify_{idx:05d}.png"
-            paths.append(
-                save_overlay(path, x, mask, base, certified, h.num_classes, h.ignore_index)
-            )
+            maps = (mask, base, certified, h.num_classes, h.ignore_index)
+            paths.append(save_overlay(path, x, *maps, class_names=names))
         log_images(trainer, "cert/overlays", paths)

@@ -61,6 +61,7 @@ class TopKReport:
             if np.isfinite(radii).all():  # k = K certifies every label at every radius
                 scalars[f"cert/top{k}/acr"] = float(np.mean(radii))
         title = f"Certified top-k accuracy, Gaussian sigma={c.sigma}, l2 radius"
+        title += f"\n{c.protocol_line}" if getattr(c, "protocol_line", "") else ""
         paths = report_curves(
             trainer, c.output_dir, "certified_topk_accuracy", "radius", grid.tolist(), series,
             title, scalars, y_label="certified accuracy", x_label="l2 radius",

@@ -37,7 +37,10 @@ def trained(tmp_path_factory) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_shapes_seg_trains_and_certifies_end_to_end(trained):
     out, log = trained
-    assert "certified pixel accuracy" in log and "(base model " in log
+    assert "base model: pixel accuracy" in log
+    for tau in ("0.6", "0.75"):  # every tau said, each at its own radius
+        lines = [line for line in log.splitlines() if f"tau={tau} l2 radius=" in line]
+        assert len(lines) == 1 and "certified pixel accuracy" in lines[0], lines
     text = (out / "segcertify.tsv").read_text()
     for line in ("# certifier: segcertify", "# correction: holm", "# tau: [0.6, 0.75]"):
         assert line + "\n" in text

@@ -279,11 +279,19 @@ def test_guarantee_line_and_curve_title_say_per_tau_or_joint(tmp_path):
     assert "Benjamini-Yekutieli, any dependence" in by and "not jointly" in by
     assert tau_alpha(0.3, 3, joint=True) == pytest.approx(0.1) and tau_alpha(0.3, 3, False) == 0.3
 
-    def title(**settings) -> str:
-        return SegCertifyCertification(0.25, str(tmp_path), tau=[0.6, 0.75], **settings)._title()
+    class Module:  # what the title reads of the LightningModule
+        hparams = {"dataset": "shapes"}
 
-    assert title().endswith(": per tau, alpha=0.001")
-    assert title(joint=True).endswith(": joint over tau, alpha=0.001 (alpha/2 each)")
+    def title(**settings) -> str:
+        callback = SegCertifyCertification(0.25, str(tmp_path), tau=[0.6, 0.75], **settings)
+        return callback._title(Module(), 3)
+
+    # Three short lines (one long line was cut off): procedure, protocol, scope and level.
+    head, protocol, level = title(n0=10, n=200).splitlines()
+    assert head == "SegCertify holm, gaussian sigma=0.25"
+    assert protocol.startswith("shapes ") and protocol.endswith(", 3 images, n0=10, n=200")
+    assert level == "per tau, alpha=0.001"
+    assert title(joint=True).splitlines()[-1] == "joint over tau, alpha=0.001 (alpha/2 each)"
     assert "FDR only, per tau" in title(correction="fdr_by")
 
 
