@@ -107,16 +107,22 @@ def test_a_heuristic_never_writes_under_cert(tmp_path, monkeypatch, caplog, pert
     from callbacks.certification.cohen import CohenCertification
     from smoothcert.noise import GaussianNoise
     from smoothcert.records import CohenRecord
+    from smoothcert.records.in_range import InRangeRecord
     from smoothcert.transforms import Brightness, Rotation
 
     sound = perturbation == "brightness"
     sigma = 0.5 if sound else 30.0
     built = (Brightness if sound else Rotation)(GaussianNoise(sigma))
     callback = CohenCertification(sigma, str(tmp_path), perturbation=built, num_examples=2)
-    callback.records = [
+    records = [
         CohenRecord(idx=0, label=1, predict=1, radius=12.0, correct=1, time=0.0),
         CohenRecord(idx=1, label=2, predict=-1, radius=0.0, correct=0, time=0.0),
     ]
+    in_range = [  # brightness writes in_range.tsv beside certify.tsv
+        InRangeRecord(0, 1, 1, 12.0, -0.1, 0.2, 0.1),
+        InRangeRecord(1, 2, -1, 0.0, 0.0, 0.0, 0.0),
+    ]
+    callback.keep({"cohen": records, "in_range": in_range})
     titles = []
     plot = callbacks.reporting.plot_curves
 
