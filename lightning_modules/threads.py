@@ -5,12 +5,14 @@ certifies on a CPU are small, and a thread that waits for a core another process
 every small operation (torch's OpenMP threads meet at a barrier after each one). On two shared
 cores, two threads spent 2.4 (one other busy process) to 17 times (load 8) longer certifying
 than one; on idle cores, one thread spent at most 1.8 times longer than two.
-``auto`` therefore runs only as many threads as there are cores left free by other processes.
+``auto`` therefore runs only as many threads as there are cores left free by other processes,
+sampled from ``/proc/stat`` when the run starts.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 
 import torch
@@ -30,10 +32,37 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def busy_cores() -> float:
-    """The 1-minute load average: how many cores other processes keep busy (0 where unknown).
+def _cpu_times(cores: set[int]) -> tuple[float, float]:
+    """Idle and total jiffies of ``cores``, summed, from ``/proc/stat`` (Linux)."""
+    idle = total = 0.0
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cores:
+                continue
+            values = [float(v) for v in fields[:8]]  # user nice system idle iowait irq soft steal
+            idle += values[3] + values[4]
+            total += sum(values)
+    return idle, total
 
-    Read when a run starts, before this process has done any work of its own."""
+
+def busy_cores(window: float = 0.25) -> float:
+    """How many of this process's cores other processes keep busy now: the busy share of the
+    affinity cores over ``window`` seconds (``/proc/stat``), read while this process sleeps.
+
+    Sampled now rather than read from the 1-minute load average, which still counts a run that
+    has just ended: back-to-back runs on idle cores would otherwise get one thread. Where
+    ``/proc/stat`` cannot be read (not Linux), the 1-minute load average; 0 where neither is
+    known."""
+    try:
+        cores = set(os.sched_getaffinity(0))
+        idle0, total0 = _cpu_times(cores)
+        time.sleep(window)
+        idle1, total1 = _cpu_times(cores)
+        if total1 > total0:
+            return len(cores) * (1.0 - (idle1 - idle0) / (total1 - total0))
+    except (AttributeError, OSError, ValueError):
+        pass
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -65,7 +94,7 @@ def choose_threads(
         cores, load = usable_cores(), busy_cores()
         count = auto_threads(processes, cores, load)
         share = f", shared by {processes} processes" if processes > 1 else ""
-        return count, f"auto: {cores} usable cores, 1-minute load {load:.2f}{share}"
+        return count, f"auto: {cores} usable cores, {load:.2f} busy with other work{share}"
     text = str(setting).strip()
     if isinstance(setting, bool) or not text.isdigit() or int(text) < 1:
         raise ConfigError(

@@ -34,6 +34,20 @@ def test_auto_reads_affinity_and_load_unless_omp_num_threads_is_set(monkeypatch)
     assert threads.choose_threads(None, environ={})[0] is None  # torch's default
 
 
+def test_busy_cores_is_the_busy_share_of_this_process_cores_over_the_window(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    samples = iter([(100.0, 200.0), (150.0, 400.0)])  # idle, total jiffies: 50 of 200 idle
+    monkeypatch.setattr(threads, "_cpu_times", lambda _: next(samples))
+    monkeypatch.setattr(threads.time, "sleep", lambda _: None)
+    assert threads.busy_cores() == pytest.approx(cores * 0.75)
+
+
+def test_busy_cores_reads_this_machine():
+    assert 0.0 <= threads.busy_cores(0.05) <= len(os.sched_getaffinity(0)) + 1e-9
+    idle, total = threads._cpu_times(set(os.sched_getaffinity(0)))
+    assert 0 < idle <= total
+
+
 @pytest.mark.parametrize("bad", [0, -2, "abc", 1.5, True, "2x"])
 def test_bad_values_are_one_line_errors(bad):
     with pytest.raises(ConfigError, match=rf"threads={bad} must be auto") as info:
