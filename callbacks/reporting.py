@@ -257,12 +257,14 @@ def read_tsv_table(path: Path) -> tuple[dict[str, str], list[str], list[list]]:
     return header, columns, rows
 
 
-def log_records(trainer: Trainer, files: Sequence[Path]) -> None:
+def log_records(trainer: Trainer, files: Sequence[Path], sound: bool = True) -> None:
     """For every wandb logger (call on rank 0): each record file as a per-example table
-    ``cert/records/<stem>`` (the file's rows and columns, e.g. ``certify.tsv``'s ``idx label
-    predict radius correct time``) and all of them in one ``certification`` artifact (the files
-    as written, their ``#`` headers as its metadata), so the records travel with the run."""
+    ``cert/records/<stem>`` (``heuristic/records/<stem>`` when not ``sound``; the file's rows and
+    columns, e.g. ``certify.tsv``'s ``idx label predict radius correct time``) and all of them in
+    one ``certification`` artifact (the files as written, their ``#`` headers as its metadata),
+    so the records travel with the run."""
     files = [path for path in files if path.is_file()]
+    root = key_root(sound)
     for logger in trainer.loggers:
         if not isinstance(logger, WandbLogger) or not files:
             continue
@@ -272,7 +274,7 @@ def log_records(trainer: Trainer, files: Sequence[Path]) -> None:
         tables, metadata = {}, {}
         for path in files:
             header, columns, rows = read_tsv_table(path)
-            tables[f"cert/records/{path.stem}"] = wandb.Table(columns=columns, data=rows)
+            tables[f"{root}/records/{path.stem}"] = wandb.Table(columns=columns, data=rows)
             metadata[path.name] = header
         run.log({**tables, "trainer/global_step": trainer.global_step})
         artifact = wandb.Artifact(f"certification-{run.id}", "certification", metadata=metadata)

@@ -283,7 +283,7 @@ class CertificationCallback(Callback):
         if rank == 0:
             self.report(trainer, pl_module)
             self.write_summary()
-            log_records(trainer, [store.final for store in stores.values()])
+            log_records(trainer, [store.final for store in stores.values()], self.sound)
         # Every rank returns the objective (train.py, sweepers): rank 0's summary, broadcast.
         self.summary = trainer.strategy.broadcast(self.summary, src=0)
         trainer.strategy.barrier(f"{self.option}_certification_done")

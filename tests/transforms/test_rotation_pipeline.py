@@ -171,3 +171,29 @@ def test_the_reporting_layer_refuses_a_heuristic_under_cert(tmp_path) -> None:
         report_curve(*args, "t", {"cert/rotation/acr": 1.0}, sound=False)
     report_curve(*args, "t", {"heuristic/rotation/acr": 1.0}, sound=False)
     report_curve(*args, "t", {"cert/acr": 1.0})
+
+
+@pytest.mark.parametrize("sound", [True, False])
+def test_record_tables_of_a_heuristic_are_not_under_cert(tmp_path, monkeypatch, sound) -> None:
+    """The per-example wandb table of a heuristic run (BaseSPT) goes under heuristic/records/,
+    a certificate's under cert/records/."""
+    from types import SimpleNamespace
+
+    import callbacks.reporting
+
+    class FakeWandbLogger:
+        def __init__(self) -> None:
+            self.logged: dict = {}
+            self.experiment = SimpleNamespace(
+                id="x", log=self.logged.update, log_artifact=lambda artifact: None
+            )
+
+    monkeypatch.setattr(callbacks.reporting, "WandbLogger", FakeWandbLogger)
+    tsv = tmp_path / "certify.tsv"
+    columns = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
+    tsv.write_text(f"# sigma: 30\n{columns}\n0\t1\t1\t2.5\t1\t0.1\n")
+    logger = FakeWandbLogger()
+    trainer = SimpleNamespace(loggers=[logger], global_step=0)
+    callbacks.reporting.log_records(trainer, [tsv], sound=sound)
+    tables = [key for key in logger.logged if "records/" in key]
+    assert tables == ["cert/records/certify" if sound else "heuristic/records/certify"]
