@@ -31,7 +31,7 @@ import contextlib
 import functools
 import types
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -114,6 +114,7 @@ class EvalModes:
         self.outermost: list[tuple[nn.Module, bool]] = []
         self.modes: dict[int, tuple[nn.Module, bool]] = {}
         self.buffers: dict[int, tuple[nn.Module, dict[str, Tensor]]] = {}
+        self.autocast: set[torch.dtype] = set()  # autocast dtypes a called module ran under
 
     def add(self, module: nn.Module) -> None:
         """Puts ``module`` in eval mode, first recording what ``restore`` and ``changed`` need."""
@@ -156,23 +157,32 @@ class EvalModes:
     @contextlib.contextmanager
     def discovering(self) -> Iterator[None]:
         """While open, every module called is added (put in eval mode) before its forward runs."""
-        handle = torch.nn.modules.module.register_module_forward_pre_hook(
-            lambda module, args: self.add(module)
-        )
+
+        def hook(module: nn.Module, args: object) -> None:
+            self.add(module)
+            for device in ("cpu", "cuda"):
+                if torch.is_autocast_enabled(device):
+                    self.autocast.add(torch.get_autocast_dtype(device))
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
         try:
             yield
         finally:
             handle.remove()
 
 
-def _differs(a: Tensor, b: Tensor) -> float:
+def _differs(a: Tensor, b: Tensor, computed_in: Iterable[torch.dtype] = ()) -> float:
     """The largest difference of ``a`` and ``b`` beyond ``PROBE_RTOL`` of each row's largest
-    |output| (0.0 if none); positions non-finite in either are left to the samplers' NaN check."""
+    |output| (0.0 if none), or beyond 8 ulps of the coarsest dtype they were computed or returned
+    in (``computed_in``: autocast's bfloat16 rounds each layer to 8 bits, and another batch size
+    may round differently; train-mode BatchNorm and dropout change outputs by far more); positions
+    non-finite in either are left to the samplers' NaN check."""
     if a.shape != b.shape:
         return float("inf")
     if not (a.is_floating_point() and b.is_floating_point()):
         return float((a != b).any())
-    rtol = max(PROBE_RTOL, 8 * torch.finfo(a.dtype).eps, 8 * torch.finfo(b.dtype).eps)
+    dtypes = {a.dtype, b.dtype, *computed_in}
+    rtol = max(PROBE_RTOL, *(8 * torch.finfo(dtype).eps for dtype in dtypes))
     a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
     both = torch.isfinite(a) & torch.isfinite(b)
     a, b = a.where(both, 0.0), b.where(both, 0.0)
@@ -227,13 +237,13 @@ def probe_independence(
             f"the {name} changed the buffers {buffer} (put back) while running in eval mode: a "
             "certifier needs a function without state; keep buffers fixed while certifying"
         )
-    gap = _differs(first, again)
+    gap = _differs(first, again, modes.autocast)
     if gap:
         raise ConfigError(
             f"the {name} is random: two calls on the same batch differ by {gap:.3g}; likely "
             f"dropout (or another random layer) in train mode; {FIX}"
         )
-    gap = _differs(first, single)
+    gap = _differs(first, single, modes.autocast)
     if gap:
         raise ConfigError(
             f"the {name}'s output for an input depends on the other inputs of its batch (off by "

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from smoothcert import CenterSmooth, Smooth, segcertify
 from smoothcert.certifiers.median import PercentileSmooth
 from smoothcert.errors import ConfigError
-from smoothcert.independence import called_modules, certification_mode
+from smoothcert.independence import EvalModes, _differs, called_modules, certification_mode
 from smoothcert.noise import GaussianNoise
 
 NETWORK: nn.Module | None = None  # read by the lambda of the "global" case
@@ -226,3 +226,36 @@ def test_a_buffer_changed_in_eval_mode_is_refused_and_put_back() -> None:
     with pytest.raises(ConfigError, match=r"changed the buffers Counter\.calls \(put back\)"):
         smooth(counter)
     assert int(counter.calls) == 0
+
+
+def under_bf16_autocast(function: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """As a callback with certify.bf16=true calls a model: autocast inside, float outputs."""
+
+    def run(z: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return function(z).float()
+
+    return run
+
+
+def test_bf16_autocast_widens_the_tolerance_to_its_rounding_only() -> None:
+    a = torch.tensor([[1.0, 0.5, -0.25]])
+    off = a + torch.tensor([[0.02, 0.0, 0.0]])  # 2 % of the row's largest |output|
+    assert _differs(a, off) > 0  # float32: more than PROBE_RTOL
+    assert _differs(a, off, {torch.bfloat16}) == 0  # within 8 bfloat16 ulps (0.0625)
+    assert _differs(a, a + 0.5, {torch.bfloat16}) > 0  # what train-mode layers do
+
+    seen = EvalModes()
+    with seen.discovering():
+        under_bf16_autocast(vector_network().eval())(VECTOR[None])
+    assert seen.autocast == {torch.bfloat16}
+    seen.restore()
+
+
+@pytest.mark.parametrize(
+    "coupling", [batch_norm_of_the_batch, dropout_without_module], ids=["batch norm", "dropout"]
+)
+def test_coupling_is_still_refused_under_bf16_autocast(coupling) -> None:
+    network = vector_network().eval()
+    with pytest.raises(ConfigError, match="call .eval"):
+        percentile(under_bf16_autocast(coupling(network)))
