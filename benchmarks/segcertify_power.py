@@ -34,12 +34,9 @@ import torch
 from scipy.stats import binom
 
 from smoothcert.certifiers.classification import ABSTAIN
-from smoothcert.certifiers.segmentation import (
-    certify_counts,
-    clopper_pearson_lower_table,
-    indivclass_counts,
-    pvalue_table,
-)
+from smoothcert.certifiers.segmentation import certify_counts, indivclass_counts
+from smoothcert.stats.binomial import clopper_pearson_lower_table
+from smoothcert.stats.multiple_testing import pvalue_table
 
 SIGMA = 0.25  # only scales radii; rates do not depend on it
 CORRECT, WRONG = 0, 1

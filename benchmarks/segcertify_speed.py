@@ -4,7 +4,7 @@
    class (drawn once: Bin(100, p) with p ~ Beta(20, 1), seeded), three ways to decide which
    pixels to certify, with identical decisions (checked):
 
-   - ``ours``: ``smoothcert.certifiers.segmentation.reject_counts``: a table of the n + 1 possible
+   - ``ours``: ``smoothcert.stats.multiple_testing.reject_counts``: a table of the n + 1 possible
      p-values, Holm on the (n + 1)-bin histogram of counts, one gather back to the pixels. Also
      timed: the per-pixel p-value map ``pvalue_table(n, tau)[counts]``, which the decisions do not
      need.
@@ -47,7 +47,8 @@ from scipy.stats import binom, binomtest
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
-from smoothcert.certifiers.segmentation import pvalue_table, reject_counts, segcertify
+from smoothcert.certifiers.segmentation import segcertify
+from smoothcert.stats.multiple_testing import pvalue_table, reject_counts
 
 HEIGHT, WIDTH, NUM_CLASSES = 1024, 2048, 19
 N, TAU, ALPHA, SIGMA = 100, 0.75, 0.001, 0.25

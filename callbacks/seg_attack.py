@@ -17,10 +17,10 @@ from callbacks.certification.segcertify import SegCertifyCertification
 from callbacks.reporting import log_locations, report_series
 from smoothcert.attacks.empirical import attack_generators
 from smoothcert.attacks.segmentation import PAPER_STEPS, segmentation_pgd_l2
-from smoothcert.certifiers.segmentation import summarize_scores
 from smoothcert.errors import ConfigError, check_count, require
 from smoothcert.records import RecordSchema
 from smoothcert.records.seg_attack import SEG_ATTACK_SCHEMA, SegAttackRecord
+from smoothcert.records.segmentation import summarize_scores
 from smoothcert.sampling import eval_mode
 
 

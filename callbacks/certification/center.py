@@ -19,12 +19,12 @@ from callbacks.center_checks import (
 from callbacks.center_report import report_center
 from callbacks.certification.base import CertificationCallback
 from callbacks.certification.checks import CERTIFIER_FOR_TASK
-from smoothcert.certifiers.center import CenterSmooth, center_noise, output_factor
+from smoothcert.certifiers.center import CenterSmooth, center_noise, certify_example, output_factor
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.distances import build_distance
 from smoothcert.errors import ConfigError, check_count, check_unit_range, require
 from smoothcert.noise import Noise
-from smoothcert.records import CenterExample, RecordSchema, center_schema, certify_example
+from smoothcert.records import CenterExample, RecordSchema, center_schema
 
 OUTPUT_KINDS = ("image", "label_map", "box")
 

@@ -15,14 +15,11 @@ from callbacks.reporting import log_images, log_locations, report_curve
 from callbacks.seg_report import save_overlay
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.certifiers.segmentation import (
-    FDR,
-    check_correction,
     check_tau,
     guarantee,
     score_segmentation,
     segcertify,
     segmentation_radius,
-    summarize_scores,
     tau_alpha,
     tau_scope,
 )
@@ -38,6 +35,8 @@ from smoothcert.records import (
     SegImage,
     SegRecord,
 )
+from smoothcert.records.segmentation import summarize_scores
+from smoothcert.stats.multiple_testing import FDR, check_correction
 
 
 class SegCertifyCertification(CertificationCallback):

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import ConfigError, require
+from smoothcert.sampling import eval_mode
 
 
 def squared_euclidean_matrix(a: Tensor, b: Tensor) -> Tensor:

@@ -13,13 +13,13 @@ from smoothcert.certifiers.center import (
     delta1,
     delta2,
     mass_needed,
-    order_statistic_quantile,
     output_factor,
     quantile_level,
     smallest_m,
 )
 from smoothcert.errors import ConfigError
 from smoothcert.independence import PROBE_CALLS
+from smoothcert.stats.order_statistics import order_statistic_quantile
 
 
 def linear_map(seed: int = 0, d_in: int = 6, d_out: int = 3):

@@ -10,7 +10,8 @@ import torch
 from scipy.stats import binom, norm
 
 from smoothcert import CenterSmooth
-from smoothcert.certifiers.center import delta1, order_statistic_quantile, quantile_level
+from smoothcert.certifiers.center import delta1, quantile_level
+from smoothcert.stats.order_statistics import order_statistic_quantile
 
 
 def allowed_failures(trials: int, rate: float) -> int:

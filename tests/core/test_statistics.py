@@ -8,7 +8,8 @@ from scipy.stats import binom, binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 
 from smoothcert import binom_test_two_sided, clopper_pearson_lower
-from smoothcert.stats.binomial import clopper_pearson_upper, radius_from_lower_bound
+from smoothcert.noise.gaussian import radius_from_lower_bound
+from smoothcert.stats.binomial import clopper_pearson_upper
 
 ALPHAS = [1e-3, 0.01, 0.05, 0.1, 0.25]
 SIZES = [1, 2, 7, 50, 100, 1000, 100_000]

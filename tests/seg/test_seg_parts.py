@@ -11,7 +11,7 @@ from PIL import Image
 from torchmetrics.classification import MulticlassAccuracy
 
 from smoothcert import ABSTAIN, ConfigError
-from smoothcert.certifiers.segmentation import score_segmentation, summarize_scores
+from smoothcert.certifiers.segmentation import score_segmentation
 from smoothcert.data.segmentation import (
     CityscapesSegmentation,
     PairedAugment,
@@ -27,6 +27,7 @@ from smoothcert.models.segmenters import (
     timm_segmenter,
 )
 from smoothcert.noise import GaussianNoise
+from smoothcert.records.segmentation import summarize_scores
 from smoothcert.regimes import consistency_loss
 
 # Cityscapes label ids and their train ids: road 7 -> 0, building 11 -> 2, sky 23 -> 10,

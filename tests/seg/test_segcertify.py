@@ -18,9 +18,6 @@ from smoothcert.certifiers.segmentation import (
     guarantee,
     indivclass,
     jointclass,
-    pvalue_table,
-    reject_counts,
-    reject_levels,
     sample_modes_and_counts,
     tau_alpha,
 )
@@ -32,6 +29,7 @@ from smoothcert.records.segmentation import (
     SegImage,
     seg_image_reader,
 )
+from smoothcert.stats.multiple_testing import pvalue_table, reject_counts, reject_levels
 
 STATSMODELS = {"holm": "holm", "bonferroni": "bonferroni", "fdr": "fdr_bh", "fdr_by": "fdr_by"}
 

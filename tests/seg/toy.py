@@ -14,11 +14,8 @@ import torch
 from scipy.stats import norm
 from torch import Tensor, nn
 
-from smoothcert.certifiers.segmentation import (
-    certify_counts,
-    clopper_pearson_lower_table,
-    indivclass_counts,
-)
+from smoothcert.certifiers.segmentation import certify_counts, indivclass_counts
+from smoothcert.stats.binomial import clopper_pearson_lower_table
 
 CORRECT = 0  # the oracle's correct class; class 1 is the only wrong one
 

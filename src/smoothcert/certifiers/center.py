@@ -32,18 +32,29 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from scipy.stats import binom
 from torch import Tensor, nn
 
 from smoothcert.distances import Distance, build_distance
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.independence import certification_mode
-from smoothcert.noise import GaussianNoise, Noise, NoiseStream, resolve_noise, supported_pairs
+from smoothcert.noise import (
+    GaussianNoise,
+    Noise,
+    NoiseStream,
+    example_generator,
+    resolve_noise,
+    supported_pairs,
+)
+from smoothcert.records.center import CenterRecord
 from smoothcert.sampling import noisy_outputs
+from smoothcert.stats.binomial import half_sample_failure
+from smoothcert.stats.concentration import dkw_samples, dkw_slack, hoeffding_slack
+from smoothcert.stats.order_statistics import order_statistic_quantile
 
 ABSTAIN_RADIUS = math.inf
 # Candidates mode splits the alpha1 / 2 that full mode spends on Lemma 1 (see CenterSmooth):
@@ -54,7 +65,7 @@ SHORTLIST = 8  # samples of smallest ranked median whose medians are recomputed 
 
 def delta1(n: int, alpha1: float) -> float:
     """Hoeffding slack of the mass estimate from n samples: sqrt(ln(2 / alpha1) / (2 n))."""
-    return math.sqrt(math.log(2.0 / alpha1) / (2.0 * n))
+    return hoeffding_slack(n, alpha1)
 
 
 def delta2(p_hat: float, n: int, alpha1: float) -> float:
@@ -89,19 +100,7 @@ def quantile_level(
     eps_in: float, sigma: float | Noise, delta: float, m: int, alpha2: float
 ) -> float:
     """q = p + sqrt(ln(1 / alpha2) / (2 m)) (Dvoretzky-Kiefer-Wolfowitz slack on the m samples)."""
-    return mass_needed(eps_in, sigma, delta) + math.sqrt(math.log(1.0 / alpha2) / (2.0 * m))
-
-
-def order_statistic_quantile(values: Tensor, q: float) -> float:
-    """The q-quantile as an order statistic: the ceil(q m)-th smallest of m values (inf if q > 1).
-
-    At least a q fraction of the values are <= the result; no interpolation.
-    """
-    m = values.numel()
-    if q > 1.0:
-        return math.inf
-    rank = max(1, math.ceil(q * m - 1e-9))  # guard q * m landing a hair above an integer
-    return float(values.reshape(-1).kthvalue(rank).values)
+    return mass_needed(eps_in, sigma, delta) + dkw_slack(m, alpha2)
 
 
 def smallest_m(eps_in: float, sigma: float | Noise, delta: float, alpha2: float) -> int | None:
@@ -109,7 +108,7 @@ def smallest_m(eps_in: float, sigma: float | Noise, delta: float, alpha2: float)
     gap = 1.0 - mass_needed(eps_in, sigma, delta)
     if gap <= 0:
         return None
-    return math.ceil(math.log(1.0 / alpha2) / (2.0 * gap * gap))
+    return dkw_samples(gap, alpha2)
 
 
 def output_factor(gamma: float) -> float:
@@ -126,12 +125,6 @@ def min_candidates(delta: float, alpha1: float) -> int:
     while (0.5 - delta) ** count > budget:  # guard the rounding of the logarithms
         count += 1
     return count
-
-
-def half_sample_failure(n: int, delta: float) -> float:
-    """P[Bin(n, 1/2 + delta) < ceil(n / 2)]: the largest chance that a ball of mass >= 1/2 +
-    delta holds fewer than half (the lower median's share) of n independent samples."""
-    return float(binom.cdf((n + 1) // 2 - 1, n, 0.5 + delta))
 
 
 def _distances_from(distance: Distance, row: Tensor, embedded: Tensor, chunk: int) -> Tensor:
@@ -472,3 +465,36 @@ class CenterSmooth:
         result = self.certify_details(x, eps_in, generator)
         single = isinstance(eps_in, (int, float))
         return result.center, result.eps_out[0] if single else result.eps_out
+
+
+def certify_example(
+    smoother: CenterSmooth,
+    x: Tensor,
+    idx: int,
+    eps_in: Sequence[float],
+    seed: int,
+    base_output: Tensor,
+) -> tuple[CenterRecord, Tensor | None]:
+    """Smooths and certifies dataset example ``idx`` (``x``, whose base output ``f(x)`` is
+    ``base_output`` ``[1, ...]``) at every eps_in at the smoother's sigma; returns its record and
+    the center (None on abstention). The noise comes from a generator seeded by ``(seed, idx)``
+    (the same standard normal draws at every sigma, scaled by it), so the record depends on
+    neither the batch size nor the order or sharding of the examples."""
+    start = time.perf_counter()
+    result = smoother.certify_details(x, eps_in, example_generator(seed, idx, x.device))
+    center = result.center
+    with torch.inference_mode():
+        error = math.nan if center is None else float(smoother.distance(base_output, center[None]))
+    record = CenterRecord(
+        idx,
+        smoother.sigma,
+        tuple(float(e) for e in eps_in),
+        tuple(result.eps_out),
+        tuple(result.quantile_radius),
+        error,
+        int(center is None),
+        time.perf_counter() - start,
+        result.smoothed.p_hat,
+        result.smoothed.radius,
+    )
+    return record, center

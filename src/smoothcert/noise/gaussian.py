@@ -74,6 +74,12 @@ class GaussianNoise(Noise):
         return _output(normal.cdf(quantile + shift), p, r)
 
 
+def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
+    """Cohen et al.'s l2 radius sigma * Phi^-1(p_lower) for p_lower > 1/2 (0 otherwise); the
+    formula is :meth:`GaussianNoise.radius` (this shorthand used to live in ``stats.binomial``)."""
+    return float(GaussianNoise(sigma).radius(p_lower, "l2"))
+
+
 class GaussianNoiseStream(NoiseStream):
     """An endless stream of N(0, sigma^2 I) samples of a fixed shape, drawn from one generator.
 

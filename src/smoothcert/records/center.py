@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import ast
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from smoothcert.certifiers.center import CenterSmooth
-from smoothcert.noise import example_generator
 from smoothcert.records.schema import RecordSchema
 
 __all__ = [
@@ -32,7 +27,6 @@ __all__ = [
     "CenterRecord",
     "Grid",
     "center_schema",
-    "certify_example",
     "grid_of",
     "median_curves",
     "parse_center",
@@ -118,39 +112,6 @@ class CenterExample:
 
     def to_row(self) -> str:
         return "\n".join(level.to_row() for level in self.levels)
-
-
-def certify_example(
-    smoother: CenterSmooth,
-    x: Tensor,
-    idx: int,
-    eps_in: Sequence[float],
-    seed: int,
-    base_output: Tensor,
-) -> tuple[CenterRecord, Tensor | None]:
-    """Smooths and certifies dataset example ``idx`` (``x``, whose base output ``f(x)`` is
-    ``base_output`` ``[1, ...]``) at every eps_in at the smoother's sigma; returns its record and
-    the center (None on abstention). The noise comes from a generator seeded by ``(seed, idx)``
-    (the same standard normal draws at every sigma, scaled by it), so the record depends on
-    neither the batch size nor the order or sharding of the examples."""
-    start = time.perf_counter()
-    result = smoother.certify_details(x, eps_in, example_generator(seed, idx, x.device))
-    center = result.center
-    with torch.inference_mode():
-        error = math.nan if center is None else float(smoother.distance(base_output, center[None]))
-    record = CenterRecord(
-        idx,
-        smoother.sigma,
-        tuple(float(e) for e in eps_in),
-        tuple(result.eps_out),
-        tuple(result.quantile_radius),
-        error,
-        int(center is None),
-        time.perf_counter() - start,
-        result.smoothed.p_hat,
-        result.smoothed.radius,
-    )
-    return record, center
 
 
 def grid_of(metadata: Mapping[str, str]) -> list[tuple[float, tuple[float, ...]]]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from smoothcert.certifiers.segmentation import summarize_scores
 from smoothcert.records.schema import RecordSchema
 
 __all__ = [
@@ -75,6 +75,23 @@ class SegRecord:
         return "\t".join(
             [str(self.idx), *(repr(float(v)) for v in values), f"{self.time:.6f}", scores]
         )
+
+
+def summarize_scores(scores: Tensor) -> dict[str, float]:
+    """Pooled metrics of ``score_segmentation`` rows ``[M, 4 + 2K]``: per-pixel accuracy over all
+    images, mIoU as the mean IoU over every (image, class) pair with a non-empty union (App. A.1),
+    and the abstention rate over all pixels. NaN where nothing was counted."""
+    scores = torch.atleast_2d(scores).double()
+    num_classes = (scores.shape[1] - 4) // 2
+    correct, valid, abstained, total = scores[:, :4].sum(dim=0).tolist()
+    intersection, union = scores[:, 4 : 4 + num_classes], scores[:, 4 + num_classes :]
+    present = union > 0
+    nan = float("nan")
+    return {
+        "pixel_acc": correct / valid if valid else nan,
+        "miou": float((intersection[present] / union[present]).mean()) if present.any() else nan,
+        "abstain": abstained / total if total else nan,
+    }
 
 
 @dataclass

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoothcert.attacks.smoothed_pgd import smoothed_nll, smoothed_pgd_l2
-from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise
 from smoothcert.regimes.augmentation import TrainingObjective
+from smoothcert.sampling import eval_mode
 
 # An l2 radius this large in [0, 1] pixel units is almost surely a value in the reference code's
 # 1/256 units (e.g. 64 or 127) that was not divided.

@@ -6,9 +6,8 @@ method="beta")[0]`` (the one-sided bound of Cohen et al.); the tests keep statsm
 
 from __future__ import annotations
 
-from scipy.stats import beta, binomtest
-
-from smoothcert.noise import GaussianNoise
+import numpy as np
+from scipy.stats import beta, binom, binomtest
 
 
 def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
@@ -37,7 +36,15 @@ def binom_test_two_sided(k: int, n: int, p: float = 0.5) -> float:
     return float(binomtest(int(k), int(n), p, alternative="two-sided").pvalue)
 
 
-def radius_from_lower_bound(p_lower: float, sigma: float) -> float:
-    """Cohen et al.'s l2 radius sigma * Phi^-1(p_lower) for p_lower > 1/2 (0 otherwise); the
-    formula is :meth:`GaussianNoise.radius`, kept here for callers of the old name."""
-    return float(GaussianNoise(sigma).radius(p_lower, "l2"))
+def clopper_pearson_lower_table(n: int, alpha: float) -> np.ndarray:
+    """One-sided (1 - alpha) Clopper-Pearson lower bounds for k = 0..n successes (0 at k = 0)."""
+    k = np.arange(n + 1)
+    with np.errstate(invalid="ignore"):
+        bounds = beta.ppf(alpha, k, n - k + 1)
+    return np.where(k == 0, 0.0, bounds)
+
+
+def half_sample_failure(n: int, delta: float) -> float:
+    """P[Bin(n, 1/2 + delta) < ceil(n / 2)]: the largest chance that a ball of mass >= 1/2 +
+    delta holds fewer than half (the lower median's share) of n independent samples."""
+    return float(binom.cdf((n + 1) // 2 - 1, n, 0.5 + delta))

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from scipy.stats import binom
+from torch import Tensor
 
 from smoothcert.errors import ConfigError, check_alpha, check_count
 
@@ -107,3 +108,15 @@ def quantile_ranks(n: int, p_lower: float, p_upper: float, alpha: float) -> Quan
         lower_rank(n, p_lower, alpha),
         upper_rank(n, p_upper, alpha),
     )
+
+
+def order_statistic_quantile(values: Tensor, q: float) -> float:
+    """The q-quantile as an order statistic: the ceil(q m)-th smallest of m values (inf if q > 1).
+
+    At least a q fraction of the values are <= the result; no interpolation.
+    """
+    m = values.numel()
+    if q > 1.0:
+        return math.inf
+    rank = max(1, math.ceil(q * m - 1e-9))  # guard q * m landing a hair above an integer
+    return float(values.reshape(-1).kthvalue(rank).values)
