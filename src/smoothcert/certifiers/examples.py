@@ -90,13 +90,36 @@ def certify_group(
     """:func:`certify_one` of several examples of one shape, their samples packed into shared
     forward passes (``Smooth.certify_many``): the same predictions and radii; each ``time`` is
     an equal share of the group's seconds."""
+    settings = (n0, n, alpha, batch_size)
+    records, _, _ = certify_group_details(smooth, indices, xs, labels, generators, *settings)
+    return records
+
+
+def certify_group_details(
+    smooth: Smooth,
+    indices: Sequence[int],
+    xs: Sequence[torch.Tensor],
+    labels: Sequence[int],
+    generators: Sequence[torch.Generator],
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+) -> tuple[list[CohenRecord], list[int], torch.Tensor]:
+    """:func:`certify_group`'s records, with what further certificates from the same samples
+    need (``Smooth.certify_many_with_predictions``): each example's smoothed prediction at ``x``
+    (in-range brightness) and the class counts ``[len(xs), K]`` of its ``n`` estimation samples
+    (top-k)."""
     start = time.perf_counter()
-    results = smooth.certify_many(xs, n0, n, alpha, batch_size, generators)
+    results, predictions, counts = smooth.certify_many_with_predictions(
+        xs, n0, n, alpha, batch_size, generators
+    )
     share = (time.perf_counter() - start) / len(results)
-    return [
+    records = [
         CohenRecord(idx, label, prediction, radius, int(prediction == label), share)
         for idx, label, (prediction, radius) in zip(indices, labels, results, strict=True)
     ]
+    return records, predictions, counts
 
 
 def select_indices(

@@ -4,7 +4,6 @@ the Gaussian-smoothed classifier within an l2 radius, from the class counts of n
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +12,7 @@ from scipy.optimize import brentq
 from scipy.special import betaincinv, ndtr, ndtri
 
 from smoothcert.certifiers.classification import Smooth
+from smoothcert.certifiers.examples import certify_group_details
 from smoothcert.errors import ConfigError, check_alpha, check_sigma
 from smoothcert.records import CohenRecord
 from smoothcert.records.topk import TopKRecord
@@ -117,16 +117,10 @@ def certify_group_topk(
     from the same ``n`` estimation counts, the top-k radius of each example's true label for each
     k in ``ks`` (``settings`` = ``(n0, n, alpha, batch_size)``; the top-k bounds use ``alpha``
     too, each certificate holding with probability at least 1 - alpha)."""
-    n0, n, alpha, batch_size = settings
-    start = time.perf_counter()
-    results, counts = smooth.certify_many_with_counts(xs, n0, n, alpha, batch_size, generators)
-    share = (time.perf_counter() - start) / len(results)
+    alpha = settings[2]
+    records, _, counts = certify_group_details(smooth, indices, xs, labels, generators, *settings)
     out = []
-    for e, (idx, label, (prediction, radius)) in enumerate(
-        zip(indices, labels, results, strict=True)
-    ):
-        record = CohenRecord(idx, label, prediction, radius, int(prediction == label), share)
-        row = counts[e].tolist()
-        radii = tuple(topk_radius(row, label, k, smooth.sigma, alpha) for k in ks)
-        out.append((record, TopKRecord(idx, label, tuple(ks), radii)))
+    for record, row in zip(records, counts.tolist(), strict=True):
+        radii = tuple(topk_radius(row, record.label, k, smooth.sigma, alpha) for k in ks)
+        out.append((record, TopKRecord(record.idx, record.label, tuple(ks), radii)))
     return out
