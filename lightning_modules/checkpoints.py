@@ -64,8 +64,8 @@ def certifier_for_checkpoint(args: Sequence[str]) -> list[str]:
     ]
     if len(paths) != 1 or not Path(paths[0]).is_file():
         return []
-    try:
-        checkpoint = torch.load(paths[0], map_location="cpu", weights_only=True)
+    try:  # mmap: only the task is read here, not the weights (certify.py reads them next)
+        checkpoint = torch.load(paths[0], map_location="cpu", weights_only=True, mmap=True)
         task = checkpoint["smoothcert"]["task"]
     except Exception:  # not a smoothcert checkpoint: the default certifier, checked later
         return []
