@@ -39,16 +39,31 @@ def clean_and_noisy_accuracy(num_classes: int) -> nn.ModuleList:
 
 @dataclass(frozen=True)
 class Contract:
-    """What a certifier may rely on in a model: its task, the kind of output its base function
-    gives (``class_logits``, ``label_map``, ``image``, ``box``), that base function (what is
-    smoothed: pixels in [0, 1] -> outputs), the metrics a checkpoint may monitor and the noise
-    the model trains with."""
+    """What a certifier may rely on in a model, and all it may read (callbacks read this, never
+    the module's attributes):
+
+    - ``task`` and ``output_kind``: the kind of the structured output (``class_logits``,
+      ``label_map``, ``image``, ``box``, ``detection``, ``vector``);
+    - ``base_function``: what a certifier smooths, pixels in [0, 1] -> outputs (classifier
+      logits ``[B, K]``, per-pixel logits ``[B, K, H, W]``, or the structured output);
+    - ``monitorable``: the metrics a checkpoint may monitor; ``noise``: the training noise;
+    - ``num_classes``: K for a model with class outputs (classifiers, segmenters), else None;
+    - ``structured_output``: the real-valued or label output center and median smoothing smooth
+      (``[B, ...]``), None for a classifier;
+    - ``logits_at``: a segmenter's base function at another scale and flip,
+      ``logits_at(scale, flip)``, None for other models;
+    - ``detection_layout``: how a detector's vector output is laid out, None for other models.
+    """
 
     task: str
     output_kind: str
     base_function: Callable[[Tensor], Tensor]
     monitorable: tuple[str, ...]
     noise: Noise
+    num_classes: int | None = None
+    structured_output: Callable[[Tensor], Tensor] | None = None
+    logits_at: Callable[..., Callable[[Tensor], Tensor]] | None = None
+    detection_layout: Any = None
 
 
 class SmoothcertModule(LightningModule):
@@ -101,7 +116,13 @@ class SmoothcertModule(LightningModule):
             self.base_function(),
             tuple(self.monitorable()),
             self.training_noise,
+            **self.contract_fields(),
         )
+
+    def contract_fields(self) -> dict[str, Any]:
+        """The optional fields of this module's :class:`Contract` (``num_classes``,
+        ``structured_output``, ``logits_at``, ``detection_layout``); none by default."""
+        return {}
 
     def monitorable(self) -> list[str]:
         """The metric keys a checkpoint or early-stopping callback can monitor."""

@@ -127,6 +127,9 @@ class BoxRegressionModule(SmoothcertModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name != "loss")
 
+    def contract_fields(self) -> dict[str, Any]:
+        return {"structured_output": self.structured_output}
+
     def checkpoint_fields(self) -> dict[str, Any]:
         return {
             "output_kind": self.output_kind,

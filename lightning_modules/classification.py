@@ -78,5 +78,8 @@ class ClassificationModule(SmoothcertModule):
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
         self.log(f"{stage}/acc_noisy", noisy_accuracy, prog_bar=True)
 
+    def contract_fields(self) -> dict[str, Any]:
+        return {"num_classes": int(self.hparams.num_classes)}
+
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"num_classes": int(self.hparams.num_classes)}

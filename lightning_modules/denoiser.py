@@ -165,6 +165,9 @@ class DenoiserModule(SmoothcertModule):
     def trained_parameters(self) -> Iterator[nn.Parameter]:
         return self.model.denoiser.parameters()  # the classifier stays frozen
 
+    def contract_fields(self) -> dict[str, Any]:
+        return {"num_classes": int(self.hparams.num_classes)}
+
     def checkpoint_fields(self) -> dict[str, Any]:
         h = self.hparams
         return {

@@ -124,5 +124,8 @@ class DetectionModule(SmoothcertModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name != "loss")
 
+    def contract_fields(self) -> dict[str, Any]:
+        return {"structured_output": self.structured_output, "detection_layout": self.layout}
+
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"output_kind": self.output_kind, "box_format": "xyxy_normalized"}

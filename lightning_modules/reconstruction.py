@@ -104,5 +104,8 @@ class ReconstructionModule(SmoothcertModule):
         self.log(f"{stage}/mse", metrics["mse"], prog_bar=True)
         self.log(f"{stage}/mse_noisy", metrics["mse_noisy"], prog_bar=True)
 
+    def contract_fields(self) -> dict[str, Any]:
+        return {"structured_output": self.structured_output}
+
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"output_kind": self.output_kind, "channels": int(self.hparams.channels)}

@@ -133,6 +133,13 @@ class SegmentationModule(SmoothcertModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name != "pixel_acc_noisy")
 
+    def contract_fields(self) -> dict[str, Any]:
+        return {
+            "num_classes": int(self.hparams.num_classes),
+            "structured_output": self.structured_output,
+            "logits_at": self.inference_model,
+        }
+
     def checkpoint_fields(self) -> dict[str, Any]:
         h = self.hparams
         return {"num_classes": int(h.num_classes), "ignore_index": int(h.ignore_index)}

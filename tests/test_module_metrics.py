@@ -60,6 +60,13 @@ def test_every_module_declares_its_contract(make_cfg, experiment, task, kind, si
         assert tuple(out.shape[1:]) == shape
     else:  # per-pixel logits at full resolution
         assert tuple(out.shape[2:]) == tuple(x.shape[2:])
+    classes = getattr(module.hparams, "num_classes", None)
+    assert contract.num_classes == (None if kind in ("box", "image", "detection") else classes)
+    if contract.structured_output is not None:  # what center and median smoothing smooth
+        with torch.no_grad():
+            assert contract.structured_output(x).shape[0] == 1
+    assert (contract.logits_at is not None) == (task == "segmentation")
+    assert (contract.detection_layout is not None) == (task == "detection")
 
 
 def test_a_module_without_its_contract_is_refused_before_training(make_cfg):
