@@ -54,7 +54,7 @@ class AttackCallback(CertificationCallback):
     @staticmethod
     def epsilons(radii: Sequence[float], multiples: Sequence[float] | None = None) -> tuple:
         """``attack.radii`` (and ``attack.multiples`` if given) as lists of floats; a one-line
-        ConfigError if one is negative or not a number."""
+        ConfigError if one is negative or NaN."""
         lists = {"radii": radii} if multiples is None else {"radii": radii, "multiples": multiples}
         values = {name: [float(v) for v in given] for name, given in lists.items()}
         bad = [v for given in values.values() for v in given if not v >= 0]
