@@ -3,30 +3,25 @@ C.1) on the images SegCertify certified in the same run, beside the certified pi
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.certification.base import CertificationCallback
+from callbacks.attack_base import AttackCallback
+from callbacks.attack_report import seg_attack_summary, segcertify_curve
 from callbacks.certification.segcertify import SegCertifyCertification
-from callbacks.reporting import log_locations, report_series
 from smoothcert.attacks.empirical import attack_generators
 from smoothcert.attacks.segmentation import PAPER_STEPS, segmentation_pgd_l2
-from smoothcert.errors import ConfigError, check_count, require
-from smoothcert.records import RecordSchema
+from smoothcert.errors import check_count, require
 from smoothcert.records.seg_attack import SEG_ATTACK_SCHEMA, SegAttackRecord
-from smoothcert.records.segmentation import summarize_scores
 from smoothcert.sampling import eval_mode
 
 
-class SegmentationAttack(CertificationCallback):
-    """Attacks each image certify=segcertify certified with ``segmentation_pgd_l2`` on the base
-    model SegCertify smooths (its scale and flip), at every l2 radius of ``radii``.
+class SegmentationAttack(AttackCallback):
+    """Attacks each image its certifier (``certifier``: SegCertify's callback of the same run)
+    certified with ``segmentation_pgd_l2`` on the base model SegCertify smooths (its scale and
+    flip), at every l2 radius of ``radii``.
 
     Rank 0 writes ``seg_attack.tsv`` (one line per image and radius), ``certified_vs_attack``
     (TSV and PNG: SegCertify's certified pixel accuracy at each tau's radius, and the pixel
@@ -36,8 +31,16 @@ class SegmentationAttack(CertificationCallback):
     accuracy counts abstentions as errors, so it may be below the attacked one at a radius.
     """
 
-    option, tasks, noun = "attack=seg_pgd", ("segmentation",), "images"
-    progress, objective = "attack", "attack/pixel_acc@0.25"
+    option, tasks, noun, fits = (
+        "attack=seg_pgd",
+        ("segmentation",),
+        "images",
+        SegCertifyCertification,
+    )
+    key, schema, header_name = "seg_attack", SEG_ATTACK_SCHEMA, "seg_pgd"
+    objective, model_keys = "attack/pixel_acc@0.25", ("num_classes", "ignore_index")
+    targets, instead = "segmentation models", "use attack=base or attack=smoothed_pgd"
+    needs = "attacks the images SegCertify certifies"
 
     def __init__(
         self,
@@ -52,64 +55,24 @@ class SegmentationAttack(CertificationCallback):
         weights: str = "last",
         seed: int = 0,
         resume: bool = False,
+        certifier: str = "segcertify",
     ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, False, resume)
-        bad = [float(r) for r in radii if not float(r) >= 0]
-        require(not bad, f"attack.radii={list(radii)}: an attack epsilon must be >= 0 (got {bad})")
+        selection = (batch_size, num_examples, skip, split, weights, seed, resume)
+        super().__init__(certifier, sigma, output_dir, *selection)
+        (radii,) = self.epsilons(radii)
         require(len(radii) > 0, "attack.radii is empty: give l2 radii >= 0 in [0, 1] pixel units")
-        self.radii = sorted({float(r) for r in radii})
-        self.steps = check_count(steps, "attack.steps")
+        self.radii, self.steps = sorted(set(radii)), check_count(steps, "attack.steps")
         self.settings = {"attack": "seg_pgd", "steps": self.steps, "radii": self.radii}
 
-    def check_model(self, pl_module: LightningModule) -> None:
-        contract = getattr(pl_module, "contract", None)
-        task = contract().task if callable(contract) else getattr(pl_module, "task", "")
-        if task not in self.tasks:
-            raise ConfigError(
-                f"attack=seg_pgd attacks segmentation models, but the model is a "
-                f"{task or 'custom'} model: use attack=base or attack=smoothed_pgd, or attack=none"
-            )
-
-    def _segcertify(self, trainer: Trainer) -> SegCertifyCertification:
-        found = [c for c in trainer.callbacks if isinstance(c, SegCertifyCertification)]
-        if not found:
-            raise ConfigError(
-                "attack=seg_pgd attacks the images SegCertify certifies: use certify=segcertify"
-            )
-        seg = found[0]
-        require(
-            seg.norm == "l2",
-            f"attack=seg_pgd attacks in l2, but certify.norm={seg.norm}: use certify.norm=null "
-            "with noise=gaussian",
-        )
-        mine, theirs = (
-            (self.split, self.skip, self.num_examples),
-            (seg.split, seg.skip, seg.num_examples),
-        )
-        require(
-            mine == theirs,
-            f"attack=seg_pgd: split/skip/num_examples {mine} differ from certify's {theirs}: "
-            "leave attack.split, attack.skip and attack.num_examples at ${certify.*}",
-        )
-        return seg
-
-    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.seg = self._segcertify(trainer)
-
-    def schemas(self) -> dict[str, RecordSchema]:
-        return {"seg_attack": SEG_ATTACK_SCHEMA}
-
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        scale = {"scale": self.seg.scale, "flip": self.seg.flip}
-        model_keys = ("num_classes", "ignore_index")
-        return self.header(pl_module, checkpoint, "seg_pgd", self.settings | scale, model_keys)
+        scale = {"scale": self.certifier.scale, "flip": self.certifier.flip}
+        return self.header(
+            pl_module, checkpoint, self.header_name, self.settings | scale, self.model_keys
+        )
 
-    def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
-        self.seg = self._segcertify(trainer)
-        self.model = pl_module.inference_model(self.seg.scale, self.seg.flip)
+    def begin(self, pl_module: LightningModule) -> None:
+        self.model = pl_module.contract().logits_at(self.certifier.scale, self.certifier.flip)
         self.device, self.ignore = pl_module.device, int(pl_module.hparams.ignore_index)
-        super().certify(trainer, pl_module, checkpoint)
 
     def certify_one(self, idx: int, example, needed: Sequence[str]) -> dict[str, SegAttackRecord]:
         x = torch.as_tensor(example[0]).to(self.device)
@@ -129,50 +92,13 @@ class SegmentationAttack(CertificationCallback):
         record = SegAttackRecord(idx, tuple(self.radii), tuple(correct), int(valid[0].sum()))
         return {"seg_attack": record}
 
-    def keep(self, records: Mapping[str, list[SegAttackRecord]]) -> None:
-        self.records: list[SegAttackRecord] = records["seg_attack"]
-
-    def certified_curve(self) -> tuple[list[float], list[float]]:
-        """SegCertify's certified pixel accuracy at each tau's radius, by radius (as it
-        reports it: pooled over the images, abstentions counted as errors)."""
-        seg = self.seg
-        points = []
-        for tau in seg.taus:
-            scores = torch.stack([r.scores for r in seg.rows if r.kind == tau])
-            radius = min(r.radius for r in seg.rows if r.kind == tau)
-            points.append((radius, summarize_scores(scores)["pixel_acc"]))
-        points.sort()
-        return [p[0] for p in points], [p[1] for p in points]
-
     def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        valid = sum(r.valid for r in self.records)
-        attacked = [sum(r.correct[i] for r in self.records) / valid for i in range(len(self.radii))]
-        radii, certified = self.certified_curve()
-        summary: dict[str, float] = {}
-        for radius, acc in zip(self.radii, attacked, strict=True):
-            summary[f"attack/pixel_acc@{radius:.2f}"] = acc
-            holding = [c for r, c in zip(radii, certified, strict=True) if r >= radius]
-            summary[f"attack/certified_pixel_acc@{radius:.2f}"] = max(holding, default=math.nan)
-        summary["attack/num_examples"] = float(len(self.records))
-        self.summary = summary
-        curves = {
-            "certified (SegCertify)": (radii, certified),
-            f"base model under PGD ({self.steps} steps)": (self.radii, attacked),
-        }
-        rows = [[0.0, x, y] for x, y in zip(radii, certified, strict=True)]
-        rows += [[1.0, x, y] for x, y in zip(self.radii, attacked, strict=True)]
+        radii, certified = segcertify_curve(self.certifier.taus, self.certifier.rows)
+        self.summary, attacked = seg_attack_summary(self.records, self.radii, (radii, certified))
+        curves = {"certified (SegCertify)": (radii, certified)}
+        curves[f"base model under PGD ({self.steps} steps)"] = (self.radii, attacked)
         title = f"Certified vs attacked pixel accuracy, sigma={self.sigma}"
-        paths = report_series(
-            trainer, self.output_dir, "certified_vs_attack", ("attacked", "radius", "pixel_acc"),
-            rows, curves, title, summary, "radius", "pixel accuracy",
-        )  # fmt: skip
-        table = ", ".join(f"{k}={v:.4f}" for k, v in summary.items())
-        rank_zero_info(f"segmentation attack: {table}")
-        log_locations(trainer, str(self.output_dir / "seg_attack.tsv"), [paths])
-
-    def write_summary(self) -> Path:
-        """``empirical_summary.json`` (certification_summary.json stays SegCertify's)."""
-        path = self.output_dir / "empirical_summary.json"
-        content = {"attack": "seg_pgd", "summary": self.summary}
-        path.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-        return path
+        table = ", ".join(f"{k}={v:.4f}" for k, v in self.summary.items())
+        columns = ("attacked", "radius", "pixel_acc")
+        line = f"segmentation attack: {table}"
+        self.publish(trainer, "certified_vs_attack", columns, "pixel accuracy", curves, title, line)

@@ -22,14 +22,12 @@ NOT_CALLBACKS = {"__init__.py", "base.py", "checks.py", "interrupt.py"}
 
 # file (relative to the root) -> its code lines today, until it is thinned.
 OVER = {
-    "callbacks/attack.py": 183,
     "callbacks/certification/center.py": 190,
     "callbacks/certification/cohen.py": 195,
     "callbacks/certification/distspt.py": 133,
     "callbacks/certification/lipschitz.py": 102,
     "callbacks/certification/median.py": 196,
     "callbacks/certification/segcertify.py": 242,
-    "callbacks/seg_attack.py": 144,
 }
 
 SKIPPED = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)

@@ -106,3 +106,20 @@ def test_bad_attack_settings_are_one_line_errors():
         with pytest.raises(ConfigError, match=message) as error:
             EmpiricalRobustness(**settings)
         assert "\n" not in str(error.value)
+
+
+def test_the_attack_runs_inside_inference_mode_as_certify_py_calls_it():
+    # certify.py certifies in Lightning's test loop, under torch.inference_mode(): the callback's
+    # start() context gives the attack its gradients back (it crashed there before).
+    from callbacks.attack import EmpiricalRobustness
+    from smoothcert.records import CohenRecord
+
+    attack = EmpiricalRobustness("smoothed_pgd", 0.25, "unused", radii=[0.0, 0.1], n=50, m=2)
+    attack.begin = lambda pl_module: None  # what it reads from Cohen's callback, set by hand
+    attack.smooth, attack.device = Smooth(linear_model(), 2, 0.25), torch.device("cpu")
+    attack.certified = {3: CohenRecord(3, 1, 1, 0.2, 1, 0.0)}
+    x = torch.full((1, 4, 4), 0.6)
+    with torch.inference_mode(), attack.start(None, None):
+        record = attack.certify_one(3, (x, 1), ["empirical"])["empirical"]
+    assert record.targets == ("grid", "grid", "1.00R", "1.50R", "2.00R")
+    assert record.epsilons == pytest.approx((0.0, 0.1, 0.2, 0.3, 0.4))
