@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
 from smoothcert.independence import certification_mode
+from smoothcert.modes import eval_mode as eval_mode  # re-exported: its old home
 from smoothcert.noise import Noise, NoiseStream
 from smoothcert.perturbation import ADDITIVE, Perturbation
 
@@ -25,17 +26,6 @@ from smoothcert.perturbation import ADDITIVE, Perturbation
 # CPU's throughput peaks well below it (beyond, batches overflow the caches: the digits CNN runs
 # 1.5-3x slower at 10,000 than at 512-2048).
 CPU_MAX_ELEMENTS = 1 << 19
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Puts ``model`` in eval mode (independent draws, no batch statistics), then restores it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def forward_context(

@@ -16,9 +16,10 @@ from scipy.stats import binom
 from torch import Tensor, nn
 
 from smoothcert.attacks.smoothed_pgd import smoothed_pgd_l2
-from smoothcert.certifiers.classification import ABSTAIN, Smooth
+from smoothcert.certifiers.classification import Smooth
 from smoothcert.errors import ConfigError
-from smoothcert.sampling import eval_mode
+from smoothcert.modes import eval_mode
+from smoothcert.outcomes import ABSTAIN
 
 __all__ = ["ATTACKS", "attack_generators", "attack_example", "base_pgd_l2", "inside_radius_check"]
 

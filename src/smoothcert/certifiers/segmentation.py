@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from smoothcert.certifiers.classification import ABSTAIN
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_unit_range
 from smoothcert.independence import certification_mode
 from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
+from smoothcert.outcomes import ABSTAIN
 from smoothcert.sampling import noisy_outputs
 from smoothcert.stats.binomial import clopper_pearson_lower_table
 from smoothcert.stats.multiple_testing import FDR, check_correction, reject_counts
