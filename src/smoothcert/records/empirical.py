@@ -7,15 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
 
 __all__ = ["EMPIRICAL_SCHEMA", "EmpiricalRecord", "parse_empirical"]
 
 EMPIRICAL_COLUMNS = ("idx", "label", "certified_radius", "target", "epsilon", "predict", "correct")
-EMPIRICAL_RESUME_KEYS = (
-    "certifier", "attack", "sigma", "steps", "m", "n", "alpha", "radii", "multiples", "seed",
-    "split", "skip", "dataset", "normalization",
-)  # fmt: skip
+EMPIRICAL_RESUME_KEYS = resume_keys(
+    "attack", "sigma", "steps", "m", "n", "alpha", "radii", "multiples"
+)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
 
 __all__ = ["SEG_ATTACK_SCHEMA", "SegAttackRecord", "parse_seg_attack"]
 
 SEG_ATTACK_COLUMNS = ("idx", "epsilon", "correct", "valid", "pixel_acc")
-SEG_ATTACK_RESUME_KEYS = (
-    "certifier", "sigma", "steps", "radii", "seed", "split", "skip", "dataset", "scale", "flip",
-)  # fmt: skip
+SEG_ATTACK_RESUME_KEYS = resume_keys("sigma", "steps", "radii", "scale", "flip")
 
 
 @dataclass(frozen=True)
