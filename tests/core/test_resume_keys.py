@@ -7,12 +7,12 @@ import pytest
 
 from smoothcert.records.center import center_schema
 from smoothcert.records.cohen import COHEN_SCHEMA
-from smoothcert.records.empirical import EMPIRICAL_SCHEMA
+from smoothcert.records.empirical import EMPIRICAL_SCHEMA, EmpiricalRecord
 from smoothcert.records.in_range import IN_RANGE_SCHEMA
 from smoothcert.records.median import median_schema
 from smoothcert.records.predict import PREDICT_SCHEMA
 from smoothcert.records.schema import RUN_KEYS, resume_keys
-from smoothcert.records.seg_attack import SEG_ATTACK_SCHEMA
+from smoothcert.records.seg_attack import SEG_ATTACK_SCHEMA, SegAttackRecord
 from smoothcert.records.segmentation import SEG_BASE_SCHEMA, SEG_SCHEMA
 from smoothcert.records.topk import TOPK_SCHEMA
 
@@ -37,3 +37,14 @@ def test_cohen_keys_are_the_reference_order():
         "seed", "split", "skip", "dataset", "normalization",
     )  # fmt: skip
     assert resume_keys() == ("certifier", *RUN_KEYS)
+
+
+def test_records_of_several_lines_read_back_per_example():
+    """``rows_by_index``: each attack record's lines come back as one record, in order."""
+    attacks = [
+        EmpiricalRecord(3, 1, 0.5, ("grid", "1.50R"), (0.25, 0.75), (1, -1)),
+        EmpiricalRecord(5, 2, 0.0, ("grid",), (0.25,), (2,)),
+    ]
+    assert EMPIRICAL_SCHEMA.unpack(EMPIRICAL_SCHEMA.pack(attacks), {}) == attacks
+    images = [SegAttackRecord(0, (0.25, 0.5), (10, 5), 20), SegAttackRecord(2, (0.25,), (3,), 4)]
+    assert SEG_ATTACK_SCHEMA.unpack(SEG_ATTACK_SCHEMA.pack(images), {}) == images

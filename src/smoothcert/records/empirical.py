@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from smoothcert.records.schema import RecordSchema, resume_keys
+from smoothcert.records.tsv import rows_by_index
 
 __all__ = ["EMPIRICAL_SCHEMA", "EmpiricalRecord", "parse_empirical"]
 
@@ -43,9 +44,6 @@ def parse_empirical(
 ) -> list[EmpiricalRecord]:
     """One record per example (its lines in file order); every line of an example is written
     in one go, so an example a crash cut short lacks its last lines and is attacked again."""
-    lines: dict[int, list[Mapping[str, str]]] = {}
-    for row in rows:
-        lines.setdefault(int(row["idx"]), []).append(row)
     return [
         EmpiricalRecord(
             idx,
@@ -55,7 +53,7 @@ def parse_empirical(
             tuple(float(r["epsilon"]) for r in group),
             tuple(int(r["predict"]) for r in group),
         )
-        for idx, group in lines.items()
+        for idx, group in rows_by_index(rows).items()
     ]
 
 
