@@ -197,10 +197,20 @@ MOVED_MODULES = {
 }
 
 
+# Classes that left their module (issue 22: the per-pixel consistency regime left models/ for
+# regimes/, so that models never import regimes).
+MOVED_TARGETS = {
+    "smoothcert.models.segmenters.SegmentationConsistency": (
+        "smoothcert.regimes.segmentation.SegmentationConsistency"
+    ),
+}
+
+
 def moved_target(target: str) -> str:
     """``target`` (``module.Name``) at its module's current place."""
     module, _, name = target.rpartition(".")
-    return f"{MOVED_MODULES.get(module, module)}.{name}" if module else target
+    target = f"{MOVED_MODULES.get(module, module)}.{name}" if module else target
+    return MOVED_TARGETS.get(target, target)
 
 
 def upgrade_config(group: str, node: Any) -> Any:

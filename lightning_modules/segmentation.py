@@ -12,10 +12,10 @@ from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule, per_stage
 from smoothcert.data.segmentation import check_label_map
-from smoothcert.errors import ConfigError, check_unit_range
+from smoothcert.errors import check_unit_range
 from smoothcert.models.segmenters import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
 from smoothcert.noise import Noise
-from smoothcert.regimes import ConsistencyRegularization, TrainingObjective
+from smoothcert.regimes import TrainingObjective
 
 
 class SegmentationModule(SmoothcertModule):
@@ -54,8 +54,7 @@ class SegmentationModule(SmoothcertModule):
         super().__init__()
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-        if type(objective) is ConsistencyRegularization:  # per example: [B, K] logits only
-            raise ConfigError("regime=consistency is per example: use regime=seg_consistency")
+        objective.check_fits(self.output_kind, self.task)  # the regime contract, before training
         scales = check_scales(scale, "model.scale")
         scale = scales[0] if len(scales) == 1 else list(scales)
         self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])

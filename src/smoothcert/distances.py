@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, require
-from smoothcert.sampling import eval_mode
+from smoothcert.modes import eval_mode
 
 
 def squared_euclidean_matrix(a: Tensor, b: Tensor) -> Tensor:

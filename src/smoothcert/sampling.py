@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
 from smoothcert.independence import certification_mode
+from smoothcert.modes import eval_mode as eval_mode  # re-exported: its old home
 from smoothcert.noise import Noise, NoiseStream, example_generator
 from smoothcert.perturbation import ADDITIVE, Perturbation
 
@@ -57,17 +58,6 @@ from smoothcert.perturbation import ADDITIVE, Perturbation
 CPU_MAX_ELEMENTS = 1 << 19
 
 R = TypeVar("R", bound="Reducer")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Puts ``model`` in eval mode (independent draws, no batch statistics), then restores it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def forward_context(

@@ -23,12 +23,11 @@ from smoothcert.models.segmenters import (
     IGNORE,
     NormalizedSegmenter,
     ScaledInference,
-    SegmentationConsistency,
     timm_segmenter,
 )
 from smoothcert.noise import GaussianNoise
 from smoothcert.records.segmentation import summarize_scores
-from smoothcert.regimes import consistency_loss
+from smoothcert.regimes import SegmentationConsistency, consistency_loss
 
 # Cityscapes label ids and their train ids: road 7 -> 0, building 11 -> 2, sky 23 -> 10,
 # car 26 -> 13; unlabeled 0 and ego vehicle 1 are ignored (255).

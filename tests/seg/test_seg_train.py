@@ -134,7 +134,10 @@ def test_certify_py_resumes_where_a_run_stopped(trained, tmp_path):
         ("certify.correction=sidak", "correction='sidak' is unknown"),
         ("certify.budget=-1", "budget=-1 must be an integer >= 0"),
         ("certify.num_examples=100", "certify.num_examples=100 exceeds the 8 images"),
-        ("regime=consistency", "regime=consistency is per example: use regime=seg_consistency"),
+        (
+            "regime=consistency",
+            "(label_map outputs): use regime=gaussian or regime=seg_consistency",
+        ),
     ],
 )
 def test_bad_certify_settings_fail_before_training(make_cfg, tmp_path, override, message):

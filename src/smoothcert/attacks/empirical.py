@@ -16,10 +16,12 @@ from scipy.stats import binom
 from torch import Tensor, nn
 
 from smoothcert.attacks.smoothed_pgd import smoothed_pgd_l2
-from smoothcert.certifiers.classification import ABSTAIN, Smooth
+from smoothcert.certifiers.classification import Smooth
 from smoothcert.errors import ConfigError
+from smoothcert.modes import eval_mode
+from smoothcert.outcomes import ABSTAIN
 from smoothcert.perturbation import ADDITIVE
-from smoothcert.sampling import eval_mode, example_stream, take_draws
+from smoothcert.sampling import example_stream, take_draws
 
 __all__ = ["ATTACKS", "attack_generators", "attack_example", "base_pgd_l2", "inside_radius_check"]
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smoothcert.sampling import eval_mode
+from smoothcert.modes import eval_mode
 
 __all__ = ["PAPER_STEPS", "pixel_loss", "segmentation_pgd_l2"]
 

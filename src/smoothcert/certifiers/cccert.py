@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
+from smoothcert.modes import eval_mode
 from smoothcert.perturbation import ParameterPerturbation
-from smoothcert.sampling import eval_mode
 
 
 def t_grid(t_min: float = 1e-4, t_max: float = 1e4, steps: int = 500) -> np.ndarray:

@@ -9,23 +9,21 @@ from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, require
 from smoothcert.independence import certification_mode
+from smoothcert.modes import eval_mode
 from smoothcert.noise import Noise, NoiseStream, resolve_noise
+from smoothcert.outcomes import ABSTAIN
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.sampling import (
     BatchSizeChoice,
     ClassCounts,
     batch_size_candidates,
     choose_batch_size,
-    eval_mode,
     example_stream,
     sample,
 )
 from smoothcert.stats.binomial import binom_test_two_sided, clopper_pearson_lower
 
-ABSTAIN = -1
-
-
-__all__ = ["ABSTAIN", "Smooth", "eval_mode"]  # eval_mode lives in sampling; imported from here
+__all__ = ["ABSTAIN", "Smooth", "eval_mode"]  # ABSTAIN (outcomes) and eval_mode (modes) re-exported
 
 
 class Smooth:

@@ -34,13 +34,13 @@ from scipy.stats import norm as normal
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, check_alpha, check_count, require
+from smoothcert.modes import eval_mode
 from smoothcert.noise import GaussianNoise
-from smoothcert.sampling import eval_mode, sample_class_counts_many
+from smoothcert.outcomes import ABSTAIN
+from smoothcert.sampling import sample_class_counts_many
 from smoothcert.stats.binomial import clopper_pearson_lower
 from smoothcert.transforms.rotation import Rotation
 from smoothcert.transforms.rotation_bounds import check_angle_interval, error_bounds
-
-ABSTAIN = -1
 
 
 def distspt_radius(

@@ -16,77 +16,13 @@ detection beyond a bin's capacity is dropped (counted in ``dropped``).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from smoothcert.errors import check_count
+# The layout lives below the certifiers (models and metrics read it); re-exported from here.
+from smoothcert.boxes import SLOT, DetectionLayout
 
-SLOT = 6  # x1, y1, x2, y2, score, label
-
-
-@dataclass(frozen=True)
-class DetectionLayout:
-    """The binning: ``num_labels`` labels (1..num_labels), a ``grid x grid`` lattice of centres,
-    ``capacity`` slots per (label, cell)."""
-
-    num_labels: int
-    grid: int = 3
-    capacity: int = 2
-
-    def __post_init__(self) -> None:
-        check_count(self.num_labels, "model.num_labels")
-        check_count(self.grid, "model.location_grid")
-        check_count(self.capacity, "model.bin_capacity")
-
-    @property
-    def slots(self) -> int:
-        return self.num_labels * self.grid * self.grid * self.capacity
-
-    @property
-    def length(self) -> int:
-        """m, the vector's length."""
-        return self.slots * SLOT
-
-    def to_vector(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
-        """``[B, length]`` from ``D`` detections per image: ``boxes [B, D, 4]`` (normalized
-        x1, y1, x2, y2), ``scores [B, D]``, ``labels [B, D]`` (1..num_labels; 0 = no detection)."""
-        batch, count = labels.shape
-        device = boxes.device
-        cx = ((boxes[..., 0] + boxes[..., 2]) / 2).clamp(0, 1 - 1e-6)
-        cy = ((boxes[..., 1] + boxes[..., 3]) / 2).clamp(0, 1 - 1e-6)
-        cell = (cy * self.grid).long() * self.grid + (cx * self.grid).long()
-        valid = (labels > 0) & (labels <= self.num_labels)
-        bins = torch.where(
-            valid, (labels - 1) * self.grid**2 + cell, self.num_labels * self.grid**2
-        )
-        # sort by bin, then centre y, then centre x (centres lie in [0, 1))
-        key = bins.double() + (cy.double() + cx.double() / 2) / 2
-        order = key.argsort(dim=1)
-        bins, boxes = bins.gather(1, order), boxes.gather(1, order[..., None].expand(-1, -1, 4))
-        scores, labels = scores.gather(1, order), labels.gather(1, order)
-        position = torch.arange(count, device=device).expand(batch, count)
-        starts = torch.ones_like(bins, dtype=torch.bool)
-        starts[:, 1:] = bins[:, 1:] != bins[:, :-1]
-        first = torch.where(starts, position, 0).cummax(dim=1).values
-        within = position - first
-        kept = (bins < self.num_labels * self.grid**2) & (within < self.capacity)
-        slot = torch.where(kept, bins * self.capacity + within, self.slots)  # spare slot: dropped
-        values = torch.cat([boxes, scores[..., None], labels[..., None].to(boxes.dtype)], dim=-1)
-        out = torch.full((batch, self.slots + 1, SLOT), math.inf, device=device, dtype=boxes.dtype)
-        out.scatter_(1, slot[..., None].expand(-1, -1, SLOT), values)
-        return out[:, : self.slots].reshape(batch, self.length)
-
-    def dropped(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> int:
-        """How many valid detections ``to_vector`` leaves out (bins over capacity)."""
-        kept = torch.isfinite(self.to_vector(boxes, scores, labels).view(-1, SLOT)[:, 0]).sum()
-        return int(((labels > 0) & (labels <= self.num_labels)).sum() - kept)
-
-    def slots_of(self, vector: Tensor) -> Tensor:
-        """``[..., slots, 6]`` view of vectors ``[..., length]``."""
-        return vector.reshape(*vector.shape[:-1], self.slots, SLOT)
+__all__ = ["SLOT", "DetectionLayout", "smoothed_detections"]
 
 
 def smoothed_detections(

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from smoothcert.certifiers.classification import ABSTAIN
 from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.independence import certification_mode
 from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
+from smoothcert.outcomes import ABSTAIN
 from smoothcert.perturbation import ADDITIVE, ParameterPerturbation, Perturbation, is_parametric
 from smoothcert.sampling import (
     ElementClassCounts,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from smoothcert.data.shapes import SPLIT_CODES, render_shape_instances
-from smoothcert.errors import ConfigError, check_count
+from smoothcert.data.shapes import RenderedShapes, render_shape_instances
+from smoothcert.errors import ConfigError
 
 EMPTY_BOX = (0.0, 0.0, 0.0, 0.0)
 
@@ -53,7 +52,7 @@ def largest_region_box(regions: Tensor, ignore_index: int | None = None) -> Tens
     )
 
 
-class ShapeBoxesDataset(Dataset):
+class ShapeBoxesDataset(RenderedShapes):
     """``length`` shapes images of one split with the box of their largest visible shape.
 
     Item ``i`` is ``(image [3, size, size] float32 in [0, 1], box [4] float32)``: the image is
@@ -61,22 +60,7 @@ class ShapeBoxesDataset(Dataset):
     pixels of each shape (occluded parts do not count), so it is computed, never stored.
     """
 
-    def __init__(
-        self, length: int, split: str = "train", seed: int = 0, size: int = 64, max_shapes: int = 4
-    ) -> None:
-        if split not in SPLIT_CODES:
-            raise ConfigError(f"split={split!r} is not one of train, val, test")
-        self.length = check_count(length, f"data.{split}_size")
-        self.size = check_count(size, "data.image_size", minimum=16)
-        self.max_shapes = check_count(max_shapes, "data.max_shapes")
-        self.split, self.seed = split, int(seed)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} images")
+    def item(self, index: int) -> tuple[Tensor, Tensor]:
         image, instances = render_shape_instances(
             self.seed, index, self.split, self.size, self.max_shapes
         )

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from smoothcert.data.boxes import largest_region_box
-from smoothcert.data.shapes import SPLIT_CODES, _render
-from smoothcert.errors import ConfigError, check_count
+from smoothcert.data.shapes import RenderedShapes
+from smoothcert.errors import check_count
 
 
 def shape_targets(mask: Tensor, instances: Tensor, max_shapes: int, min_pixels: int) -> Tensor:
@@ -41,7 +40,7 @@ def target_boxes(targets: Tensor) -> tuple[Tensor, Tensor]:
     return targets[used, 0].long(), targets[used, 1:]
 
 
-class ShapeDetectionDataset(Dataset):
+class ShapeDetectionDataset(RenderedShapes):
     """``length`` shapes images of one split with the box and class of every visible shape."""
 
     def __init__(
@@ -53,21 +52,11 @@ class ShapeDetectionDataset(Dataset):
         max_shapes: int = 4,
         min_pixels: int = 4,
     ) -> None:
-        if split not in SPLIT_CODES:
-            raise ConfigError(f"split={split!r} is not one of train, val, test")
-        self.length = check_count(length, f"data.{split}_size")
-        self.size = check_count(size, "data.image_size", minimum=16)
-        self.max_shapes = check_count(max_shapes, "data.max_shapes")
+        super().__init__(length, split, seed, size, max_shapes)
         self.min_pixels = check_count(min_pixels, "data.min_pixels")
-        self.split, self.seed = split, int(seed)
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} images")
-        image, mask, instances = _render(self.seed, index, self.split, self.size, self.max_shapes)
+    def item(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask, instances = self.render(index)
         targets = shape_targets(
             torch.from_numpy(mask), torch.from_numpy(instances), self.max_shapes, self.min_pixels
         )

@@ -118,7 +118,38 @@ def render_shape_instances(
     return torch.from_numpy(image), torch.from_numpy(instances)
 
 
-class ShapesDataset(Dataset):
+class RenderedShapes(Dataset):
+    """Base of the shapes datasets: ``length`` images of one split, rendered on access from
+    ``(seed, split, index)`` alone (see ``_render``); a subclass turns image ``index`` into its
+    item in ``item`` (a mask, a box, the boxes of every shape)."""
+
+    def __init__(
+        self, length: int, split: str = "train", seed: int = 0, size: int = 64, max_shapes: int = 4
+    ) -> None:
+        if split not in SPLIT_CODES:
+            raise ConfigError(f"split={split!r} is not one of train, val, test")
+        self.length = check_count(length, f"data.{split}_size")
+        self.size = check_count(size, "data.image_size", minimum=16)
+        self.max_shapes = check_count(max_shapes, "data.max_shapes")
+        self.split, self.seed = split, int(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} images")
+        return self.item(index)
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image ``index`` of the split: ``(image, class mask, instance map)`` (see ``_render``)."""
+        return _render(self.seed, index, self.split, self.size, self.max_shapes)
+
+    def item(self, index: int) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ShapesDataset(RenderedShapes):
     """``length`` images of one split, rendered on access (see ``render_shapes``)."""
 
     num_classes = len(SHAPE_CLASSES)
@@ -134,20 +165,11 @@ class ShapesDataset(Dataset):
         ignore_boundary: int = 0,
         ignore_index: int = 255,
     ) -> None:
-        if split not in SPLIT_CODES:
-            raise ConfigError(f"split={split!r} is not one of train, val, test")
-        self.length = check_count(length, f"data.{split}_size")
-        self.size = check_count(size, "data.image_size", minimum=16)
-        self.max_shapes = check_count(max_shapes, "data.max_shapes")
+        super().__init__(length, split, seed, size, max_shapes)
         self.ignore_boundary = check_count(ignore_boundary, "data.ignore_boundary", minimum=0)
-        self.split, self.seed, self.ignore_index = split, int(seed), int(ignore_index)
+        self.ignore_index = int(ignore_index)
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} images")
+    def item(self, index: int) -> tuple[Tensor, Tensor]:
         return render_shapes(
             self.seed,
             index,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from smoothcert.certifiers.classification import ABSTAIN
+from smoothcert.outcomes import ABSTAIN
 from smoothcert.records import CohenRecord
 
 

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smoothcert.certifiers.median_boxes import worst_iou
-from smoothcert.certifiers.median_detection import SLOT
+from smoothcert.boxes import SLOT, worst_iou
 
 RECALL_LEVELS = np.linspace(0.0, 1.0, 101)
 

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError
+from smoothcert.models.normalize import Normalize as Normalize  # re-exported: its old home
+from smoothcert.models.normalize import NormalizedNet
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std per channel, with mean and std as buffers (saved in every checkpoint)."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        if len(mean) != len(std) or any(s <= 0 for s in std):
-            raise ConfigError(f"normalization mean={list(mean)} std={list(std)} is invalid")
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-
-class NormalizedClassifier(nn.Module):
-    """A classifier that takes [0, 1] pixels: ``net(normalize(x))``.
+class NormalizedClassifier(NormalizedNet):
+    """A classifier that takes [0, 1] pixels: ``net(normalize(x))``, with ``net``'s ImageNet stem
+    replaced by a CIFAR one if ``cifar_stem`` (see ``adapt_cifar_stem``).
 
     Noise is added in pixel space, so the normalization must live inside the model.
     """
@@ -37,12 +25,9 @@ class NormalizedClassifier(nn.Module):
         std: Sequence[float],
         cifar_stem: bool = False,
     ) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.net = adapt_cifar_stem(net) if cifar_stem else net
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.normalize(x))
+        super().__init__(net, mean, std)
+        if cifar_stem:
+            self.net = adapt_cifar_stem(net)
 
 
 def adapt_cifar_stem(net: nn.Module) -> nn.Module:

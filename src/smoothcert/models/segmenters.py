@@ -1,6 +1,6 @@
-"""Segmentation models: a timm encoder with an HRNetV2-style head, normalization as first layer,
-inference at a scale (or several, with flips) with logits upsampled back to full resolution, and
-per-pixel training objectives. Weights are never downloaded."""
+"""Segmentation models: a timm encoder with an HRNetV2-style head, normalization as first layer
+and inference at a scale (or several, with flips) with logits upsampled back to full resolution.
+Weights are never downloaded. Per-pixel training regimes: ``smoothcert.regimes.segmentation``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError
-from smoothcert.models import Normalize
-from smoothcert.noise import Noise
-from smoothcert.regimes import ConsistencyRegularization, consistency_loss
+from smoothcert.models.normalize import NormalizedNet
 
 # Targets the segmentation module hands to objectives use this for ignored pixels, which is
 # F.cross_entropy's default ignore_index: classification objectives then work per pixel unchanged.
@@ -108,17 +106,9 @@ def timm_segmenter(
     return EncoderHeadSegmenter(encoder, head)
 
 
-class NormalizedSegmenter(nn.Module):
+class NormalizedSegmenter(NormalizedNet):
     """A segmentation model that takes [0, 1] pixels: ``net(normalize(x))`` (noise is added in
     pixel space, so normalization lives inside the model)."""
-
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.net = net
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.normalize(x))
 
 
 def check_scales(scales: float | Sequence[float], name: str = "scale") -> tuple[float, ...]:
@@ -156,22 +146,3 @@ class ScaledInference(nn.Module):
             return self._view(x, *views[0])
         probs = sum(self._view(x, s, m).float().softmax(dim=1) for s, m in views)
         return torch.log(probs / len(views))
-
-
-class SegmentationConsistency(ConsistencyRegularization):
-    """Jeong & Shin's consistency regularization per pixel (App. B.3): ``consistency_loss`` with
-    every pixel that is not ignored (target ``IGNORE``) as one example, so each term is averaged
-    over those pixels (and the copies). Defaults are the paper's m=2, lambda=1, eta=0.5."""
-
-    def __init__(self, noise: Noise, m: int = 2, lbd: float = 1.0, eta: float = 0.5):
-        super().__init__(noise, m, lbd, eta)
-
-    def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        logits = model(self.noise(x.repeat(self.m, 1, 1, 1)))  # [m * B, K, H, W], copy-major
-        num_classes = logits.shape[1]
-        per_pixel = logits.flatten(2).transpose(1, 2).reshape(self.m, -1, num_classes)
-        target = y.reshape(-1)
-        valid = target != IGNORE
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
-        return consistency_loss(per_pixel[:, valid], target[valid], self.lbd, self.eta)

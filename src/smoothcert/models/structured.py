@@ -6,26 +6,11 @@ networks here never see raw pixels: the LightningModules wrap them, as for the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
-from smoothcert.models import Normalize
-
-
-class NormalizedNet(nn.Module):
-    """``net(normalize(x))`` for inputs in [0, 1] pixel space (noise is added there, so the
-    normalization, with its statistics as buffers, is the model's first layer)."""
-
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.net = net
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.normalize(x))
+from smoothcert.models.normalize import NormalizedNet as NormalizedNet  # re-exported
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
 
 __all__ = [
     "CENTER_COLUMNS",
@@ -46,23 +46,8 @@ CENTER_COLUMNS = (
     "quantile_radius",
 )
 # Settings that must agree for rows of two runs to belong to one certification.
-CENTER_RESUME_KEYS = (
-    "certifier",
-    "sigma",
-    "n",
-    "m",
-    "delta",
-    "alpha1",
-    "alpha2",
-    "gamma",
-    "distance",
-    "candidates",
-    "eps_in",
-    "seed",
-    "split",
-    "skip",
-    "dataset",
-    "normalization",
+CENTER_RESUME_KEYS = resume_keys(
+    "sigma", "n", "m", "delta", "alpha1", "alpha2", "gamma", "distance", "candidates", "eps_in"
 )
 # The noise levels certified and each one's input radii, in the order of the file's lines.
 Grid = Sequence[tuple[float, Sequence[float]]]

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
 from smoothcert.records.tsv import COHEN_COLUMNS, parse_time
 
 __all__ = [
@@ -21,20 +21,7 @@ __all__ = [
 ]
 
 # Settings that must agree for rows of two runs to belong to one certification.
-RESUME_KEYS = (
-    "certifier",
-    "sigma",
-    "noise",
-    "norm",
-    "n0",
-    "n",
-    "alpha",
-    "seed",
-    "split",
-    "skip",
-    "dataset",
-    "normalization",
-)
+RESUME_KEYS = resume_keys("sigma", "noise", "norm", "n0", "n", "alpha")
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
+from smoothcert.records.tsv import rows_by_index
 
 __all__ = ["EMPIRICAL_SCHEMA", "EmpiricalRecord", "parse_empirical"]
 
 EMPIRICAL_COLUMNS = ("idx", "label", "certified_radius", "target", "epsilon", "predict", "correct")
-EMPIRICAL_RESUME_KEYS = (
-    "certifier", "attack", "sigma", "steps", "m", "n", "alpha", "radii", "multiples", "seed",
-    "split", "skip", "dataset", "normalization",
-)  # fmt: skip
+EMPIRICAL_RESUME_KEYS = resume_keys(
+    "attack", "sigma", "steps", "m", "n", "alpha", "radii", "multiples"
+)
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,6 @@ def parse_empirical(
 ) -> list[EmpiricalRecord]:
     """One record per example (its lines in file order); every line of an example is written
     in one go, so an example a crash cut short lacks its last lines and is attacked again."""
-    lines: dict[int, list[Mapping[str, str]]] = {}
-    for row in rows:
-        lines.setdefault(int(row["idx"]), []).append(row)
     return [
         EmpiricalRecord(
             idx,
@@ -56,7 +53,7 @@ def parse_empirical(
             tuple(float(r["epsilon"]) for r in group),
             tuple(int(r["predict"]) for r in group),
         )
-        for idx, group in lines.items()
+        for idx, group in rows_by_index(rows).items()
     ]
 
 

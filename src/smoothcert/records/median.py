@@ -16,26 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
 
 __all__ = ["MEDIAN_COLUMNS", "MEDIAN_RESUME_KEYS", "MedianRecord", "median_schema"]
 
 MEDIAN_COLUMNS = ("idx", "eps", "coord", "estimate", "lower", "upper", "target", "time")
-MEDIAN_RESUME_KEYS = (
-    "certifier",
-    "sigma",
-    "n",
-    "alpha",
-    "p",
-    "guarantee",
-    "eps",
-    "outputs",
-    "seed",
-    "split",
-    "skip",
-    "dataset",
-    "normalization",
-)
+MEDIAN_RESUME_KEYS = resume_keys("sigma", "n", "alpha", "p", "guarantee", "eps", "outputs")
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,21 @@ import torch
 
 from smoothcert.records.tsv import Record, parse_table, read_table
 
-__all__ = ["RecordSchema"]
+__all__ = ["RUN_KEYS", "RecordSchema", "resume_keys"]
 
 R = TypeVar("R", bound=Record)
 # Header (key -> text) and rows (column -> text) -> the complete records among the rows, in order.
 Parser = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], list]
+
+# Header settings of the run that every certification's rows depend on: which examples (seed,
+# split, skip) of which data, at which input normalization.
+RUN_KEYS = ("seed", "split", "skip", "dataset", "normalization")
+
+
+def resume_keys(*settings: str) -> tuple[str, ...]:
+    """A schema's resume keys: the certifier, its own ``settings``, then the run's (``RUN_KEYS``):
+    the header settings that must agree for rows of two runs to belong to one certification."""
+    return ("certifier", *settings, *RUN_KEYS)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
+from smoothcert.records.tsv import rows_by_index
 
 __all__ = ["SEG_ATTACK_SCHEMA", "SegAttackRecord", "parse_seg_attack"]
 
 SEG_ATTACK_COLUMNS = ("idx", "epsilon", "correct", "valid", "pixel_acc")
-SEG_ATTACK_RESUME_KEYS = (
-    "certifier", "sigma", "steps", "radii", "seed", "split", "skip", "dataset", "scale", "flip",
-)  # fmt: skip
+SEG_ATTACK_RESUME_KEYS = resume_keys("sigma", "steps", "radii", "scale", "flip")
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,6 @@ def parse_seg_attack(
     metadata: Mapping[str, str], rows: Sequence[Mapping[str, str]]
 ) -> list[SegAttackRecord]:
     """One record per image (its lines in file order)."""
-    lines: dict[int, list[Mapping[str, str]]] = {}
-    for row in rows:
-        lines.setdefault(int(row["idx"]), []).append(row)
     return [
         SegAttackRecord(
             idx,
@@ -48,7 +44,7 @@ def parse_seg_attack(
             tuple(int(r["correct"]) for r in group),
             int(group[0]["valid"]),
         )
-        for idx, group in lines.items()
+        for idx, group in rows_by_index(rows).items()
     ]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from smoothcert.records.schema import RecordSchema
+from smoothcert.records.schema import RecordSchema, resume_keys
 
 __all__ = [
     "BASE",
@@ -33,26 +33,10 @@ __all__ = [
 
 SEG_COLUMNS = ("idx", "tau", "radius", "pixel_acc", "miou", "abstain", "time", "scores")
 # Settings that must agree for rows of two runs to belong to one certification.
-SEG_RESUME_KEYS = (
-    "certifier",
-    "sigma",
-    "n0",
-    "n",
-    "tau",
-    "alpha",
-    "joint",
-    "correction",
-    "budget",
-    "scale",
-    "flip",
-    "seed",
-    "split",
-    "skip",
-    "dataset",
-    "num_classes",
-    "ignore_index",
-    "normalization",
-)
+SEG_RESUME_KEYS = resume_keys(
+    "sigma", "n0", "n", "tau", "alpha", "joint", "correction", "budget", "scale", "flip",
+    "num_classes", "ignore_index",
+)  # fmt: skip
 BASE = -1.0  # the ``kind`` of rows of the base model (certified rows carry their tau)
 
 

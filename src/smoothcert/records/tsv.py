@@ -14,6 +14,7 @@ __all__ = [
     "parse_table",
     "parse_time",
     "read_table",
+    "rows_by_index",
     "write_records",
 ]
 
@@ -28,6 +29,15 @@ class Record(Protocol):
     idx: int
 
     def to_row(self) -> str: ...
+
+
+def rows_by_index(rows: Iterable[Mapping[str, str]]) -> dict[int, list[Mapping[str, str]]]:
+    """The rows of each example (column ``idx``), in file order: how a record written as several
+    lines is read back."""
+    lines: dict[int, list[Mapping[str, str]]] = {}
+    for row in rows:
+        lines.setdefault(int(row["idx"]), []).append(row)
+    return lines
 
 
 def parse_time(text: str) -> float:

@@ -1,7 +1,9 @@
 """Training regimes: how a base model is trained to tolerate its noise (any ``Noise``).
 
-``GaussianAugmentation`` (Cohen et al.), ``ConsistencyRegularization`` (Jeong & Shin) and
-``SmoothAdv`` (Salman et al.), each a ``TrainingObjective`` that draws from the noise it is given.
+``GaussianAugmentation`` (Cohen et al.), ``ConsistencyRegularization`` (Jeong & Shin), its
+per-pixel ``SegmentationConsistency`` and ``SmoothAdv`` (Salman et al.), each a
+``TrainingObjective`` that draws from the noise it is given and states its contract (noise,
+augmentation, the model output kinds it trains: ``regimes/base.py``).
 """
 
 from smoothcert.regimes.augmentation import (
@@ -11,15 +13,20 @@ from smoothcert.regimes.augmentation import (
     check_weight,
     consistency_loss,
 )
+from smoothcert.regimes.base import RegimeContract, regimes_for
+from smoothcert.regimes.segmentation import SegmentationConsistency
 from smoothcert.regimes.smoothadv import SmoothAdv, smoothed_nll, smoothed_pgd_l2
 
 __all__ = [
     "ConsistencyRegularization",
     "GaussianAugmentation",
+    "RegimeContract",
+    "SegmentationConsistency",
     "SmoothAdv",
     "TrainingObjective",
     "check_weight",
     "consistency_loss",
+    "regimes_for",
     "smoothed_nll",
     "smoothed_pgd_l2",
 ]

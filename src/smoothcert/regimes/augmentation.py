@@ -1,7 +1,6 @@
-"""Training objectives ("regimes"): pluggable losses for the classification module.
+"""Training objectives ("regimes"): pluggable losses for the classification and segmentation
+modules, each stating its contract (noise, augmentation, output kinds: ``regimes/base.py``).
 
-An objective is called as ``objective(model, x, y) -> loss`` with ``x`` in [0, 1] pixel space; the
-module calls ``objective.on_epoch_start(epoch)`` so schedules (warm-ups) need no module changes.
 Here: Gaussian augmentation (Cohen et al. 2019) and consistency regularization (Jeong & Shin 2020);
 SmoothAdv (Salman et al. 2019) is in :mod:`smoothcert.regimes.smoothadv`.
 """
@@ -17,16 +16,15 @@ from torch import Tensor, nn
 from smoothcert.errors import check_count, require
 from smoothcert.noise import Noise
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
+from smoothcert.regimes.base import CLASS_LOGITS, LABEL_MAP, TrainingObjective
 
-
-class TrainingObjective(nn.Module):
-    """Base class: subclasses implement ``forward(model, x, y) -> scalar loss``."""
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called at the start of every training epoch; no-op by default."""
-
-    def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+__all__ = [
+    "ConsistencyRegularization",
+    "GaussianAugmentation",
+    "TrainingObjective",
+    "check_weight",
+    "consistency_loss",
+]
 
 
 class GaussianAugmentation(TrainingObjective):
@@ -35,7 +33,10 @@ class GaussianAugmentation(TrainingObjective):
 
     With a parameter ``perturbation`` (brightness, gamma, translation, ...; its noise must be
     ``noise``) it trains on the transformation the certifier smooths over instead: each example
-    transformed by its own draw, ``psi_beta(x)``."""
+    transformed by its own draw, ``psi_beta(x)``. Per pixel too: cross-entropy averages over the
+    pixels of a segmenter's logits ``[B, K, H, W]``."""
+
+    option, output_kinds = "gaussian", (CLASS_LOGITS, LABEL_MAP)
 
     def __init__(self, noise: Noise, perturbation: Perturbation = ADDITIVE) -> None:
         super().__init__()
@@ -90,6 +91,8 @@ class ConsistencyRegularization(TrainingObjective):
     Raises:
         ConfigError: on m < 1 or a negative weight, when constructed.
     """
+
+    option, output_kinds = "consistency", (CLASS_LOGITS,)  # per pixel: regimes.segmentation
 
     def __init__(self, noise: Noise, m: int = 2, lbd: float = 10.0, eta: float = 0.5):
         super().__init__()

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from smoothcert.attacks.smoothed_pgd import smoothed_nll, smoothed_pgd_l2
 from smoothcert.errors import check_count, require
+from smoothcert.modes import eval_mode
 from smoothcert.noise import Noise
-from smoothcert.regimes.augmentation import TrainingObjective
-from smoothcert.sampling import eval_mode
+from smoothcert.regimes.base import CLASS_LOGITS, TrainingObjective
 
 # An l2 radius this large in [0, 1] pixel units is almost surely a value in the reference code's
 # 1/256 units (e.g. 64 or 127) that was not divided.
@@ -53,6 +53,8 @@ class SmoothAdv(TrainingObjective):
         ConfigError: on epsilon < 0 (or > 8, a value left in 1/256 units), steps < 1, m < 1 or
             warmup_epochs < 0, when constructed.
     """
+
+    option, output_kinds = "smoothadv", (CLASS_LOGITS,)
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import torch
@@ -77,15 +78,12 @@ def plot_curves(
     path: str | Path,
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     title: str,
-    xlabel: str = "l2 radius",
-    ylabel: str = "certified accuracy",
-    step: bool | str = True,
-    unit_interval: bool = True,
-    colours: Sequence[str] | None = None,
-    points: Sequence[tuple[float, float, str]] = (),
-    levels: Mapping[str, float] | None = None,
+    *options: Any,
+    **keywords: Any,
 ) -> Path:
-    """Draws one line per named ``(x, y)`` curve and saves it as PNG.
+    """Draws one line per named ``(x, y)`` curve and saves it as PNG; ``options`` and
+    ``keywords`` are those of ``draw_curves`` (``xlabel``, ``ylabel``, ``step``,
+    ``unit_interval``, ``colours``, ``points``, ``levels``, in that order).
 
     Step lines on a y axis of [0, 1] by default (certified accuracy: each value holds from its
     x on, ``step="post"``; ``step="pre"``: up to its x, as for points certified each up to its own
@@ -94,7 +92,7 @@ def plot_curves(
     starts at 0 and fits the data. Non-finite values are left out of the drawing. The legend sits
     outside the axes (see ``draw_curves``), and the image is cropped to what is drawn.
     """
-    fig = draw_curves(curves, title, xlabel, ylabel, step, unit_interval, colours, points, levels)
+    fig = draw_curves(curves, title, *options, **keywords)
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
