@@ -181,7 +181,7 @@ class SmoothcertModule(LightningModule):
         import hydra
         from omegaconf import OmegaConf
 
-        from lightning_modules.checkpoints import checkpoint_metadata, upgrade_config
+        from lightning_modules.run.checkpoints import checkpoint_metadata, upgrade_config
 
         meta = checkpoint_metadata(checkpoint_path)
         node = OmegaConf.create(upgrade_config("model", (meta.get("config") or {}).get("model")))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from lightning_modules.checkpoints import MOVED_MODULES, moved_target, upgrade_config
+from lightning_modules.run.checkpoints import MOVED_MODULES, moved_target, upgrade_config
 
 FIXTURE = ROOT / "tests" / "fixtures" / "pre_move" / "digits_last.ckpt"
 

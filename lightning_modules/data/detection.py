@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from typing_extensions import override
 
-from lightning_modules.splits_data import SplitsDataModule
+from lightning_modules.data.splits import SplitsDataModule
 from smoothcert.data.classification import Splits
 from smoothcert.data.detection import ShapeDetectionDataset
 from smoothcert.errors import check_unit_range, require

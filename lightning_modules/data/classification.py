@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from typing_extensions import override
 
-from lightning_modules.splits_data import SplitsDataModule
+from lightning_modules.data.splits import SplitsDataModule
 from smoothcert.data.classification import (
     FOLDER_LAYOUT,
     Splits,
