@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from typing_extensions import override
 
-from lightning_modules.data.splits import SplitsDataModule
-from smoothcert.data.classification import Splits
+from lightning_modules.data.splits import ShapesDataModule
 from smoothcert.data.detection import ShapeDetectionDataset
-from smoothcert.errors import check_unit_range, require
+from smoothcert.errors import check_unit_range
 
 
-class ShapeDetectionDataModule(SplitsDataModule):
+class ShapeDetectionDataModule(ShapesDataModule):
     """Train/val/test loaders of ``smoothcert.data.detection.ShapeDetectionDataset``: shapes
     images and ``[max_shapes, 5]`` targets ``(label, x1, y1, x2, y2)`` (label 0: padding). The
     first examples of each split are checked when set up (pixels and boxes in [0, 1])."""
 
-    drop_incomplete_train_batch = True
+    dataset_name, dataset_class = "shapes_detection", ShapeDetectionDataset
+    checked_examples = 1
 
     def __init__(
         self,
@@ -39,23 +40,13 @@ class ShapeDetectionDataModule(SplitsDataModule):
         min_pixels: int = 4,
     ) -> None:
         super().__init__()
-        require(name == "shapes_detection", f"data.name={name!r}: use shapes_detection")
-        require(channels == 3, f"data.channels={channels}: shapes images have 3 channels")
+        self.check_name(name, channels)
         self.save_hyperparameters(logger=False)
-        self.splits: Splits | None = None
 
     @override
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
-        h = self.hparams
-        kw = dict(seed=h.seed, size=h.image_size, max_shapes=h.max_shapes, min_pixels=h.min_pixels)
-        self.splits = Splits(
-            ShapeDetectionDataset(h.train_size, "train", **kw),
-            ShapeDetectionDataset(h.val_size, "val", **kw),
-            ShapeDetectionDataset(h.test_size, "test", **kw),
-        )
-        for split in ("train", "val"):
-            image, targets = self.splits.get(split)[0]
-            check_unit_range(image, f"data={h.name} {split} images")
-            check_unit_range(targets[:, 1:], f"data={h.name} {split} boxes")
+    def dataset_settings(self) -> dict[str, Any]:
+        return {**super().dataset_settings(), "min_pixels": self.hparams.min_pixels}
+
+    @override
+    def check_target(self, target: Any, where: str) -> None:
+        check_unit_range(target[:, 1:], f"{where} boxes")
