@@ -14,12 +14,14 @@ from pytorch_lightning import LightningDataModule
 
 from conftest import ROOT
 from lightning_modules.base import SmoothcertModule
+from lightning_modules.run import resume
 from lightning_modules.run.checkpoints import (
     MOVED_MODULES,
     RETIRED_KEYS,
     moved_target,
     upgrade_config,
 )
+from smoothcert.errors import ConfigError
 
 FIXTURE = ROOT / "tests" / "fixtures" / "pre_move" / "digits_last.ckpt"
 
@@ -117,3 +119,23 @@ def test_the_pre_move_checkpoint_rebuilds_its_module_and_datamodule_with_the_sam
     retired = RETIRED_KEYS["model"]
     kept = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in retired}
     assert dict(module.hparams) == kept
+
+
+def test_resuming_a_checkpoint_that_names_old_paths_compares_them_at_their_new_place():
+    """train.py ckpt_path=OLD.ckpt: the same run, although its stored config names old paths."""
+    now = {
+        "sigma": 0.25,
+        "model": {"_target_": "lightning_modules.segmentation.SegmentationModule",
+                  "net": {"_target_": "smoothcert.models.segmenters.timm_segmenter", "width": 8}},
+        "data": {"_target_": "lightning_modules.data.segmentation.SegmentationDataModule"},
+    }  # fmt: skip
+    old = {
+        **now,
+        "model": {**now["model"], "net": {"_target_": "smoothcert.seg_models.timm_segmenter",
+                                          "width": 8}},
+        "data": {"_target_": "lightning_modules.segmentation_data.SegmentationDataModule"},
+    }  # fmt: skip
+    resume.check_same_run({"smoothcert": {"config": old}}, OmegaConf.create(now), "OLD.ckpt")
+    other = {**now, "model": {**now["model"], "net": {**now["model"]["net"], "width": 16}}}
+    with pytest.raises(ConfigError, match="model.net.width=8"):
+        resume.check_same_run({"smoothcert": {"config": old}}, OmegaConf.create(other), "OLD.ckpt")
