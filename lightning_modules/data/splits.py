@@ -66,7 +66,7 @@ class SplitsDataModule(LightningDataModule):
     def check_examples(self, split: str, dataset: Dataset) -> None:
         """One-line ConfigErrors for the first examples of ``split`` that are not images in [0, 1]
         with a target of the task's kind."""
-        where = f"data={self.hparams.name} {split}"
+        where = f"data={self.hparams.get('name', type(self).__name__)} {split}"
         for i in range(min(self.checked_examples, len(dataset))):
             image, target = dataset[i]
             check_unit_range(image, f"{where} images")
