@@ -25,20 +25,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.checkpoints import (
+from lightning_modules.run.checkpoints import (
     apply_checkpoint,
     certifier_for_checkpoint,
     load_external_weights,
     read_certify_source,
 )
-from lightning_modules.quiet import quiet_known_noise
-from lightning_modules.runner import (
+from lightning_modules.run.quiet import quiet_known_noise
+from lightning_modules.run.runner import (
     build_run,
     finish_wandb,
     log_to_run_file,
     one_line_config_errors,
 )
-from lightning_modules.threads import apply_threads
+from lightning_modules.run.threads import apply_threads
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="certify_checkpoint")

@@ -15,16 +15,16 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification import CertificationCallback
-from lightning_modules.quiet import quiet_known_noise
-from lightning_modules.resume import resume_checkpoint
-from lightning_modules.runner import (
+from lightning_modules.run.quiet import quiet_known_noise
+from lightning_modules.run.resume import resume_checkpoint
+from lightning_modules.run.runner import (
     RUN_LOG,
     build_run,
     finish_wandb,
     log_to_run_file,
     one_line_config_errors,
 )
-from lightning_modules.threads import apply_threads
+from lightning_modules.run.threads import apply_threads
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

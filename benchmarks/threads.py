@@ -7,15 +7,15 @@ Each setting runs the same two commands as subprocesses, as a user runs them:
 - ``train``: ``python train.py trainer.max_epochs=K certify.num_examples=5 certify.n=1000
   logger=none threads=T`` (the default digits run, shortened).
 
-``default`` is ``threads=null`` (torch's own choice: one thread per core); ``auto`` is the
-project's default (``lightning_modules/threads.py``). ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``
-are removed from the environment of every run, so each setting means what it says. Repeats are
-interleaved (1, 2, default, auto, 1, ...) so that a change in the machine's load hits every
-setting alike; the table gives the median wall time (import and start-up included), the summed
-per-example certification time of ``certify.tsv``, and each median as a ratio to the best
-setting's. The 1-minute load average is printed before every run and summarized per setting.
-``--load K`` adds K busy processes (pure Python loops) for the duration, to measure "under load"
-on an otherwise idle machine.
+``default`` is ``threads=null`` (torch's own choice: one thread per core); ``auto`` is the project's
+default (``lightning_modules/run/threads.py``). ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` are
+removed from the environment of every run, so each setting means what it says. Repeats are
+interleaved (1, 2, default, auto, 1, ...) so that a change in the machine's load hits every setting
+alike; the table gives the median wall time (import and start-up included), the summed per-example
+certification time of ``certify.tsv``, and each median as a ratio to the best setting's. The
+1-minute load average is printed before every run and summarized per setting. ``--load K`` adds K
+busy processes (pure Python loops) for the duration, to measure "under load" on an otherwise idle
+machine.
 
 Usage: ``python benchmarks/threads.py [--examples 20] [--epochs 3] [--repeats 2] [--load 0]``.
 """

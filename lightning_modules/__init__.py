@@ -1,1 +1,1 @@
-from lightning_modules import resolvers  # noqa: F401  (registers ${folder_classes:...})
+from lightning_modules.run import resolvers  # noqa: F401  (registers ${folder_classes:...})

@@ -9,13 +9,18 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningModule
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_modules.optimization import optimizers_config
 from smoothcert.certifiers.classification import eval_mode
-from smoothcert.errors import ConfigError
+from smoothcert.errors import ConfigError, check_count, check_unit_range, require
 from smoothcert.noise import Noise
+
+# Constructor arguments that are modules or factories: kept out of hparams, so checkpoints load
+# with torch.load(weights_only=True) (the model is rebuilt from the config the checkpoint stores).
+NOT_HYPERPARAMETERS = ["net", "objective", "noise", "optimizer", "scheduler"]
 
 
 def plain_sigma(value: Any) -> float | list[float]:
@@ -28,6 +33,27 @@ def plain_sigma(value: Any) -> float | list[float]:
 def per_stage(make: Callable[[], nn.Module]) -> nn.ModuleDict:
     """One fresh ``make()`` per evaluation stage (``val``, ``test``): metrics must not be shared."""
     return nn.ModuleDict({stage: make() for stage in ("val", "test")})
+
+
+def plain_floats(values: Any) -> list[float]:
+    """``values`` (a list or ListConfig, e.g. the normalization) as plain floats: what hparams
+    hold, so checkpoints load with torch.load(weights_only=True)."""
+    return [float(v) for v in values]
+
+
+def check_channels(channels: Any, mean: list[float]) -> int:
+    """``model.channels`` as a count, with one mean per channel (one-line ConfigError if not)."""
+    channels = check_count(channels, "model.channels")
+    require(
+        len(mean) == channels,
+        f"model.mean has {len(mean)} values for {channels} channels: use data.mean",
+    )
+    return channels
+
+
+def means_of(names: tuple[str, ...]) -> nn.ModuleDict:
+    """A running mean (torchmetrics ``MeanMetric``) for each of ``names``."""
+    return nn.ModuleDict({name: MeanMetric() for name in names})
 
 
 def clean_and_noisy_accuracy(num_classes: int) -> nn.ModuleList:
@@ -68,11 +94,13 @@ class Contract:
 
 class SmoothcertModule(LightningModule):
     """Base of the task modules. A subclass sets ``task`` and ``output_kind``, implements
-    ``_evaluate(batch, stage)`` (validation and test share it), keeps ``noise`` (and, if it
-    trains through a regime, ``objective`` with the regime's noise), ``optimizer_factory`` /
-    ``scheduler_factory`` and hparams ``mean``, ``std``, ``dataset``, and adds its own checkpoint
-    fields in ``checkpoint_fields``. Checkpoints carry all of them, and the training noise level,
-    under ``checkpoint["smoothcert"]``. ``contract()`` is what certifiers check in ``setup``."""
+    ``training_loss(batch)`` and ``_evaluate(batch, stage)`` (validation and test share it), saves
+    hparams ``mean``, ``std``, ``dataset`` and keeps its parts with ``keep_parts`` (the model,
+    ``noise`` and, if it trains through a regime, ``objective`` with the regime's noise; the
+    optimizer and scheduler factories), checks its first training batch in ``check_first_batch``,
+    and adds its own checkpoint fields in ``checkpoint_fields``. Checkpoints carry all of them, and
+    the training noise level, under ``checkpoint["smoothcert"]``. ``contract()`` is what certifiers
+    check in ``setup``."""
 
     task = ""
     output_kind = ""  # what base_function returns: class_logits | label_map | image | box
@@ -90,6 +118,24 @@ class SmoothcertModule(LightningModule):
     def train_sigma(self) -> float | list[float]:
         """The training noise level(s), as plain floats (for headers and checkpoints)."""
         return plain_sigma(self.training_noise.sigma)
+
+    def keep_parts(
+        self,
+        model: nn.Module,
+        noise: Noise,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None,
+        objective: nn.Module | None = None,
+    ) -> None:
+        """The constructor part every task module shares, after ``save_hyperparameters``: the
+        optimizer and scheduler factories, the normalizing ``model``, the regime ``objective``
+        (where the module trains through one) and the smoothing ``noise``, in this order (the
+        order of the state dict's keys)."""
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = model
+        if objective is not None:
+            self.objective = objective
+        self.noise = noise
 
     @override
     def forward(self, x: Tensor) -> Tensor:
@@ -131,6 +177,31 @@ class SmoothcertModule(LightningModule):
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         raise NotImplementedError
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The loss of a training batch (``training_step`` logs it as ``train/loss``)."""
+        raise NotImplementedError
+
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:  # once, before the first step
+            check_unit_range(batch[0], "training batch")
+            self.check_first_batch(batch)
+
+    def check_first_batch(self, batch: Any) -> None:
+        """One-line ConfigErrors for a first training batch the module cannot train on (its
+        inputs are already checked to lie in [0, 1]); nothing more by default."""
+
+    def log_metrics(self, stage: str, metrics: nn.ModuleDict, quiet: str) -> None:
+        """Logs each of ``metrics`` as ``stage/NAME``, in the progress bar but for ``quiet``."""
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name != quiet)
 
     def checkpoint_fields(self) -> dict[str, Any]:
         """Task-specific entries of ``checkpoint["smoothcert"]``."""
@@ -181,7 +252,7 @@ class SmoothcertModule(LightningModule):
         import hydra
         from omegaconf import OmegaConf
 
-        from lightning_modules.checkpoints import checkpoint_metadata, upgrade_config
+        from lightning_modules.run.checkpoints import checkpoint_metadata, upgrade_config
 
         meta = checkpoint_metadata(checkpoint_path)
         node = OmegaConf.create(upgrade_config("model", (meta.get("config") or {}).get("model")))

@@ -9,12 +9,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule, per_stage
+from lightning_modules.base import (
+    NOT_HYPERPARAMETERS,
+    SmoothcertModule,
+    check_channels,
+    means_of,
+    per_stage,
+    plain_floats,
+)
 from smoothcert.distances import BoxJaccardDistance
-from smoothcert.errors import ConfigError, check_count, check_unit_range, require
+from smoothcert.errors import ConfigError, check_unit_range, require
 from smoothcert.models.structured import NormalizedNet
 from smoothcert.noise import Noise
 
@@ -61,21 +67,13 @@ class BoxRegressionModule(SmoothcertModule):
         dataset: str = "",
     ) -> None:
         super().__init__()
-        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
-        mean, std = [float(v) for v in mean], [float(v) for v in std]
-        channels = check_count(channels, "model.channels")
+        mean, std = plain_floats(mean), plain_floats(std)
+        channels = check_channels(channels, mean)
         iou_weight = float(iou_weight)
         require(iou_weight >= 0, f"model.iou_weight={iou_weight} must be >= 0")
-        require(
-            len(mean) == channels,
-            f"model.mean has {len(mean)} values for {channels} channels: use data.mean",
-        )
-        self.save_hyperparameters(ignore=["net", "noise", "optimizer", "scheduler"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = NormalizedNet(net, mean, std)
-        self.noise = noise
-        names = ("loss", "iou", "iou_noisy")
-        self.eval_metrics = per_stage(lambda: nn.ModuleDict({n: MeanMetric() for n in names}))
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        self.keep_parts(NormalizedNet(net, mean, std), noise, optimizer, scheduler)
+        self.eval_metrics = per_stage(lambda: means_of(self.evaluation_metrics))
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: boxes ``[B, 4]`` (x1, y1, x2, y2), float, in
@@ -98,24 +96,18 @@ class BoxRegressionModule(SmoothcertModule):
         shape = shapes[1]
         require(shape == (4,), f"model.net gives {shape} per image, expected 4 box coordinates")
 
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if batch_idx == 0 and self.current_epoch == 0:
-            x, boxes = batch
-            check_unit_range(x, "training batch")
-            if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
-                raise ConfigError(
-                    f"box targets must be float [B, 4] (x1, y1, x2, y2), got "
-                    f"{tuple(boxes.shape)} {boxes.dtype}: use data=shapes_boxes"
-                )
-            check_unit_range(boxes, "box targets (normalized coordinates)")
+    def check_first_batch(self, batch: tuple[Tensor, Tensor]) -> None:
+        boxes = batch[1]
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+            raise ConfigError(
+                f"box targets must be float [B, 4] (x1, y1, x2, y2), got "
+                f"{tuple(boxes.shape)} {boxes.dtype}: use data=shapes_boxes"
+            )
+        check_unit_range(boxes, "box targets (normalized coordinates)")
 
-    @override
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, boxes = batch
-        loss, _ = self.loss_terms(self.model(self.noise(x)), boxes)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        return loss
+        return self.loss_terms(self.model(self.noise(x)), boxes)[0]
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, boxes = batch
@@ -124,8 +116,7 @@ class BoxRegressionModule(SmoothcertModule):
         metrics["loss"](loss, weight=len(x))
         metrics["iou"](iou)
         metrics["iou_noisy"](box_iou(self.model(self.noise(x)), boxes))
-        for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name != "loss")
+        self.log_metrics(stage, metrics, quiet="loss")
 
     def contract_fields(self) -> dict[str, Any]:
         return {"structured_output": self.structured_output}

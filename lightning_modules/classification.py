@@ -9,8 +9,13 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule, clean_and_noisy_accuracy, per_stage
-from smoothcert.errors import check_unit_range
+from lightning_modules.base import (
+    NOT_HYPERPARAMETERS,
+    SmoothcertModule,
+    clean_and_noisy_accuracy,
+    per_stage,
+    plain_floats,
+)
 from smoothcert.models import NormalizedClassifier
 from smoothcert.noise import Noise
 from smoothcert.regimes import TrainingObjective
@@ -42,30 +47,19 @@ class ClassificationModule(SmoothcertModule):
         dataset: str = "",
     ) -> None:
         super().__init__()
-        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
-        mean, std = [float(v) for v in mean], [float(v) for v in std]
-        self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = NormalizedClassifier(net, mean, std, cifar_stem=cifar_stem)
-        self.objective = objective
-        self.noise = noise
+        mean, std = plain_floats(mean), plain_floats(std)
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        model = NormalizedClassifier(net, mean, std, cifar_stem=cifar_stem)
+        self.keep_parts(model, noise, optimizer, scheduler, objective)
         self.eval_metrics = per_stage(lambda: clean_and_noisy_accuracy(num_classes))
 
     @override
     def on_train_epoch_start(self) -> None:
         self.objective.on_epoch_start(self.current_epoch)
 
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if batch_idx == 0 and self.current_epoch == 0:
-            check_unit_range(batch[0], "training batch")
-
-    @override
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
-        loss = self.objective(self.model, x, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        return loss
+        return self.objective(self.model, x, y)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_modules.base import SmoothcertModule, clean_and_noisy_accuracy, per_stage
-from smoothcert.errors import ConfigError, check_unit_range, require
+from smoothcert.errors import ConfigError, require
 from smoothcert.models.denoisers import (
     DenoisedClassifier,
     FrozenClassifier,
@@ -122,24 +122,21 @@ class DenoiserModule(SmoothcertModule):
         h = self.hparams
         return denoiser_loss_terms(classifier, x, denoised, h.objective, h.stability_weight)
 
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if batch_idx == 0 and self.current_epoch == 0:
-            x = batch[0]
-            check_unit_range(x, "training batch")
-            try:
-                with torch.no_grad():
-                    outputs = self.model.classifier(x[:1])
-            except RuntimeError as error:
-                message = str(error).splitlines()[0] if str(error) else type(error).__name__
-                raise ConfigError(
-                    f"classifier_ckpt does not accept {tuple(x.shape[1:])} inputs ({message})"
-                ) from None
-            require(
-                outputs.shape[-1] == self.hparams.num_classes,
-                f"classifier_ckpt gives {outputs.shape[-1]} outputs, expected "
-                f"{self.hparams.num_classes} classes",
-            )
+    def check_first_batch(self, batch: tuple[Tensor, Tensor]) -> None:
+        x = batch[0]
+        try:
+            with torch.no_grad():
+                outputs = self.model.classifier(x[:1])
+        except RuntimeError as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(
+                f"classifier_ckpt does not accept {tuple(x.shape[1:])} inputs ({message})"
+            ) from None
+        require(
+            outputs.shape[-1] == self.hparams.num_classes,
+            f"classifier_ckpt gives {outputs.shape[-1]} outputs, expected "
+            f"{self.hparams.num_classes} classes",
+        )
 
     @override
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -8,14 +8,19 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule, per_stage
+from lightning_modules.base import (
+    NOT_HYPERPARAMETERS,
+    SmoothcertModule,
+    means_of,
+    per_stage,
+    plain_floats,
+)
 from lightning_modules.box_regression import box_iou
 from smoothcert.certifiers.median_detection import DetectionLayout
 from smoothcert.data.detection import target_boxes
-from smoothcert.errors import ConfigError, check_count, check_unit_range, require
+from smoothcert.errors import ConfigError, check_count, require
 from smoothcert.metrics.detection import average_precision
 from smoothcert.models.detector import decode, detection_loss
 from smoothcert.models.structured import NormalizedNet
@@ -51,17 +56,14 @@ class DetectionModule(SmoothcertModule):
         dataset: str = "",
     ) -> None:
         super().__init__()
-        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        mean, std = plain_floats(mean), plain_floats(std)
         channels = check_count(channels, "model.channels")
         score_threshold = float(score_threshold)
         require(0 < score_threshold < 1, f"model.score_threshold={score_threshold}: use (0, 1)")
         self.layout = DetectionLayout(num_labels, location_grid, bin_capacity)
-        self.save_hyperparameters(ignore=["net", "noise", "optimizer", "scheduler"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = NormalizedNet(net, mean, std)
-        self.noise = noise
-        names = ("loss", "ap50", "ap50_noisy")
-        self.eval_metrics = per_stage(lambda: nn.ModuleDict({n: MeanMetric() for n in names}))
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        self.keep_parts(NormalizedNet(net, mean, std), noise, optimizer, scheduler)
+        self.eval_metrics = per_stage(lambda: means_of(self.evaluation_metrics))
 
     def detect(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(boxes ``[B, D, 4]``, scores ``[B, D]``, labels ``[B, D]``; 0 = no detection)."""
@@ -96,23 +98,17 @@ class DetectionModule(SmoothcertModule):
             f"model.net gives {shapes[1]} per image, expected {want[0]} channels per cell",
         )
 
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if batch_idx == 0 and self.current_epoch == 0:
-            x, targets = batch
-            check_unit_range(x, "training batch")
-            if targets.dim() != 3 or targets.shape[2] != 5:
-                raise ConfigError(
-                    f"detection targets must be [B, T, 5] (label, x1, y1, x2, y2), got "
-                    f"{tuple(targets.shape)}: use data=shapes_detection"
-                )
+    def check_first_batch(self, batch: tuple[Tensor, Tensor]) -> None:
+        targets = batch[1]
+        if targets.dim() != 3 or targets.shape[2] != 5:
+            raise ConfigError(
+                f"detection targets must be [B, T, 5] (label, x1, y1, x2, y2), got "
+                f"{tuple(targets.shape)}: use data=shapes_detection"
+            )
 
-    @override
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, targets = batch
-        loss = detection_loss(self.model(self.noise(x)), targets, box_iou)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        return loss
+        return detection_loss(self.model(self.noise(x)), targets, box_iou)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, targets = batch
@@ -121,8 +117,7 @@ class DetectionModule(SmoothcertModule):
         truths = self.truths_of(targets)
         for name, inputs in (("ap50", x), ("ap50_noisy", self.noise(x))):
             metrics[name](average_precision(self.detections_of(*self.detect(inputs)), truths))
-        for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name != "loss")
+        self.log_metrics(stage, metrics, quiet="loss")
 
     def contract_fields(self) -> dict[str, Any]:
         return {"structured_output": self.structured_output, "detection_layout": self.layout}

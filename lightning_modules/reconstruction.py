@@ -12,8 +12,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule, per_stage
-from smoothcert.errors import check_count, check_unit_range, require
+from lightning_modules.base import (
+    NOT_HYPERPARAMETERS,
+    SmoothcertModule,
+    check_channels,
+    per_stage,
+    plain_floats,
+)
+from smoothcert.errors import require
 from smoothcert.models.structured import NormalizedNet
 from smoothcert.noise import Noise
 
@@ -51,17 +57,10 @@ class ReconstructionModule(SmoothcertModule):
         dataset: str = "",
     ) -> None:
         super().__init__()
-        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
-        mean, std = [float(v) for v in mean], [float(v) for v in std]
-        channels = check_count(channels, "model.channels")
-        require(
-            len(mean) == channels,
-            f"model.mean has {len(mean)} values for {channels} channels: use data.mean",
-        )
-        self.save_hyperparameters(ignore=["net", "noise", "optimizer", "scheduler"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = NormalizedNet(net, mean, std)
-        self.noise = noise
+        mean, std = plain_floats(mean), plain_floats(std)
+        channels = check_channels(channels, mean)
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        self.keep_parts(NormalizedNet(net, mean, std), noise, optimizer, scheduler)
         self.eval_metrics = per_stage(
             lambda: nn.ModuleDict({"mse": MeanSquaredError(), "mse_noisy": MeanSquaredError()})
         )
@@ -84,17 +83,9 @@ class ReconstructionModule(SmoothcertModule):
             "have the input's shape (check model.net.image_size and in_channels)",
         )
 
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if batch_idx == 0 and self.current_epoch == 0:
-            check_unit_range(batch[0], "training batch")
-
-    @override
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, _ = batch  # labels are not used: the target is the clean image
-        loss = F.mse_loss(self.model(self.noise(x)), x)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        return loss
+        return F.mse_loss(self.model(self.noise(x)), x)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, _ = batch

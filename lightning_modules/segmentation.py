@@ -10,9 +10,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
-from lightning_modules.base import SmoothcertModule, per_stage
+from lightning_modules.base import NOT_HYPERPARAMETERS, SmoothcertModule, per_stage
 from smoothcert.data.segmentation import check_label_map
-from smoothcert.errors import check_unit_range
 from smoothcert.models.segmenters import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
 from smoothcert.noise import Noise
 from smoothcert.regimes import TrainingObjective
@@ -57,10 +56,8 @@ class SegmentationModule(SmoothcertModule):
         objective.check_fits(self.output_kind, self.task)  # the regime contract, before training
         scales = check_scales(scale, "model.scale")
         scale = scales[0] if len(scales) == 1 else list(scales)
-        self.save_hyperparameters(ignore=["net", "objective", "noise", "optimizer", "scheduler"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = NormalizedSegmenter(net, mean, std)
-        self.objective, self.noise = objective, noise
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        self.keep_parts(NormalizedSegmenter(net, mean, std), noise, optimizer, scheduler, objective)
         metrics = {
             "pixel_acc": lambda: MulticlassAccuracy(
                 num_classes, average="micro", ignore_index=ignore_index
@@ -106,18 +103,12 @@ class SegmentationModule(SmoothcertModule):
     def on_train_epoch_start(self) -> None:
         self.objective.on_epoch_start(self.current_epoch)
 
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if batch_idx == 0 and self.current_epoch == 0:
-            check_unit_range(batch[0], "training batch")
-            check_label_map(batch[1], self.hparams.num_classes, self.hparams.ignore_index)
+    def check_first_batch(self, batch: tuple[Tensor, Tensor]) -> None:
+        check_label_map(batch[1], self.hparams.num_classes, self.hparams.ignore_index)
 
-    @override
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
-        loss = self.objective(self.model, x, self._targets(y))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        return loss
+        return self.objective(self.model, x, self._targets(y))
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
@@ -129,8 +120,7 @@ class SegmentationModule(SmoothcertModule):
         metrics["pixel_acc_noisy"](model(self.noise(x)), y)
         loss = nn.functional.cross_entropy(logits, self._targets(y), ignore_index=IGNORE)
         self.log(f"{stage}/loss", loss, sync_dist=True)
-        for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name != "pixel_acc_noisy")
+        self.log_metrics(stage, metrics, quiet="pixel_acc_noisy")
 
     def contract_fields(self) -> dict[str, Any]:
         return {

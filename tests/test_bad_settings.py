@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import CONF, TINY, run_script
-from lightning_modules.config_checks import _matches, check_config, check_launcher
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.config_checks import _matches, check_config, check_launcher
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

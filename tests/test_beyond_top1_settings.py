@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 
 BAD = [

@@ -24,7 +24,7 @@ from weights_files import (
 
 import smoothcert
 from conftest import run_script
-from lightning_modules.checkpoints import (
+from lightning_modules.run.checkpoints import (
     certifier_for_checkpoint,
     load_external_weights,
     read_certify_source,

@@ -12,7 +12,7 @@ import torch
 
 from callbacks.certification.segcertify import SegCertifyCertification
 from conftest import ROOT, TINY, compose_config, table_rows
-from lightning_modules.runner import build_run
+from lightning_modules.run.runner import build_run
 from smoothcert.certifiers.examples import auto_batch_candidates
 from smoothcert.errors import ConfigError
 

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from lightning_modules.runner import config_error_in
+from lightning_modules.run.runner import config_error_in
 from smoothcert.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from lightning_modules.checkpoints import apply_checkpoint
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.checkpoints import apply_checkpoint
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.noise import GaussianNoise, LaplaceNoise, Noise, UniformNoise
 from smoothcert.records import read_records
 from smoothcert.records.tsv import read_table

@@ -13,8 +13,8 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from conftest import TINY
-from lightning_modules.runner import build_run, config_error_in
-from lightning_modules.splits_data import SplitsDataModule
+from lightning_modules.data.splits import SplitsDataModule
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.data.classification import Splits
 from smoothcert.errors import ConfigError
 

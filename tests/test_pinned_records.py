@@ -25,7 +25,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.checkpoints import upgrade_config
+from lightning_modules.run.checkpoints import upgrade_config
 from smoothcert.attacks.empirical import attack_example, attack_generators
 from smoothcert.attacks.segmentation import segmentation_pgd_l2
 from smoothcert.certifiers.cccert import CCCert

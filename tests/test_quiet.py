@@ -8,7 +8,7 @@ import warnings
 import pytest
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.quiet import DropLightningTips, quiet_known_noise
+from lightning_modules.run.quiet import DropLightningTips, quiet_known_noise
 
 PYTREE = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
 DIRPATH = "The dirpath has changed from '/a/checkpoints' to '/b/checkpoints', therefore ..."

@@ -11,9 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, TINY, run_script
-from lightning_modules.config_checks import check_added_keys
-from lightning_modules.resume import resume_checkpoint
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.config_checks import check_added_keys
+from lightning_modules.run.resume import resume_checkpoint
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from pytorch_lightning import Callback
 
 from conftest import TINY, run_script
-from lightning_modules import threads
-from lightning_modules.runner import build_run
+from lightning_modules.run import threads
+from lightning_modules.run.runner import build_run
 from smoothcert.errors import ConfigError
 
 

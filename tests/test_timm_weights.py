@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.models.timm_classifier import timm_classifier
 

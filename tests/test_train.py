@@ -9,7 +9,7 @@ import torch
 
 import smoothcert.data.classification
 from conftest import TINY, run_script, table_rows
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.records import COHEN_COLUMNS, read_records
 

@@ -386,7 +386,7 @@ def test_certify_tsv_and_checkpoints_are_artifacts(train_run: TrainRun, wandb_fi
 
 
 def test_checkpoints_are_not_artifacts_by_default() -> None:
-    from lightning_modules.wandb_setup import make_wandb_logger
+    from lightning_modules.run.wandb_setup import make_wandb_logger
 
     config = OmegaConf.load(REPO / "conf" / "logger" / "wandb.yaml")
     assert config.wandb.log_checkpoint is False

@@ -11,7 +11,7 @@ from omegaconf import ListConfig
 
 from conftest import TINY, run_script, table_rows
 from lightning_modules.box_regression import box_iou
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.certifiers.center import delta1, quantile_level
 from smoothcert.data.boxes import ShapeBoxesDataset, largest_region_box
 from smoothcert.data.shapes import render_shape_instances, render_shapes

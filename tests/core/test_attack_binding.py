@@ -9,7 +9,7 @@ import pytest
 from callbacks.attack import EmpiricalRobustness
 from callbacks.certification.cohen import CohenCertification
 from conftest import TINY
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 
 SMALL = ["certify.num_examples=2", "certify.n=100", "attack.n=50", "attack.m=2", "attack.steps=2"]

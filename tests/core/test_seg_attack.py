@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import TINY
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.attacks.segmentation import pixel_loss, segmentation_pgd_l2
 from smoothcert.errors import ConfigError
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_config
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.models.denoisers import DnCNN, FrozenClassifier, UNet
 from smoothcert.records import read_records

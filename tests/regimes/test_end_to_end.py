@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY, run_script, table_rows
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.records import read_records
 from smoothcert.regimes import ConsistencyRegularization, GaussianAugmentation

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY, run_script, table_rows
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from seg.test_seg_parts import write_cityscapes_tree
 from smoothcert import ConfigError
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import TINY, run_script
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 
 FAST = [

@@ -11,7 +11,7 @@ import torch
 
 from callbacks.certification.cohen import CohenCertification
 from conftest import TINY
-from lightning_modules.runner import build_run, config_error_in
+from lightning_modules.run.runner import build_run, config_error_in
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise, RayleighNoise
 from smoothcert.records import CohenRecord

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from typing_extensions import override
 
-from lightning_modules.splits_data import SplitsDataModule
+from lightning_modules.data.splits import SplitsDataModule
 from smoothcert.data.classification import Splits
 from smoothcert.data.segmentation import (
     build_segmentation_splits,
     check_label_map,
     check_segmentation_dataset,
 )
-from smoothcert.errors import check_unit_range
-
-RANGE_CHECK_EXAMPLES = 8
 
 
 class SegmentationDataModule(SplitsDataModule):
@@ -54,31 +52,12 @@ class SegmentationDataModule(SplitsDataModule):
         super().__init__()
         check_segmentation_dataset(name, data_dir)
         self.save_hyperparameters(logger=False)
-        self.splits: Splits | None = None
 
     @override
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
+    def build_splits(self) -> Splits:
+        return build_segmentation_splits(**self.settings_for(build_segmentation_splits))
+
+    @override
+    def check_target(self, target: Any, where: str) -> None:
         h = self.hparams
-        self.splits = build_segmentation_splits(
-            h.name,
-            h.data_dir,
-            seed=h.seed,
-            image_size=h.image_size,
-            train_size=h.train_size,
-            val_size=h.val_size,
-            test_size=h.test_size,
-            max_shapes=h.max_shapes,
-            ignore_boundary=h.ignore_boundary,
-            ignore_index=h.ignore_index,
-            crop_size=h.crop_size,
-            scale_range=h.scale_range,
-            flip=h.flip,
-        )
-        for split in ("train", "val"):
-            dataset = self.splits.get(split)
-            for i in range(min(RANGE_CHECK_EXAMPLES, len(dataset))):
-                image, mask = dataset[i]
-                check_unit_range(image, f"data={h.name} {split} images")
-                check_label_map(mask, h.num_classes, h.ignore_index, f"data={h.name} {split} mask")
+        check_label_map(target, h.num_classes, h.ignore_index, f"{where} mask")

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_warn
 
+from lightning_modules.run.checkpoints import upgrade_config
 from smoothcert.errors import ConfigError, require
 
 LAST = "last"
@@ -90,11 +91,12 @@ def _settings(config: DictConfig) -> dict[str, Any]:
 
 def check_same_run(checkpoint: dict[str, Any], cfg: DictConfig, value: Any) -> None:
     """Refuses a resume whose model, data or noise differ from those the checkpoint stores (the
-    command line must repeat the original run's overrides, e.g. its ``+experiment=...``)."""
+    command line must repeat the original run's overrides, e.g. its ``+experiment=...``). The
+    stored ``_target_`` paths are compared at their modules' current places (``upgrade_config``)."""
     stored = (checkpoint.get("smoothcert") or {}).get("config")
     if not isinstance(stored, dict):
         return
-    stored_cfg = OmegaConf.create(stored)
+    stored_cfg = OmegaConf.create({key: upgrade_config(key, node) for key, node in stored.items()})
     warn_scheduler_kept(stored_cfg, cfg, value)
     was, now = _settings(stored_cfg), _settings(cfg)
     for key in [*was, *(key for key in now if key not in was)]:  # sigma first

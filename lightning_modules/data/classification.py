@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_modules.splits_data import SplitsDataModule
+from lightning_modules.data.splits import SplitsDataModule
 from smoothcert.data.classification import (
     FOLDER_LAYOUT,
     Splits,
@@ -16,8 +17,6 @@ from smoothcert.data.classification import (
     class_count,
 )
 from smoothcert.errors import ConfigError, check_unit_range
-
-RANGE_CHECK_EXAMPLES = 64
 
 
 class ClassificationDataModule(SplitsDataModule):
@@ -28,6 +27,9 @@ class ClassificationDataModule(SplitsDataModule):
     folder dataset are counted), are reported when the module is built and checked (before any
     training); the first examples of each split are checked to lie in [0, 1] when it is set up.
     """
+
+    checked_splits = ("train", "test")  # certify.py reads test
+    checked_examples = 64
 
     def __init__(
         self,
@@ -50,7 +52,6 @@ class ClassificationDataModule(SplitsDataModule):
         super().__init__()
         check_dataset(name, data_dir, download)
         self.save_hyperparameters(logger=False)
-        self.splits: Splits | None = None
 
     @property
     def num_classes(self) -> int:
@@ -81,24 +82,14 @@ class ClassificationDataModule(SplitsDataModule):
             build_splits(self.hparams.name, self.hparams.data_dir, download=True)
 
     @override
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
+    def build_splits(self) -> Splits:
+        # download=False: prepare_data downloads (once, on one process)
+        return build_splits(**self.settings_for(build_splits, download=False))
+
+    @override
+    def check_examples(self, split: str, dataset: Dataset) -> None:
+        count = min(self.checked_examples, len(dataset))
+        if not count:  # e.g. no training images left beside val_size (certify.py reads test)
             return
-        h = self.hparams
-        self.splits = build_splits(
-            h.name,
-            h.data_dir,
-            seed=h.seed,
-            val_size=h.val_size,
-            test_size=h.test_size,
-            augment=h.augment,
-            image_size=h.image_size,
-            channels=h.channels,
-        )
-        for split in ("train", "test"):
-            dataset = self.splits.get(split)
-            count = min(RANGE_CHECK_EXAMPLES, len(dataset))
-            if not count:  # e.g. no training images left beside val_size (certify.py reads test)
-                continue
-            first = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
-            check_unit_range(first, f"data={h.name} {split} images")
+        first = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
+        check_unit_range(first, f"data={self.hparams.name} {split} images")

@@ -23,8 +23,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from callbacks.certification.base import CertificationCallback
 from callbacks.rng_state import RngStateInCheckpoint
 from callbacks.run_config import RunConfigInCheckpoint
-from lightning_modules.checkpoints import pop_evaluate
-from lightning_modules.config_checks import check_added_keys, check_config, check_launcher
+from lightning_modules.run.checkpoints import pop_evaluate
+from lightning_modules.run.config_checks import check_added_keys, check_config, check_launcher
 from smoothcert.errors import ConfigError, require
 from smoothcert.provenance import provenance
 

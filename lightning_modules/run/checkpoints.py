@@ -194,6 +194,20 @@ MOVED_MODULES = {
     "callbacks.cohen_certification": "callbacks.certification.cohen",
     "callbacks.segcertify_certification": "callbacks.certification.segcertify",
     "callbacks.center_certification": "callbacks.certification.center",
+    # lightning_modules was split into task modules, data/ (DataModules) and run/ (assembly).
+    "lightning_modules.classification_data": "lightning_modules.data.classification",
+    "lightning_modules.segmentation_data": "lightning_modules.data.segmentation",
+    "lightning_modules.detection_data": "lightning_modules.data.detection",
+    "lightning_modules.splits_data": "lightning_modules.data.splits",
+    "lightning_modules.box_data": "lightning_modules.data.boxes",
+    "lightning_modules.config_checks": "lightning_modules.run.config_checks",
+    "lightning_modules.wandb_setup": "lightning_modules.run.wandb_setup",
+    "lightning_modules.checkpoints": "lightning_modules.run.checkpoints",
+    "lightning_modules.resolvers": "lightning_modules.run.resolvers",
+    "lightning_modules.runner": "lightning_modules.run.runner",
+    "lightning_modules.threads": "lightning_modules.run.threads",
+    "lightning_modules.resume": "lightning_modules.run.resume",
+    "lightning_modules.quiet": "lightning_modules.run.quiet",
 }
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from typing_extensions import override
 
-from lightning_modules.splits_data import SplitsDataModule
+from lightning_modules.data.splits import ShapesDataModule
 from smoothcert.data.boxes import ShapeBoxesDataset
-from smoothcert.data.classification import Splits
-from smoothcert.errors import check_unit_range, require
-
-RANGE_CHECK_EXAMPLES = 8
+from smoothcert.errors import check_unit_range
 
 
-class ShapeBoxesDataModule(SplitsDataModule):
+class ShapeBoxesDataModule(ShapesDataModule):
     """Train/val/test loaders of ``smoothcert.data.boxes.ShapeBoxesDataset``: shapes images and the
     box ``(x1, y1, x2, y2)`` of their largest visible shape, in normalized [0, 1] coordinates.
 
@@ -29,7 +27,7 @@ class ShapeBoxesDataModule(SplitsDataModule):
             ignores them, and models that do not predict classes do not read it.
     """
 
-    drop_incomplete_train_batch = True
+    dataset_name, dataset_class = "shapes_boxes", ShapeBoxesDataset
 
     def __init__(
         self,
@@ -50,25 +48,9 @@ class ShapeBoxesDataModule(SplitsDataModule):
         max_shapes: int = 4,
     ) -> None:
         super().__init__()
-        require(name == "shapes_boxes", f"data.name={name!r} is unknown here: use shapes_boxes")
-        require(channels == 3, f"data.channels={channels}: shapes images have 3 channels")
+        self.check_name(name, channels)
         self.save_hyperparameters(logger=False)
-        self.splits: Splits | None = None
 
     @override
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
-        h = self.hparams
-        kw = dict(seed=h.seed, size=h.image_size, max_shapes=h.max_shapes)
-        self.splits = Splits(
-            ShapeBoxesDataset(h.train_size, "train", **kw),
-            ShapeBoxesDataset(h.val_size, "val", **kw),
-            ShapeBoxesDataset(h.test_size, "test", **kw),
-        )
-        for split in ("train", "val"):
-            dataset = self.splits.get(split)
-            for i in range(min(RANGE_CHECK_EXAMPLES, len(dataset))):
-                image, box = dataset[i]
-                check_unit_range(image, f"data={h.name} {split} images")
-                check_unit_range(box, f"data={h.name} {split} boxes")
+    def check_target(self, target: Any, where: str) -> None:
+        check_unit_range(target, f"{where} boxes")

@@ -1,0 +1,1 @@
+"""Assembling a run: build, one-line config errors, checkpoints, resume, threads, wandb."""
