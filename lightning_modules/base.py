@@ -14,9 +14,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_modules.optimization import optimizers_config
-from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import ConfigError, check_count, check_unit_range, require
+from smoothcert.modes import eval_mode
 from smoothcert.noise import Noise
+from smoothcert.regimes import TrainingObjective
 
 # Constructor arguments that are modules or factories: kept out of hparams, so checkpoints load
 # with torch.load(weights_only=True) (the model is rebuilt from the config the checkpoint stores).
@@ -111,8 +112,8 @@ class SmoothcertModule(LightningModule):
     def training_noise(self) -> Noise:
         """The noise the model trains with: its regime's (``objective.noise``) when it trains
         through a regime, else its own ``noise``. The one source of the training sigma."""
-        regime_noise = getattr(getattr(self, "objective", None), "noise", None)
-        return regime_noise if isinstance(regime_noise, Noise) else self.noise
+        objective = getattr(self, "objective", None)  # set by keep_parts, for regime modules
+        return objective.contract().noise if objective is not None else self.noise
 
     @property
     def train_sigma(self) -> float | list[float]:
@@ -134,6 +135,12 @@ class SmoothcertModule(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = model
         if objective is not None:
+            if not isinstance(objective, TrainingObjective):
+                raise ConfigError(
+                    f"model.objective={type(objective).__name__} is not a training regime: "
+                    "choose one with regime=NAME (conf/regime)"
+                )
+            objective.check_fits(self.output_kind, self.task)  # the regime contract, at set-up
             self.objective = objective
         self.noise = noise
 

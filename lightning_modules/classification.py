@@ -66,7 +66,7 @@ class ClassificationModule(SmoothcertModule):
         logits = self.model(x)
         accuracy, noisy_accuracy = self.eval_metrics[stage]
         accuracy(logits, y)
-        augment = getattr(self.objective, "augment", self.noise)  # a transformation, if trained on
+        augment = self.objective.contract().augment  # the regime's noise, or a transformation
         noisy_accuracy(self.model(augment(x)), y)
         self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, y), sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)

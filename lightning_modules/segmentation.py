@@ -53,7 +53,6 @@ class SegmentationModule(SmoothcertModule):
         super().__init__()
         # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-        objective.check_fits(self.output_kind, self.task)  # the regime contract, before training
         scales = check_scales(scale, "model.scale")
         scale = scales[0] if len(scales) == 1 else list(scales)
         self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
