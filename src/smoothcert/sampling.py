@@ -230,7 +230,8 @@ def _check_class_logits(logits: Tensor, num_classes: int) -> None:
         )
 
 
-def _check_element_logits(logits: Tensor, spatial: tuple[int, ...], name: str) -> None:
+def check_element_logits(logits: Tensor, spatial: tuple[int, ...], name: str) -> None:
+    """A ValueError unless per-element logits are ``[batch, K, *spatial]`` (full resolution)."""
     if logits.dim() != 2 + len(spatial) or tuple(logits.shape[2:]) != tuple(spatial):
         raise ValueError(
             f"the {name} returned logits of shape {tuple(logits.shape)}, expected "
@@ -304,7 +305,7 @@ class ElementClassCounts(Reducer):
         self._one = torch.ones(ones, dtype=torch.int32, device=self.device)
 
     def update(self, pieces: list[tuple[int, int]], outputs: Tensor) -> None:
-        _check_element_logits(outputs, self.spatial, self.name)
+        check_element_logits(outputs, self.spatial, self.name)
         if self.counts is None:
             self._allocate(outputs.shape[1])
         elif outputs.shape[1] != self.counts.shape[1]:
@@ -336,7 +337,7 @@ class GivenClassCounts(Reducer):
         self.counts = torch.zeros_like(self.targets, dtype=torch.long)
 
     def update(self, pieces: list[tuple[int, int]], outputs: Tensor) -> None:
-        _check_element_logits(outputs, tuple(self.targets.shape[1:]), self.name)
+        check_element_logits(outputs, tuple(self.targets.shape[1:]), self.name)
         preds = outputs.argmax(dim=1)
         for example, rows in self.rows(pieces, preds):
             self.counts[example] += (rows == self.targets[example]).sum(dim=0)
