@@ -34,7 +34,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         TO_CONVERT
     ),
     ("src/smoothcert/certifiers/cccert.py", "CCCert.sample_parameters", "torch.rand"): (
-        "CC-Cert's uniform parameter draws; " + TO_CONVERT
+        "CC-Cert's parameters, uniform on the user's range in the transformation's units (the "
+        "paper's sampling, kept bit for bit: no Noise draws U[low, high]); the transformed images "
+        "go through sampling.sample"
     ),
     # Randomness that is not smoothing noise.
     ("src/smoothcert/attacks/segmentation.py", "_pgd", "torch.randn"): (
