@@ -29,8 +29,11 @@ class ClassificationCertification(CertificationCallback):
 
     Its report is ``certified_section``: certified accuracy against radius (``stem``), the
     ``prefix``-ed scalars (``acc@<r>`` at ``radii``, acr, abstain, clean_acc, num_examples) and
-    the line ``<said>: ...``; a subclass gives ``title(pl_module)`` (the figure's title, with
-    the protocol) and ``x_label``, and keeps its ``records`` (``keep``)."""
+    the line ``<said>: ...`` (for a heuristic, not ``sound``: ``estimated_accuracy`` and
+    "estimated"); a subclass gives ``title(pl_module)`` (the figure's title, with the protocol)
+    and may set ``x_label`` (default: the perturbation's axis or the norm's radius), ``said`` and
+    ``unit``. Its objective is ``<prefix>acr``. ``smoothed`` builds the smoothed classifier from
+    the contract, ``inputs`` a group's inputs and ``(seed, index)`` generators."""
 
     key, schema = "", None  # the certificate's record file
     said, stem, unit = "certified", "certified_accuracy", ""
