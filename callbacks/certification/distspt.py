@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.certification.base import CertificationCallback
-from callbacks.certification.checks import check_radii
-from callbacks.reporting import log_locations, report_curve, say_scalars
+from callbacks.certification.base import Item
+from callbacks.certification.checks import check_alphas, check_counts, check_radii
+from callbacks.certification.classification import ClassificationCertification
 from smoothcert.certifiers.distspt import DistSPT
-from smoothcert.errors import ConfigError, check_alpha, check_count
-from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.noise import example_generator
+from smoothcert.errors import ConfigError
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 from smoothcert.transforms.rotation import Rotation
 
@@ -25,7 +22,7 @@ DISTSPT_SCHEMA: RecordSchema[CohenRecord] = dataclasses.replace(
 )
 
 
-class DistSPTCertification(CertificationCallback):
+class DistSPTCertification(ClassificationCertification):
     """DistSPT of each selected example with the run's ``perturbation=rotation`` (its noise level
     ``sigma`` is the angle's, in degrees; its vignette and filter are the ones trained with):
     ``distspt.tsv`` in Cohen's columns (radius in degrees, the header says so and states the
@@ -34,8 +31,9 @@ class DistSPTCertification(CertificationCallback):
     angles and noise come from a generator seeded by ``(seed, index)``."""
 
     option, tasks = "distspt", ("classification",)
-    objective, objective_mode = "cert/rotation/acr", "max"
-    prefix = "cert/rotation/"
+    key, schema, unit = "distspt", DISTSPT_SCHEMA, " deg"
+    x_label = "rotation radius (degrees), DistSPT certificate"
+    said = "certified (rotation, degrees)"
 
     def __init__(
         self,
@@ -67,90 +65,34 @@ class DistSPTCertification(CertificationCallback):
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, False, resume, crash_after)
-        if not isinstance(perturbation, Rotation):
-            name = getattr(perturbation, "name", type(perturbation).__name__)
-            raise ConfigError(
-                f"certify=distspt certifies rotations: set perturbation=rotation (got {name})"
-            )
-        if perturbation.sigma != self.sigma:
-            raise ConfigError(
-                f"certify.sigma={self.sigma} differs from perturbation=rotation's noise "
-                f"sigma={perturbation.sigma} (degrees): certify at the perturbation's level"
-            )
+        self.use_perturbation(perturbation, sound=True, kind=Rotation)  # BaseSPT does not certify
+        self.rotation, self.noise = perturbation, None  # it draws angles itself; no noise header
         if len(gamma) != 2:
             raise ConfigError(f"certify.gamma={list(gamma)} must be [low, high] degrees")
-        self.rotation, self.norm = perturbation, "rotation"
-        self.counts = tuple(
-            check_count(v, f"certify.{k}")
-            for k, v in zip(("n0", "n0_eps", "n_gamma", "n_eps", "n_error"),
-                            (n0, n0_eps, n_gamma, n_eps, n_error), strict=True)
-        )  # fmt: skip
-        self.alphas = tuple(
-            check_alpha(a, f"certify.{k}")
-            for k, a in zip(("alpha_gamma", "alpha_eps", "alpha_error"),
-                            (alpha_gamma, alpha_eps, alpha_error), strict=True)
-        )  # fmt: skip
+        counts = check_counts(n0=n0, n0_eps=n0_eps, n_gamma=n_gamma, n_eps=n_eps, n_error=n_error)
+        alphas = check_alphas(alpha_gamma=alpha_gamma, alpha_eps=alpha_eps, alpha_error=alpha_error)
+        self.counts, self.alphas = tuple(counts.values()), tuple(alphas.values())
         self.certifier_args = (tuple(gamma), error_bound, sigma_eps, splits, refinements)
         DistSPT(torch.nn.Identity(), 2, perturbation, *self.certifier_args)  # validates them
         self.radii = check_radii(radii, "rotation (degrees)")
-        self.records: list[CohenRecord] = []
-        self.settings = {
-            "perturbation": "rotation",
-            "units": "degrees",
-            "gamma": list(gamma),
-            "error_bound": error_bound,
-            "sigma_eps": sigma_eps,
-            **dict(zip(("n0", "n0_eps", "n_gamma", "n_eps", "n_error"), self.counts, strict=True)),
-            **dict(zip(("alpha_gamma", "alpha_eps", "alpha_error"), self.alphas, strict=True)),
-            "alpha": sum(self.alphas),
-            "pipeline": repr(perturbation.pipeline),
-        }
-
-    def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().check_selection(trainer, pl_module)
-        example = trainer.datamodule.dataset(self.split)[0][0]
-        self.rotation.check_input(tuple(torch.as_tensor(example).shape))
-
-    def schemas(self) -> dict[str, RecordSchema]:
-        return {"distspt": DISTSPT_SCHEMA}
-
-    def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        return self.header(pl_module, checkpoint, "distspt", self.settings)
+        self.settings = {**self.perturbation_settings(), "gamma": list(gamma)}  # degrees
+        self.settings.update(error_bound=error_bound, sigma_eps=sigma_eps, **counts, **alphas)
+        self.settings.update(alpha=sum(self.alphas), pipeline=repr(perturbation.pipeline))
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
-        classes, self.device = pl_module.hparams.num_classes, pl_module.device
-        base = pl_module.base_function()
-        self.distspt = DistSPT(base, classes, self.rotation, *self.certifier_args)
+        contract, self.device = pl_module.contract(), pl_module.device
+        model, classes = contract.base_function, contract.num_classes
+        self.distspt = DistSPT(model, classes, self.rotation, *self.certifier_args)
         return super().start(trainer, pl_module)
 
-    def certify_one(self, idx: int, example, needed) -> dict[str, CohenRecord]:
-        x, label = torch.as_tensor(example[0]).to(self.device), int(example[1])
-        generator = example_generator(self.seed, idx, self.device)
-        result = self.distspt.certify(
-            x, *self.counts, self.alphas, self.batch_size, generator=generator
-        )
-        correct = int(result.prediction == label)
-        record = CohenRecord(idx, label, result.prediction, result.radius, correct, result.seconds)
-        return {"distspt": record}
+    def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
+        sizes = (*self.counts, self.alphas, self.batch_size)
+        for idx, x, label, generator in zip(*self.inputs(items), strict=True):
+            r = self.distspt.certify(x, *sizes, generator=generator)
+            correct = int(r.prediction == label)
+            yield {"distspt": CohenRecord(idx, label, r.prediction, r.radius, correct, r.seconds)}
 
-    def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
-        self.records = records["distspt"]
-
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = summarize(self.records, self.radii)
-        self.summary = {self.prefix + k.removeprefix("cert/"): v for k, v in summary.items()}
-        grid = radius_grid(self.records)
-        curve = certified_accuracy_curve(self.records, grid).tolist()
-        low, high = self.settings["gamma"]
-        title = (
-            f"DistSPT rotation, sigma={self.sigma} deg, E={self.settings['error_bound']}, "
-            f"attack in [{low}, {high}] deg"
-        )
-        protocol = self.protocol_text(pl_module, len(self.records))
-        title += f"\n{protocol}: ACR={summary['cert/acr']:.3f} deg"
-        names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
-        label = "rotation radius (degrees), DistSPT certificate"
-        paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
-        table = say_scalars(summary, "cert/")
-        rank_zero_info(f"certified (rotation, degrees): {table}")
-        log_locations(trainer, str(self.output_dir / "distspt.tsv"), [paths])
+    def title(self, pl_module: LightningModule) -> str:
+        (low, high), e = self.settings["gamma"], self.settings["error_bound"]
+        head = f"DistSPT rotation, sigma={self.sigma} deg, E={e}, attack in [{low}, {high}] deg"
+        return f"{head}\n{self.protocol_text(pl_module, len(self.records))}"

@@ -4,22 +4,21 @@ drawn with randomized smoothing's when a Cohen ``certify.tsv`` is at hand."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.certification.base import CertificationCallback, Item
+from callbacks.certification.base import Item
 from callbacks.certification.checks import check_radii
-from callbacks.reporting import log_locations, report_curves, say_scalars
+from callbacks.certification.classification import ClassificationCertification
 from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
-from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.records import CohenRecord, RecordSchema, read_records
+from smoothcert.records import CohenRecord, RecordSchema
 from smoothcert.records.cohen import RESUME_KEYS, parse_cohen
 from smoothcert.records.tsv import COHEN_COLUMNS
+from smoothcert.report.classification import comparison_records, lipschitz_section
+from smoothcert.report.parts import Report
 from smoothcert.sampling import eval_mode
 
 LIPSCHITZ_SCHEMA: RecordSchema[CohenRecord] = RecordSchema(
@@ -31,7 +30,7 @@ LIPSCHITZ_SCHEMA: RecordSchema[CohenRecord] = RecordSchema(
 )
 
 
-class LipschitzCertification(CertificationCallback):
+class LipschitzCertification(ClassificationCertification):
     """Certifies each example with radius ``margin / (2 L)``: margin the gap between the top two
     logits of the base model at x, L an upper bound on the l2 Lipschitz constant of its logit map
     (:func:`~smoothcert.certifiers.lipschitz.lipschitz_bound`, on the certified weights; ``setup``
@@ -46,6 +45,7 @@ class LipschitzCertification(CertificationCallback):
 
     option, tasks = "lipschitz", ("classification",)
     objective, objective_mode = "cert/lipschitz/acr", "max"
+    key, schema = "lipschitz", LIPSCHITZ_SCHEMA
 
     def __init__(
         self,
@@ -67,9 +67,6 @@ class LipschitzCertification(CertificationCallback):
         self.group_size = int(self.batch_size)
         self.bound: LipschitzBound | None = None
 
-    def schemas(self) -> dict[str, RecordSchema]:
-        return {"lipschitz": LIPSCHITZ_SCHEMA}
-
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         bound = self.bound
         settings = {"norm": "l2", "lipschitz_constant": bound.constant if bound else None}
@@ -82,17 +79,16 @@ class LipschitzCertification(CertificationCallback):
     ) -> LipschitzBound:
         first = trainer.datamodule.dataset(self.split)[self.indices(trainer)[0]][0]
         shape = tuple(torch.as_tensor(first).shape)
-        return lipschitz_bound(pl_module.base_function(), shape, estimate=estimate)
+        return lipschitz_bound(pl_module.contract().base_function, shape, estimate=estimate)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._bound(trainer, pl_module, estimate=False)  # unsupported layers fail before training
 
-    def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
+    def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # L of the certified weights, before the record headers (which state it) are written.
         self.bound, self.device = self._bound(trainer, pl_module), pl_module.device
-        self.model = pl_module.base_function()
+        self.model = pl_module.contract().base_function
         rank_zero_info(f"certify=lipschitz: L <= {self.bound.constant:.6g} (product of layers)")
-        super().certify(trainer, pl_module, checkpoint)
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
         start = time.perf_counter()
@@ -104,31 +100,9 @@ class LipschitzCertification(CertificationCallback):
             label = int(example[1])
             yield {"lipschitz": CohenRecord(idx, label, c, r, int(c == label), share)}
 
-    def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
-        self.records: list[CohenRecord] = records["lipschitz"]
-
-    def _cohen_records(self) -> list[CohenRecord]:
-        if self.compare_with in (None, "", "none"):
-            return []
-        auto = self.compare_with == "auto"
-        path = self.output_dir / "certify.tsv" if auto else Path(self.compare_with)
-        return read_records(path)[1] if path.is_file() else []
-
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = summarize(self.records, self.radii)
-        self.summary = {k.replace("cert/", "cert/lipschitz/"): v for k, v in summary.items()}
-        cohen = self._cohen_records()
-        largest = max(r.radius for r in self.records)  # Lipschitz radii are small: a fine grid
-        fine = radius_grid(self.records, max(largest, 1e-6) / 200)
-        grid = np.union1d(fine, radius_grid(cohen)) if cohen else fine
-        series = {"lipschitz": certified_accuracy_curve(self.records, grid).tolist()}
-        if cohen:
-            series["randomized_smoothing_cohen"] = certified_accuracy_curve(cohen, grid).tolist()
-        title = f"Lipschitz margin (L={self.bound.constant:.3g}) vs randomized smoothing"
-        paths = report_curves(
-            trainer, self.output_dir, "certified_accuracy_lipschitz", "radius", grid.tolist(),
-            series, title, self.summary, y_label="certified accuracy", x_label="l2 radius",
-        )  # fmt: skip
-        table = say_scalars(self.summary)
-        rank_zero_info(f"certified (Lipschitz): {table}")
-        log_locations(trainer, str(self.output_dir / "lipschitz.tsv"), [paths])
+    def build_report(self, pl_module: LightningModule) -> Report:
+        cohen, constant = (
+            comparison_records(self.compare_with, self.output_dir),
+            self.bound.constant,
+        )
+        return Report([lipschitz_section(self.records, self.radii, constant, cohen)])
