@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from callbacks.reporting import say_scalars
-from callbacks.seg_report import save_overlay
+from smoothcert.report.segcertify import save_overlay
 from callbacks.sweep_summary import SweepSummary, write_objectives
 from smoothcert import report
 from smoothcert.report.plots import AXES_SIZE, draw_curves

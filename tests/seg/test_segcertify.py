@@ -282,7 +282,8 @@ def test_guarantee_line_and_curve_title_say_per_tau_or_joint(tmp_path):
 
     def title(**settings) -> str:
         callback = SegCertifyCertification(0.25, str(tmp_path), tau=[0.6, 0.75], **settings)
-        return callback._title(Module(), 3)
+        protocol = callback.protocol_text(Module(), 3, n0=callback.n0, n=callback.n)
+        return callback.config.title(callback.noise.name, callback.sigma, protocol)
 
     # Three short lines (one long line was cut off): procedure, protocol, scope and level.
     head, protocol, level = title(n0=10, n=200).splitlines()
