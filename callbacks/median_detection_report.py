@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.center_report import _show_image
+from smoothcert.report.center import show_image as _show_image
 from callbacks.reporting import log_images, report_curves
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.certifiers.median_detection import smoothed_detections

@@ -12,7 +12,7 @@ from matplotlib.patches import Rectangle
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.center_report import _show_image
+from smoothcert.report.center import show_image as _show_image
 from callbacks.median_detection_report import report_detection
 from callbacks.reporting import log_images, log_locations, report_curves
 from smoothcert.certifiers.median_boxes import worst_iou, worst_pair_iou

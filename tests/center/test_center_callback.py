@@ -17,10 +17,11 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 import callbacks.certification.center as center_callback
+from lightning_modules.base import Contract
 from center.toy import FAST, ROOT, ToyData, ToyStructured, certify, trainer
 from smoothcert.certifiers.center import CenterSmooth, smallest_m
 from smoothcert.errors import ConfigError
-from smoothcert.noise import example_generator
+from smoothcert.noise import GaussianNoise, example_generator
 from smoothcert.records.center import (
     CENTER_COLUMNS,
     CenterExample,
@@ -206,7 +207,11 @@ def test_models_without_structured_output_and_inputs_outside_unit_range_fail(tmp
         def test_step(self, batch, batch_idx):
             return None
 
-    with pytest.raises(ConfigError, match="needs a model with structured_output"):
+        def contract(self) -> Contract:  # a classifier's: class logits, no structured output
+            noise = GaussianNoise(0.25)
+            return Contract("classification", "class_logits", self, (), noise, num_classes=2)
+
+    with pytest.raises(ConfigError, match="needs a model with structured_output.*certify=cohen"):
         callback = center_callback.CenterCertification(0.25, str(tmp_path), h=[1.0], **FAST)
         trainer(callbacks=[callback]).test(Classifier(), datamodule=ToyData())
     with pytest.raises(ConfigError, match=r"test example 0 values span .* must lie in \[0, 1\]"):

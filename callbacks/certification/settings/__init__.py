@@ -14,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from pytorch_lightning import LightningModule
+import torch
+from pytorch_lightning import LightningModule, Trainer
+from torch import Tensor
 
-from smoothcert.errors import ConfigError
+from smoothcert.certifiers.classification import eval_mode
+from smoothcert.errors import ConfigError, check_unit_range
 
 SELECTION = ("batch_size", "num_examples", "skip", "split", "weights", "seed", "bf16", "resume")
 SELECTION_DEFAULTS = {"skip": 1, "weights": "last", "seed": 0}  # each certifier adds its own
@@ -53,3 +56,12 @@ class Configured:
         self.config = self.settings_type(**settings)
         for field in dataclasses.fields(self.config):
             setattr(self, field.name, getattr(self.config, field.name))
+
+    def first_output(self, trainer: Trainer, pl_module: LightningModule, base: Any) -> Tensor:
+        """``base`` (the base function) on the first selected example, a batch of one, in eval
+        mode; a one-line ConfigError first if that example is not in [0, 1]."""
+        idx = self.indices(trainer)[0]
+        x = torch.as_tensor(trainer.datamodule.dataset(self.split)[idx][0])
+        check_unit_range(x, f"{self.split} example {idx}")
+        with eval_mode(pl_module), torch.inference_mode():
+            return base(x[None].to(pl_module.device))
