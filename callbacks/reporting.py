@@ -12,6 +12,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
+from smoothcert.report.parts import Curve, Points, Report
+from smoothcert.report.parts import say_scalars as say_scalars  # kept for its callers
 from smoothcert.report.plots import plot_curves
 
 
@@ -76,16 +78,6 @@ def report_curve(
         sound=sound,
         **drawing,
     )
-
-
-def say_scalars(scalars: Mapping[str, float], prefix: str = "", digits: int = 3) -> str:
-    """``acc@0.50=0.685, acr=0.552, num_examples=200``: keys without ``prefix``, values to
-    ``digits`` decimals, counts (keys ending in ``num_examples``) as the integers they are."""
-    words = []
-    for key, value in scalars.items():
-        count = key.endswith("num_examples") and float(value).is_integer()
-        words.append(f"{key.removeprefix(prefix)}={int(value) if count else f'{value:.{digits}f}'}")
-    return ", ".join(words)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -153,6 +145,7 @@ def report_series(
     scalars: Mapping[str, float],
     x_name: str,
     y_label: str,
+    sound: bool = True,
 ) -> dict[str, Path]:
     """Curves whose series have x values of their own: ``stem.tsv`` holds ``rows`` under
     ``columns`` (a long table, one row per point), ``stem.png`` draws ``curves`` (label -> (xs,
@@ -164,7 +157,7 @@ def report_series(
     tsv = write_curve_tsv(output_dir / f"{stem}.tsv", columns, rows)
     axes = (x_name.replace("_", " "), y_label.replace("_", " "))
     png = plot_curves(output_dir / f"{stem}.png", dict(curves), title, *axes, False, False)
-    _log(trainer, stem, _line_series(curves, title, x_name), scalars, png)
+    _log(trainer, stem, _line_series(curves, title, x_name), scalars, png, sound)
     return {"tsv": tsv, "png": png}
 
 
@@ -291,6 +284,65 @@ def log_locations(trainer: Trainer, records: str, curves: Sequence[Mapping[str, 
     run_dir = wandb_run_dir(trainer)
     if run_dir:
         rank_zero_info(f"wandb:   {run_dir} (offline runs upload with `wandb sync {run_dir}`)")
+
+
+def publish(trainer: Trainer, output_dir: Path, report: Report, sound: bool = True) -> None:
+    """Writes and logs a certifier's ``report`` (call on global rank zero only): each section in
+    order (its curve to ``<stem>.tsv``/``.png`` and wandb under ``key_root(sound)/<stem>`` with
+    its scalars, or its scalars alone to every logger), then says its lines; then logs the
+    figures to wandb and says where the records, the curves and the wandb run are."""
+    written = []
+    for section in report.sections:
+        curve = section.curve
+        if isinstance(curve, Curve):
+            written.append(
+                report_curves(
+                    trainer,
+                    output_dir,
+                    curve.stem,
+                    curve.x_name,
+                    curve.xs,
+                    curve.series,
+                    curve.title,
+                    section.scalars,
+                    y_label=curve.y_label,
+                    certified_accuracy=curve.certified_accuracy,
+                    x_label=curve.x_label,
+                    sound=sound,
+                    **curve.drawing,
+                )  # fmt: skip
+            )
+        elif isinstance(curve, Points):
+            written.append(
+                report_series(
+                    trainer,
+                    output_dir,
+                    curve.stem,
+                    curve.columns,
+                    curve.rows,
+                    curve.curves,
+                    curve.title,
+                    section.scalars,
+                    curve.x_name,
+                    curve.y_label,
+                    sound=sound,
+                )  # fmt: skip
+            )
+        else:
+            log_scalars(trainer, section.scalars, sound)
+        for line in section.lines:
+            rank_zero_info(line)
+    for key, paths in report.figures.items():
+        log_images(trainer, key, paths)
+    log_locations(trainer, report.records, written)
+
+
+def log_scalars(trainer: Trainer, scalars: Mapping[str, float], sound: bool = True) -> None:
+    """Logs ``scalars`` to every logger (no curve; call on global rank zero only)."""
+    check_keys(scalars, sound)
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(scalars), step=trainer.global_step)
+        logger.save()
 
 
 def wandb_configured() -> bool:

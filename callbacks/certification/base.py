@@ -30,11 +30,13 @@ from callbacks.certification.checks import (
 )
 from callbacks.certification.interrupt import interrupted_message, run_overrides
 from callbacks.distributed import gather_packed
-from callbacks.reporting import check_keys, log_records
+from callbacks.reporting import check_keys, log_records, publish
 from smoothcert.certifiers.examples import select_indices
 from smoothcert.errors import ConfigError, check_count, check_sigma, require
 from smoothcert.noise import Noise
+from smoothcert.perturbation import ADDITIVE, is_parametric
 from smoothcert.records import Record, RecordSchema, RecordStore
+from smoothcert.report.parts import Report
 
 SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the records
 # One example of the loop: its dataset index, the example, and the record files that lack it.
@@ -64,10 +66,25 @@ class CertificationCallback(Callback):
     other settings.
 
     A subclass implements ``schemas``, ``metadata``, ``describe``, ``certify_one``, ``keep`` and
-    ``report`` (and optionally ``prepare``, ``start``, and ``certify_group`` with ``group_size``
-    to certify several examples together), and declares its ``objective``: the ``summary`` key a
-    sweeper optimizes, in direction ``objective_mode`` ("max" or "min"). ``batch_size="auto"``
-    is refused unless it sets ``auto_batch_size`` (and resolves it, e.g. in ``start``).
+    ``build_report`` (and optionally ``prepare``, ``start``, and ``certify_group`` with
+    ``group_size`` to certify several examples together), and declares its ``objective``: the
+    ``summary`` key a sweeper optimizes, in direction ``objective_mode`` ("max" or "min").
+    ``batch_size="auto"`` is refused unless it sets ``auto_batch_size`` (and resolves it, e.g. in
+    ``start``); ``begin`` runs before the record headers are written. No subclass overrides
+    ``certify``. It reads the model through ``pl_module.contract()`` only.
+
+    How a certifier reports (one pattern for all): ``build_report(pl_module)`` returns a
+    ``smoothcert.report.parts.Report``, plain data built from the kept records: ``sections``,
+    each a ``Section(scalars, curve, lines)`` with a ``Curve`` (series over shared xs: certified
+    accuracy against radius) or ``Points`` (series with their own xs, a long table) or no curve;
+    ``figures`` (wandb key -> PNG files it drew); and ``records`` (where the records are; empty:
+    the first record file). The base class's ``report`` then keeps the union of the sections'
+    scalars as ``summary`` and ``callbacks.reporting.publish`` writes each curve to
+    ``<stem>.tsv``/``.png``, logs it and its scalars to every logger (wandb: under
+    ``key_root(sound)``, ``cert/`` or ``heuristic/``; a heuristic's scalars may not be under
+    ``cert/``), says the section's lines, logs the figures and says where everything is. The
+    section builders of the classification certifiers are in ``smoothcert.report.classification``
+    (``certified_section``: Cohen's curve, ACR and summary line, used by Cohen and DistSPT).
     """
 
     option = ""  # its certify= option, for messages
@@ -111,7 +128,8 @@ class CertificationCallback(Callback):
         self.summary: dict[str, float] = {}
         self.sigmas = [self.sigma]  # every noise level certified (a subclass may certify several)
         self.global_rank = 0  # set when certifying
-        self.noise: Noise | None = None  # set by use_noise
+        self.noise: Noise | None = None  # set by use_noise or use_perturbation
+        self.perturbation = ADDITIVE  # how noise meets the input (use_perturbation changes it)
         self.samples_per_batch = self.batch_size  # "auto" is resolved by choose_batch_size
         self.certifying: str | None = None  # the checkpoint being certified, while certifying
 
@@ -120,6 +138,23 @@ class CertificationCallback(Callback):
         norm): sets ``noise``, ``norm`` and ``prefix`` (the summary keys' ``cert/`` or
         ``cert/<norm>/``); the record headers then state the noise, its own scale and the norm."""
         self.noise, self.norm = certify_noise(self.sigma, noise, norm)
+        self.prefix = norm_prefix(self.norm, self.sound)
+
+    def use_perturbation(self, perturbation: Any, sound: bool | None = None) -> None:
+        """Smooths over ``perturbation``'s parameters (a transformation: brightness, gamma,
+        rotation...): its noise draws them at ``sigma`` (a one-line ConfigError if the levels
+        differ), radii are in its units and the keys under ``cert/<name>/``, or, for one that does
+        not compose (``certified`` False, e.g. BaseSPT over rotations) and unless ``sound`` says
+        otherwise, ``heuristic/<name>/``. ``check_selection`` checks the examples fit it."""
+        require(
+            perturbation.sigma == self.sigma,
+            f"certify.sigma={self.sigma} differs from perturbation={perturbation.name}'s noise "
+            f"sigma={perturbation.sigma} ({perturbation.units}): certify at the perturbation's "
+            "level",
+        )
+        self.perturbation, self.noise = perturbation, perturbation.noise
+        self.norm = perturbation.name
+        self.sound = perturbation.certified if sound is None else sound
         self.prefix = norm_prefix(self.norm, self.sound)
 
     # What a certifier supplies.
@@ -134,6 +169,10 @@ class CertificationCallback(Callback):
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Certifier-specific checks and set-up in ``setup`` (after the selection checks)."""
+
+    def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Called first when certifying, on the certified weights, before the record headers are
+        written: set-up they state (e.g. a constant computed from the weights)."""
 
     def start(
         self, trainer: Trainer, pl_module: LightningModule
@@ -168,9 +207,20 @@ class CertificationCallback(Callback):
         """Keeps (on every rank) the selected examples' records, by key, sorted by index."""
         raise NotImplementedError
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Writes and logs (rank 0) the curves, figures and ``summary`` of the kept records."""
+    def build_report(self, pl_module: LightningModule) -> Report:
+        """The report of the kept records (rank 0): a ``smoothcert.report.parts.Report`` of
+        sections (curve, scalars, lines said), figures and where the records are. Pure: it writes
+        nothing; ``report`` writes and logs it."""
         raise NotImplementedError
+
+    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Writes and logs (rank 0) ``build_report``'s report (see ``callbacks.reporting.publish``)
+        and keeps its scalars as ``summary``."""
+        report = self.build_report(pl_module)
+        self.summary = report.summary
+        if not report.records:  # the first record file
+            report.records = str(self.output_dir / next(iter(self.schemas().values())).file_name)
+        publish(trainer, self.output_dir, report, self.sound)
 
     # The shared machinery.
 
@@ -194,6 +244,9 @@ class CertificationCallback(Callback):
         noise it trains with: a number or a list)."""
         self.check_model(pl_module)
         self.indices(trainer)
+        if is_parametric(self.perturbation):  # e.g. translation of examples that are not images
+            example = trainer.datamodule.dataset(self.split)[0][0]
+            self.perturbation.check_input(tuple(torch.as_tensor(example).shape))
         train_sigma = trained_sigma(pl_module)
         if train_sigma is None:
             return
@@ -250,6 +303,7 @@ class CertificationCallback(Callback):
         gathers every record on every rank, and (rank 0) merges the files and reports."""
         rank, world = trainer.global_rank, trainer.world_size
         self.global_rank, self.certifying = rank, checkpoint
+        self.begin(trainer, pl_module)
         indices, stores = self.indices(trainer), self.stores(pl_module, checkpoint)
         previous = self._previous(trainer, stores)
         done = {key: {record.idx for record in records} for key, records in previous.items()}

@@ -8,17 +8,11 @@ from typing import Literal
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks.certification.base import CertificationCallback, Item
-from callbacks.certification.checks import (
-    check_gammas,
-    check_radii,
-    check_sample_sizes,
-    norm_prefix,
-)
-from callbacks.certification.topk import TopKReport
-from callbacks.reporting import log_locations, report_curve, say_scalars
+from callbacks.certification.checks import check_radii, check_sample_sizes
+from callbacks.certification.parts import classification_parts
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import (
     MAX_GROUP,
@@ -26,15 +20,13 @@ from smoothcert.certifiers.examples import (
     certify_group,
     group_size,
 )
-from smoothcert.certifiers.in_range import certify_group_in_range
-from smoothcert.certifiers.topk import certify_group_topk
-from smoothcert.errors import check_alpha, check_count, require
-from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
+from smoothcert.errors import check_alpha, check_count
+from smoothcert.metrics.certified import radius_grid
 from smoothcert.noise import Noise, example_generator
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
-from smoothcert.records.in_range import IN_RANGE_SCHEMA, clean_accuracy, in_range_curve
-from smoothcert.records.topk import TOPK_SCHEMA
+from smoothcert.report.classification import certified_section
+from smoothcert.report.parts import Report
 
 
 class CohenCertification(CertificationCallback):
@@ -96,16 +88,8 @@ class CohenCertification(CertificationCallback):
     ) -> None:
         selection = (batch_size, num_examples, skip, split, weights, seed)
         super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
-        self.perturbation = perturbation
         if is_parametric(perturbation):  # its noise draws the parameters; radii in its units
-            require(
-                perturbation.sigma == self.sigma,
-                f"certify.sigma={self.sigma} differs from perturbation={perturbation.name}'s noise "
-                f"sigma={perturbation.sigma}: certify at the perturbation's level",
-            )
-            self.noise, self.norm = perturbation.noise, perturbation.name
-            self.sound = perturbation.certified  # BaseSPT (rotation): heuristic/rotation/...
-            self.prefix = norm_prefix(self.norm, self.sound)
+            self.use_perturbation(perturbation)
         else:
             self.use_noise(noise, norm)
         self.objective = f"{self.prefix}acr"
@@ -113,47 +97,35 @@ class CohenCertification(CertificationCallback):
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
         if swapped := check_sample_sizes(self.n0, self.n, self.alpha):
             rank_zero_warn(swapped)
-        self.channels_last, self.records = channels_last, []
+        self.channels_last, self.records, self.protocol_line = channels_last, [], ""
         self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
-        self.topk = TopKReport(topk, self) if topk else None
-        name = perturbation.name if is_parametric(perturbation) else "additive noise"
-        self.gammas = check_gammas(gammas, name)
         if is_parametric(perturbation):
             heuristic = "" if perturbation.certified else " (heuristic: not a certificate)"
-            self.settings.update(
-                perturbation=perturbation.name, units=perturbation.units + heuristic
-            )
+            units = perturbation.units + heuristic
+            self.settings.update(perturbation=perturbation.name, units=units)
             self.settings.update(perturbation.header_settings())
-        self.in_range = is_parametric(perturbation) and not perturbation.keeps_range
-        self.in_range = self.in_range and not self.topk  # top-k keeps its own second file
-
-    def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().check_selection(trainer, pl_module)
-        if is_parametric(self.perturbation):  # e.g. translation of examples that are not images
-            example = trainer.datamodule.dataset(self.split)[0][0]
-            self.perturbation.check_input(tuple(torch.as_tensor(example).shape))
+        self.parts = classification_parts(self, topk, gammas)
+        self.in_range = any(part.key == "in_range" for part in self.parts)
 
     def schemas(self) -> dict[str, RecordSchema]:
-        extra = {"topk": TOPK_SCHEMA} if self.topk else {}
-        extra.update({"in_range": IN_RANGE_SCHEMA} if self.in_range else {})
-        return {"cohen": COHEN_SCHEMA, **extra}
+        return {"cohen": COHEN_SCHEMA, **{p.key: p.schema for p in self.parts if p.key}}
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        extra = {"topk": self.topk.ks} if key == "topk" and self.topk else {}
+        extra = next((p.header() for p in self.parts if p.key == key), {})
         return self.header(pl_module, checkpoint, "cohen", {**self.settings, **extra})
 
     def check_model(self, pl_module: LightningModule) -> None:
         super().check_model(pl_module)
-        if self.topk:  # each k in 1..K, before training
-            self.topk.check(pl_module.hparams.num_classes)
+        for part in self.parts:  # e.g. each top-k k in 1..K, before training
+            part.check(pl_module.contract())
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         options = {"autocast_dtype": torch.bfloat16 if self.bf16 else None, "noise": self.noise}
         options.update(channels_last=self.channels_last, norm=self.norm)
         if is_parametric(self.perturbation):
             options.update(noise=None, norm=None, perturbation=self.perturbation)
-        classes, self.device = pl_module.hparams.num_classes, pl_module.device
-        self.smooth = Smooth(pl_module.base_function(), classes, self.sigma, **options)
+        contract, self.device = pl_module.contract(), pl_module.device
+        self.smooth = Smooth(contract.base_function, contract.num_classes, self.sigma, **options)
         candidates = auto_batch_candidates(self.n0, self.n, MAX_GROUP)
         choose, per = self.smooth.choose_batch_size, self.n0 + self.n
         self.samples_per_batch = self.choose_batch_size(trainer, choose, candidates, per)
@@ -165,78 +137,39 @@ class CohenCertification(CertificationCallback):
         xs = [torch.as_tensor(example[0]).to(self.device) for _, example, _ in items]
         labels = [int(example[1]) for _, example, _ in items]
         generators = [example_generator(self.seed, idx, self.device) for idx in indices]
-        settings = (self.n0, self.n, self.alpha, self.samples_per_batch)
-        if self.topk:
-            pairs = certify_group_topk(
-                self.smooth, indices, xs, labels, generators, settings, self.topk.ks
-            )
-            yield from ({"cohen": record, "topk": topk} for record, topk in pairs)
-            return
-        if self.in_range:
-            pairs = certify_group_in_range(self.smooth, indices, xs, labels, generators, settings)
-            yield from ({"cohen": record, "in_range": extra} for record, extra in pairs)
-            return
-        records = certify_group(self.smooth, indices, xs, labels, generators, *settings)
-        yield from ({"cohen": record} for record in records)
+        group = (indices, xs, labels, generators, (self.n0, self.n, self.alpha))
+        settings = (*group[-1], self.samples_per_batch)
+        if drawing := next((part for part in self.parts if part.key), None):
+            pairs = drawing.draw(self.smooth, *group[:-1], settings)
+            yield from ({"cohen": record, drawing.key: extra} for record, extra in pairs)
+        else:
+            records = certify_group(self.smooth, *group[:-1], *settings)
+            yield from ({"cohen": record} for record in records)
 
     def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
         self.records: list[CohenRecord] = records["cohen"]
-        if self.topk:
-            self.topk.records = records["topk"]
-        self.in_range_records = records["in_range"] if self.in_range else []
+        for part in self.parts:
+            part.records = records[part.key] if part.key else []
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = summarize(self.records, self.radii)
-        if self.in_range:  # the smoothed prediction at x, also where the certificate abstains
-            summary["cert/clean_acc"] = clean_accuracy(self.in_range_records)
-        self.summary = {self.prefix + k.removeprefix("cert/"): v for k, v in summary.items()}
-        for gamma in self.gammas or ():  # perturbation=gamma: accuracy certified at x^gamma
-            radii = [r.radius for r in self.records]
-            inside = self.perturbation.certified_at(radii, gamma)
-            hits = [
-                bool(r.correct) and bool(ok) for r, ok in zip(self.records, inside, strict=True)
-            ]
-            self.summary[f"{self.prefix}acc@gamma={gamma:g}"] = sum(hits) / max(len(hits), 1)
-        grid = radius_grid(self.records)
-        curve = certified_accuracy_curve(self.records, grid).tolist()
-        title = f"Cohen CERTIFY, {self.noise.name} sigma={self.sigma}, {self.norm} radius"
-        stem = "certified_accuracy" if self.sound else "estimated_accuracy"
-        names = (stem, "radius", stem, grid.tolist(), curve)
-        label = f"{self.norm} radius"
+    def build_report(self, pl_module: LightningModule) -> Report:
+        noise, name = f"{self.noise.name} sigma={self.sigma}", self.perturbation.name
+        title, label = f"Cohen CERTIFY, {noise}, {self.norm} radius", f"{self.norm} radius"
         if is_parametric(self.perturbation):
-            title = f"CERTIFY over {self.perturbation.name}, {self.noise.name} sigma={self.sigma}"
-            label = self.perturbation.axis_label
+            title, label = f"CERTIFY over {name}, {noise}", self.perturbation.axis_label
         if not self.sound:
-            name = self.perturbation.name
-            title = f"estimated over {name} (heuristic), {self.noise.name} sigma={self.sigma}"
+            title = f"estimated over {name} (heuristic), {noise}"
         protocol = self.protocol_text(pl_module, len(self.records), n0=self.n0, n=self.n)
         self.protocol_line = f"{protocol}, alpha={self.alpha:g}"  # top-k's title says it too
-        title += f"\n{self.protocol_line}: ACR={summary['cert/acr']:.3f}"
-        paths = report_curve(
-            trainer, self.output_dir, *names, title, self.summary, x_label=label, sound=self.sound
-        )
-        table = say_scalars(summary, "cert/")
-        at_gammas = {k: v for k, v in self.summary.items() if "acc@gamma=" in k}
-        table += "".join(f", {k}={v:.3f}" for k, v in at_gammas.items())
+        amend, extra = {}, {}
+        for part in self.parts:
+            amend.update(part.amend())
+            extra.update(part.extra(self.records))
+        stem = "certified_accuracy" if self.sound else "estimated_accuracy"
         said = "certified" if self.sound else "estimated (heuristic, not a certificate)"
-        rank_zero_info(f"{said}: {table}")
-        curves = [paths, self.topk.report(trainer, self.records)] if self.topk else [paths]
-        if self.in_range:
-            curves.append(self.report_in_range(trainer, grid))
-        log_locations(trainer, str(self.output_dir / "certify.tsv"), curves)
-
-    def report_in_range(self, trainer: Trainer, grid) -> dict:
-        """The curve and scalars of the certificates restricted to in-range shifts."""
-        key = f"{self.prefix}in_range/"
-        report = in_range_curve(self.in_range_records, self.radii).tolist()
-        scalars = {f"{key}acc@{r:.2f}": v for r, v in zip(self.radii, report, strict=True)}
-        radii = [r.in_range_radius * r.correct for r in self.in_range_records]
-        scalars[f"{key}acr"] = sum(radii) / max(len(radii), 1)
-        self.summary.update(scalars)
-        curve = in_range_curve(self.in_range_records, grid).tolist()
-        title = f"CERTIFY over {self.perturbation.name}, shifts keeping the image in [0, 1]"
-        label = f"brightness radius, shifts keeping the image in [0, 1] ({self.perturbation.units})"
-        names = ("certified_accuracy_in_range", "radius", "certified_accuracy", grid.tolist())
-        table = ", ".join(f"{k.removeprefix(self.prefix)}={v:.3f}" for k, v in scalars.items())
-        rank_zero_info(f"certified, in-range shifts only: {table}")
-        return report_curve(trainer, self.output_dir, *names, curve, title, scalars, label)
+        main = certified_section(
+            self.records, self.radii, self.prefix, f"{title}\n{self.protocol_line}", label,
+            said, stem, amend=amend, extra=extra,
+        )  # fmt: skip
+        grid = radius_grid(self.records).tolist()
+        sections = [s for part in self.parts for s in part.sections(self.records, grid)]
+        return Report([main, *sections])

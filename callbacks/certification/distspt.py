@@ -8,16 +8,15 @@ from contextlib import AbstractContextManager
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback
 from callbacks.certification.checks import check_radii
-from callbacks.reporting import log_locations, report_curve, say_scalars
 from smoothcert.certifiers.distspt import DistSPT
 from smoothcert.errors import ConfigError, check_alpha, check_count
-from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.noise import example_generator
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
+from smoothcert.report.classification import certified_section
+from smoothcert.report.parts import Report
 from smoothcert.transforms.rotation import Rotation
 
 DISTSPT_SCHEMA: RecordSchema[CohenRecord] = dataclasses.replace(
@@ -35,7 +34,6 @@ class DistSPTCertification(CertificationCallback):
 
     option, tasks = "distspt", ("classification",)
     objective, objective_mode = "cert/rotation/acr", "max"
-    prefix = "cert/rotation/"
 
     def __init__(
         self,
@@ -72,14 +70,10 @@ class DistSPTCertification(CertificationCallback):
             raise ConfigError(
                 f"certify=distspt certifies rotations: set perturbation=rotation (got {name})"
             )
-        if perturbation.sigma != self.sigma:
-            raise ConfigError(
-                f"certify.sigma={self.sigma} differs from perturbation=rotation's noise "
-                f"sigma={perturbation.sigma} (degrees): certify at the perturbation's level"
-            )
+        self.use_perturbation(perturbation, sound=True)  # DistSPT certifies (BaseSPT does not)
+        self.rotation, self.noise = perturbation, None  # it draws angles itself; no noise header
         if len(gamma) != 2:
             raise ConfigError(f"certify.gamma={list(gamma)} must be [low, high] degrees")
-        self.rotation, self.norm = perturbation, "rotation"
         self.counts = tuple(
             check_count(v, f"certify.{k}")
             for k, v in zip(("n0", "n0_eps", "n_gamma", "n_eps", "n_error"),
@@ -106,11 +100,6 @@ class DistSPTCertification(CertificationCallback):
             "pipeline": repr(perturbation.pipeline),
         }
 
-    def check_selection(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().check_selection(trainer, pl_module)
-        example = trainer.datamodule.dataset(self.split)[0][0]
-        self.rotation.check_input(tuple(torch.as_tensor(example).shape))
-
     def schemas(self) -> dict[str, RecordSchema]:
         return {"distspt": DISTSPT_SCHEMA}
 
@@ -118,9 +107,9 @@ class DistSPTCertification(CertificationCallback):
         return self.header(pl_module, checkpoint, "distspt", self.settings)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
-        classes, self.device = pl_module.hparams.num_classes, pl_module.device
-        base = pl_module.base_function()
-        self.distspt = DistSPT(base, classes, self.rotation, *self.certifier_args)
+        contract, self.device = pl_module.contract(), pl_module.device
+        model, classes = contract.base_function, contract.num_classes
+        self.distspt = DistSPT(model, classes, self.rotation, *self.certifier_args)
         return super().start(trainer, pl_module)
 
     def certify_one(self, idx: int, example, needed) -> dict[str, CohenRecord]:
@@ -136,21 +125,13 @@ class DistSPTCertification(CertificationCallback):
     def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
         self.records = records["distspt"]
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = summarize(self.records, self.radii)
-        self.summary = {self.prefix + k.removeprefix("cert/"): v for k, v in summary.items()}
-        grid = radius_grid(self.records)
-        curve = certified_accuracy_curve(self.records, grid).tolist()
+    def build_report(self, pl_module: LightningModule) -> Report:
         low, high = self.settings["gamma"]
         title = (
             f"DistSPT rotation, sigma={self.sigma} deg, E={self.settings['error_bound']}, "
-            f"attack in [{low}, {high}] deg"
+            f"attack in [{low}, {high}] deg\n{self.protocol_text(pl_module, len(self.records))}"
         )
-        protocol = self.protocol_text(pl_module, len(self.records))
-        title += f"\n{protocol}: ACR={summary['cert/acr']:.3f} deg"
-        names = ("certified_accuracy", "radius", "certified_accuracy", grid.tolist(), curve)
         label = "rotation radius (degrees), DistSPT certificate"
-        paths = report_curve(trainer, self.output_dir, *names, title, self.summary, x_label=label)
-        table = say_scalars(summary, "cert/")
-        rank_zero_info(f"certified (rotation, degrees): {table}")
-        log_locations(trainer, str(self.output_dir / "distspt.tsv"), [paths])
+        said = "certified (rotation, degrees)"
+        args = (self.records, self.radii, self.prefix, title, label, said)
+        return Report([certified_section(*args, unit=" deg")])

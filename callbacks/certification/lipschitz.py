@@ -7,19 +7,18 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.checks import check_radii
-from callbacks.reporting import log_locations, report_curves, say_scalars
 from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
-from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
 from smoothcert.records import CohenRecord, RecordSchema, read_records
 from smoothcert.records.cohen import RESUME_KEYS, parse_cohen
 from smoothcert.records.tsv import COHEN_COLUMNS
+from smoothcert.report.classification import lipschitz_section
+from smoothcert.report.parts import Report
 from smoothcert.sampling import eval_mode
 
 LIPSCHITZ_SCHEMA: RecordSchema[CohenRecord] = RecordSchema(
@@ -82,17 +81,16 @@ class LipschitzCertification(CertificationCallback):
     ) -> LipschitzBound:
         first = trainer.datamodule.dataset(self.split)[self.indices(trainer)[0]][0]
         shape = tuple(torch.as_tensor(first).shape)
-        return lipschitz_bound(pl_module.base_function(), shape, estimate=estimate)
+        return lipschitz_bound(pl_module.contract().base_function, shape, estimate=estimate)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._bound(trainer, pl_module, estimate=False)  # unsupported layers fail before training
 
-    def certify(self, trainer: Trainer, pl_module: LightningModule, checkpoint: str) -> None:
+    def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # L of the certified weights, before the record headers (which state it) are written.
         self.bound, self.device = self._bound(trainer, pl_module), pl_module.device
-        self.model = pl_module.base_function()
+        self.model = pl_module.contract().base_function
         rank_zero_info(f"certify=lipschitz: L <= {self.bound.constant:.6g} (product of layers)")
-        super().certify(trainer, pl_module, checkpoint)
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
         start = time.perf_counter()
@@ -114,21 +112,6 @@ class LipschitzCertification(CertificationCallback):
         path = self.output_dir / "certify.tsv" if auto else Path(self.compare_with)
         return read_records(path)[1] if path.is_file() else []
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = summarize(self.records, self.radii)
-        self.summary = {k.replace("cert/", "cert/lipschitz/"): v for k, v in summary.items()}
-        cohen = self._cohen_records()
-        largest = max(r.radius for r in self.records)  # Lipschitz radii are small: a fine grid
-        fine = radius_grid(self.records, max(largest, 1e-6) / 200)
-        grid = np.union1d(fine, radius_grid(cohen)) if cohen else fine
-        series = {"lipschitz": certified_accuracy_curve(self.records, grid).tolist()}
-        if cohen:
-            series["randomized_smoothing_cohen"] = certified_accuracy_curve(cohen, grid).tolist()
-        title = f"Lipschitz margin (L={self.bound.constant:.3g}) vs randomized smoothing"
-        paths = report_curves(
-            trainer, self.output_dir, "certified_accuracy_lipschitz", "radius", grid.tolist(),
-            series, title, self.summary, y_label="certified accuracy", x_label="l2 radius",
-        )  # fmt: skip
-        table = say_scalars(self.summary)
-        rank_zero_info(f"certified (Lipschitz): {table}")
-        log_locations(trainer, str(self.output_dir / "lipschitz.tsv"), [paths])
+    def build_report(self, pl_module: LightningModule) -> Report:
+        cohen, constant = self._cohen_records(), self.bound.constant
+        return Report([lipschitz_section(self.records, self.radii, constant, cohen)])

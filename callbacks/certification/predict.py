@@ -9,13 +9,14 @@ from contextlib import AbstractContextManager
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback, Item
 from smoothcert.certifiers.classification import ABSTAIN, Smooth
 from smoothcert.errors import check_alpha, check_count
 from smoothcert.noise import Noise, example_generator
 from smoothcert.records.predict import PREDICT_SCHEMA, PredictRecord
+from smoothcert.report.classification import predict_section
+from smoothcert.report.parts import Report
 
 
 class PredictCertification(CertificationCallback):
@@ -61,11 +62,10 @@ class PredictCertification(CertificationCallback):
         return self.header(pl_module, checkpoint, "predict", self.settings)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
-        classes, self.device = pl_module.hparams.num_classes, pl_module.device
+        contract, self.device = pl_module.contract(), pl_module.device
         dtype = torch.bfloat16 if self.bf16 else None
-        self.smooth = Smooth(
-            pl_module.base_function(), classes, self.sigma, autocast_dtype=dtype, noise=self.noise
-        )
+        model, classes = contract.base_function, contract.num_classes
+        self.smooth = Smooth(model, classes, self.sigma, autocast_dtype=dtype, noise=self.noise)
         return super().start(trainer, pl_module)
 
     def describe(self, todo: int, total: int, world: int) -> str:
@@ -88,16 +88,6 @@ class PredictCertification(CertificationCallback):
     def keep(self, records: Mapping[str, list[PredictRecord]]) -> None:
         self.records = records["predict"]
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        count = max(len(self.records), 1)
-        self.summary = {
-            "predict/acc": sum(r.correct for r in self.records) / count,
-            "predict/abstain": sum(r.predict == ABSTAIN for r in self.records) / count,
-            "predict/num_examples": float(len(self.records)),
-        }
-        for logger in trainer.loggers:
-            logger.log_metrics(dict(self.summary), step=trainer.global_step)
-            logger.save()
-        table = ", ".join(f"{k.removeprefix('predict/')}={v:.3f}" for k, v in self.summary.items())
-        rank_zero_info(f"predicted: {table}")
-        rank_zero_info(f"records: {self.output_dir / PREDICT_SCHEMA.file_name}")
+    def build_report(self, pl_module: LightningModule) -> Report:
+        predictions = [r.predict for r in self.records]
+        return Report([predict_section(predictions, [r.correct for r in self.records])])
