@@ -10,13 +10,14 @@ from pytorch_lightning import LightningModule, Trainer
 from torch import Tensor
 
 from callbacks.certification.base import CertificationCallback
-from callbacks.certification.reports.center import report_center
+from callbacks.certification.reports.center import center_report
 from callbacks.certification.settings import Configured, contract_of
 from callbacks.certification.settings import center as checks
 from smoothcert.certifiers.center import certify_example
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import check_unit_range
 from smoothcert.records import CenterExample, RecordSchema, center_schema
+from smoothcert.report.parts import Report
 
 
 class CenterCertification(Configured, CertificationCallback):
@@ -69,8 +70,7 @@ class CenterCertification(Configured, CertificationCallback):
 
     def base(self, x: Tensor) -> Tensor:
         """The base function f: the contract's structured output (floats as float32)."""
-        with self.autocast(x.device):
-            out = self.contract.structured_output(x)
+        out = self.structured(x)
         return out.float() if out.is_floating_point() else out
 
     def schemas(self) -> dict[str, RecordSchema]:
@@ -123,5 +123,5 @@ class CenterCertification(Configured, CertificationCallback):
     def keep(self, records: Mapping[str, list[CenterExample]]) -> None:
         self.records = dict(records)
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.summary = report_center(trainer, pl_module, self)
+    def build_report(self, pl_module: LightningModule) -> Report:
+        return center_report(pl_module, self)

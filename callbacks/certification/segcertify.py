@@ -10,7 +10,6 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback
-from callbacks.certification.reports.segcertify import report_segcertify
 from callbacks.certification.settings import Configured, contract_of
 from callbacks.certification.settings.segcertify import SegCertifySettings
 from smoothcert.certifiers.classification import eval_mode
@@ -18,6 +17,8 @@ from smoothcert.certifiers.segmentation import score_segmentation, segmentation_
 from smoothcert.errors import ConfigError
 from smoothcert.noise import Certificate, example_generator
 from smoothcert.records import BASE, SEG_BASE_SCHEMA, SEG_SCHEMA, RecordSchema, Row, SegImage
+from smoothcert.report.parts import Report
+from smoothcert.report.segcertify import save_overlays, segcertify_section
 
 LINF_RADII = "per image: the l2 radius / sqrt(channels x pixels)"  # the header's linf radius
 
@@ -34,7 +35,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
     ``segcertify_base.tsv`` (the base model without smoothing, tau nan); rank 0 writes the
     radius-vs-certified-accuracy curve (TSV, PNG, wandb), ``cert/*`` scalars (``cert/radius``, or
     ``cert/<norm>/radius`` outside l2; an linf radius depends on the image size, and the summary
-    and curve use the smallest over the images) and overlays (``reports/segcertify.py``).
+    and curve use the smallest over the images) and overlays (``smoothcert.report.segcertify``).
     """
 
     option, tasks, noun, progress = "segcertify", ("segmentation",), "images", "segcertify"
@@ -104,5 +105,14 @@ class SegCertifyCertification(Configured, CertificationCallback):
         self.rows = sorted(rows, key=lambda row: (row.idx, row.kind))
         self.records = [row.record() for row in self.rows]
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.summary = report_segcertify(trainer, pl_module, self)
+    def build_report(self, pl_module: LightningModule) -> Report:
+        def title(images: int) -> str:
+            protocol = self.protocol_text(pl_module, images, n0=self.n0, n=self.n)
+            return self.config.title(self.noise.name, self.sigma, protocol)
+
+        names = getattr(pl_module.trainer.datamodule.dataset(self.split), "classes", None)
+        classes = (self.contract.num_classes, self.ignore, names)
+        overlays = save_overlays(self.output_dir / "overlays", self.overlays, *classes)
+        section = segcertify_section(self.rows, self.taus, self.prefix, self.norm, title)
+        records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
+        return Report([section], {"cert/overlays": overlays}, records)

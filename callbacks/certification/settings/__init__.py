@@ -57,6 +57,12 @@ class Configured:
         for field in dataclasses.fields(self.config):
             setattr(self, field.name, getattr(self.config, field.name))
 
+    def structured(self, x: Tensor) -> Tensor:
+        """The model's structured output (``contract.structured_output``, the base function of
+        center and median smoothing) on ``x``, under the callback's autocast."""
+        with self.autocast(x.device):
+            return self.contract.structured_output(x)
+
     def first_output(self, trainer: Trainer, pl_module: LightningModule, base: Any) -> Tensor:
         """``base`` (the base function) on the first selected example, a batch of one, in eval
         mode; a one-line ConfigError first if that example is not in [0, 1]."""

@@ -1,14 +1,17 @@
-"""What center smoothing reports, without Lightning or wandb: the figure of one example (input,
-base output, smoothed output) and the long curve table of several noise levels."""
+"""What center smoothing reports, without Lightning or wandb: per distance a section (the curves of
+the median eps_out and the median smoothing error against eps_in, its ``cert/*`` scalars and one
+line per sigma) and the figures of the first examples (input, base output, smoothed output)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.patches import Rectangle
 
+from smoothcert.records.center import CenterExample, CenterRecord, median_curves
+from smoothcert.report.parts import Curve, Points, Section
 from smoothcert.report.plots import palette, plt
 
 # As in the paper's Fig. 3b: base box green, smoothed box blue (dashed, so both stay visible).
@@ -119,3 +122,88 @@ def sigma_series(
         points = zip(level["eps_in"], level["eps_out"], level["smoothing_error"], strict=True)
         rows += [[sigma, *point] for point in points]
     return ["sigma", "eps_in", "eps_out", "smoothing_error"], rows, curves
+
+
+def distance_section(
+    name: str,
+    examples: Sequence[CenterExample],
+    h: Sequence[float] | None,
+    extra_scalars: Mapping[str, float],
+    statement: str = "",
+) -> Section:
+    """The section of the distance ``name``: the curves of the median eps_out and the median
+    smoothing error against eps_in (``center_curve_<name>``), the scalars
+    ``cert/<name>/eps_out@<eps_in>`` (and ``eps_out@h<h>`` with ``h``: eps_in = h * sigma),
+    ``cert/<name>/smoothing_error`` and ``cert/<name>/abstain`` (each ending in ``/sigma<sigma>``
+    when several sigmas were certified; plus ``extra_scalars``) and one line per sigma.
+    ``statement`` (the protocol, what each certificate guarantees) ends the plot title.
+
+    One sigma: the curve TSV has the columns ``eps_in eps_out smoothing_error``. Several: a long
+    table, one row per point, ``h sigma eps_in eps_out smoothing_error`` (rows by h, then sigma)
+    with ``h``, else ``sigma eps_in eps_out smoothing_error``.
+    """
+    levels = [list(level) for level in zip(*(example.levels for example in examples), strict=True)]
+    sigmas = [level[0].sigma for level in levels]
+    several = len(sigmas) > 1
+    medians, scalars, lines = [median_curves(level) for level in levels], {}, []
+    for sigma, level, median in zip(sigmas, levels, medians, strict=True):
+        at = f"/sigma{sigma:g}" if several else ""
+        for eps, value in zip(median["eps_in"], median["eps_out"], strict=True):
+            scalars[f"cert/{name}/eps_out@{eps:g}{at}"] = value
+        for factor, value in zip(h or median["eps_out"], median["eps_out"], strict=True):
+            if h:  # eps_in = h * sigma: the same key at every sigma, so sigma sweeps compare
+                scalars[f"cert/{name}/eps_out@h{factor:g}{at}"] = value
+        scalars[f"cert/{name}/smoothing_error{at}"] = error = median["smoothing_error"][0]
+        scalars[f"cert/{name}/abstain{at}"] = abstain = sum(r.abstain for r in level) / len(level)
+        per_example = sum(r.time for r in level) / len(level)
+        lines.append(
+            f"center {name}, sigma={sigma:g}: eps_in {say(median['eps_in'])} -> median eps_out "
+            f"{say(median['eps_out'])}; median smoothing error {error:.4g}, abstain "
+            f"{abstain:.3f}, {per_example:.2f} s/example"
+        )
+    scalars.update(extra_scalars)
+    title = f"center smoothing ({name}), sigma={', '.join(f'{s:g}' for s in sigmas)}: median"
+    title += f" eps_out\n{statement}" if statement else " eps_out"
+    stem, y_label = f"center_curve_{name}", f"{name} distance"
+    if not several:
+        series = {key: medians[0][key] for key in ("eps_out", "smoothing_error")}
+        xs = medians[0]["eps_in"]
+        curve = Curve(stem, "eps_in", xs, series, title, None, y_label, certified_accuracy=False)
+        return Section(scalars, curve, lines)
+    columns, rows, curves = sigma_series(medians, sigmas, h)
+    return Section(scalars, Points(stem, columns, rows, curves, title, "eps_in", y_label), lines)
+
+
+def overall_scalars(records: Mapping[str, Sequence[CenterExample]]) -> dict[str, float]:
+    """``cert/time_per_example`` (seconds per example under all distances and sigmas) and
+    ``cert/num_examples``."""
+    seconds: dict[int, float] = {}
+    for certified in records.values():
+        for example in certified:
+            seconds[example.idx] = seconds.get(example.idx, 0.0) + example.time
+    return {
+        "cert/time_per_example": sum(seconds.values()) / len(seconds),
+        "cert/num_examples": float(len(seconds)),
+    }
+
+
+def save_examples(
+    folder: Path,
+    name: str,
+    kind: str,
+    examples: Sequence[tuple],
+    records: Sequence[CenterRecord],
+    num_classes: int | None = None,
+) -> list[Path]:
+    """PNGs ``folder/center_<name>_<idx>.png`` of ``examples`` ((idx, x, base output, center or
+    None) each, smoothed at the sigma of ``records``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = {r.idx: r.smoothing_error for r in records}
+    sigma = records[0].sigma if records else None
+    paths = []
+    for idx, x, base, center in examples:
+        error = "abstained" if center is None else f"{errors[idx]:.4g}"
+        title = f"{name} #{idx}, sigma={sigma:g}: d(base, smoothed) = {error}"
+        path = folder / f"center_{name}_{idx:05d}.png"
+        paths.append(save_center_example(path, kind, x, base, center, num_classes, title))
+    return paths

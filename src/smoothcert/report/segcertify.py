@@ -4,7 +4,7 @@ ground truth and both predictions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +12,11 @@ import torch
 from matplotlib.patches import Patch
 
 from smoothcert.records.segmentation import BASE, Row, summarize_scores
+from smoothcert.report.parts import Curve, Section
 from smoothcert.report.plots import palette, plt
 
 TITLES = ("input", "ground truth", "base model", "certified (white: abstain)")
+CURVE = "certified_pixel_accuracy"
 
 
 def class_legend(
@@ -145,3 +147,34 @@ class SegCertifySummary:
             f"{self.images} images"
         )
         return said
+
+
+def segcertify_section(
+    rows: Sequence[Row], taus: Sequence[float], prefix: str, norm: str, title: Callable[[int], str]
+) -> Section:
+    """SegCertify's report section: the scalars of ``SegCertifySummary.scalars``, the curve
+    ``certified_pixel_accuracy`` against the ``norm`` radius (titled ``title(images)``) and one
+    line per tau, then the base model's."""
+    pooled = SegCertifySummary.of(rows, taus)
+    xs, ys, drawing = pooled.curve()
+    curve = Curve(CURVE, "radius", xs, {CURVE: ys}, title(pooled.images), f"{norm} radius")
+    curve.drawing = drawing
+    return Section(pooled.scalars(prefix), curve, pooled.lines(norm))
+
+
+def save_overlays(
+    folder: Path,
+    overlays: Sequence[tuple],
+    num_classes: int,
+    ignore: int,
+    names: Sequence[str] | None = None,
+) -> list[Path]:
+    """``folder/segcertify_<idx>.png`` of each of ``overlays`` ((idx, image, mask, base
+    prediction, certified prediction)), drawn by ``save_overlay``; returns the paths."""
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for idx, x, mask, base, certified in overlays:
+        path = folder / f"segcertify_{idx:05d}.png"
+        maps = (mask, base, certified, num_classes, ignore)
+        paths.append(save_overlay(path, x, *maps, class_names=names))
+    return paths
