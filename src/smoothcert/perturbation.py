@@ -4,11 +4,14 @@ contrast, gamma, translation, rotation), with its certificate in the parameters'
 
 The interface (what a new transformation implements; rotation plugs in the same way):
 
-- :class:`Perturbation` is what the sampler needs: ``draw_shape(shape)`` (the shape of ONE draw
+- :class:`Perturbation` is what the sampler needs: ``check_example(x, input_range, name)`` (which
+  inputs it accepts: one image ``[C, H, W]`` in [0, 1] by default, see :func:`check_example`),
+  ``draw_shape(shape)`` (the shape of ONE draw
   for an example of ``shape``: the example's own shape for ``Additive``, ``(k,)`` for ``k``
   transformation parameters) and ``apply(x, draws)`` (``[m, *x.shape]`` inputs from one example
-  ``x`` and ``m`` draws ``[m, *draw_shape]``). ``Smooth`` streams its noise with the draw shape,
-  so the stream draws parameters, and ``sampling.noisy_batches`` calls ``apply``.
+  ``x`` and ``m`` draws ``[m, *draw_shape]``). ``sampling.example_stream`` checks the example and
+  streams the noise with the draw shape, so the stream draws parameters, and ``sampling.sample``
+  calls ``apply``.
 - :class:`ParameterPerturbation` (an ``nn.Module``) is the base of every transformation. It holds
   ``noise``, the :class:`~smoothcert.noise.Noise` that draws the parameters (at the run's
   ``sigma``; training and certification share it). A subclass sets the class attributes
@@ -50,7 +53,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from smoothcert.errors import ConfigError, require
+from smoothcert.errors import ConfigError, check_input_range, require
 from smoothcert.noise.base import ArrayLike, Noise
 
 
@@ -69,12 +72,46 @@ class Perturbation(Protocol):
         (which it may overwrite: the stream hands out fresh tensors)."""
         ...
 
+    def check_example(
+        self, x: Tensor, input_range: tuple[float, float] | None = (0.0, 1.0), name: str = "input"
+    ) -> None:
+        """A one-line ConfigError unless ``x`` is one example this perturbation accepts
+        (``sampling.example_stream`` calls it before any noise is drawn)."""
+        ...
+
+
+def check_example(
+    x: Tensor, input_range: tuple[float, float] | None = (0.0, 1.0), name: str = "input"
+) -> None:
+    """The input check of every certifier (one place): with ``input_range`` (default [0, 1]) ``x``
+    must be one image ``[C, H, W]`` whose values lie in the range (a dataset that normalizes
+    before the noise, or scales to [0, 255], fails here); with ``input_range=None`` any shape but
+    a scalar (tabular features, embeddings, signals). ``name`` starts the one-line ConfigError."""
+    if input_range is None:
+        if x.dim() == 0:
+            raise ConfigError(
+                f"{name} expects one example (without a batch dimension), got a scalar"
+            )
+        return
+    if x.dim() != 3:
+        raise ConfigError(
+            f"{name} expects one example [C, H, W], got shape {tuple(x.shape)} (inputs that are "
+            "not images: input_range=None)"
+        )
+    check_input_range(x, f"{name} input", *input_range)
+
 
 class Additive:
     """``x + delta`` in input space: the draws are the noise itself (``[m, *x.shape]``)."""
 
     units = "input space"
     name = "additive"
+
+    def check_example(
+        self, x: Tensor, input_range: tuple[float, float] | None = (0.0, 1.0), name: str = "input"
+    ) -> None:
+        """:func:`check_example`: any example the range check accepts."""
+        check_example(x, input_range, name)
 
     def draw_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(shape)
@@ -151,6 +188,13 @@ class ParameterPerturbation(nn.Module):
                 f"perturbation={self.name} transforms images [C, H, W], but the examples have "
                 f"shape {list(shape)}: use perturbation=additive (or brightness) for such data"
             )
+
+    def check_example(
+        self, x: Tensor, input_range: tuple[float, float] | None = (0.0, 1.0), name: str = "input"
+    ) -> None:
+        """:func:`check_example`, then :meth:`check_input` of the example's shape."""
+        check_example(x, input_range, name)
+        self.check_input(tuple(x.shape))
 
     def draw_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         self.check_input(tuple(shape))

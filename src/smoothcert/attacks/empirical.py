@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from smoothcert.attacks.smoothed_pgd import smoothed_pgd_l2
 from smoothcert.certifiers.classification import ABSTAIN, Smooth
 from smoothcert.errors import ConfigError
-from smoothcert.sampling import eval_mode
+from smoothcert.perturbation import ADDITIVE
+from smoothcert.sampling import eval_mode, example_stream, take_draws
 
 __all__ = ["ATTACKS", "attack_generators", "attack_example", "base_pgd_l2", "inside_radius_check"]
 
@@ -80,8 +81,9 @@ def attack_example(
     ys = torch.full((copies,), int(label), device=x.device, dtype=torch.long)
     model = smooth.base_classifier
     if kind == "smoothed_pgd":
-        stream = smooth.noise.stream(tuple(x.shape), generators[0], x.device, x.dtype)
-        noise = stream.take(m).unsqueeze(1).expand(m, copies, *x.shape)
+        options = {"input_range": smooth.input_range, "name": "Smooth", "dtype": x.dtype}
+        stream = example_stream(smooth.noise, ADDITIVE, x, generators[0], **options)
+        noise = take_draws(stream, m).unsqueeze(1).expand(m, copies, *x.shape)
         eps = torch.tensor(list(epsilons), dtype=x.dtype, device=x.device)
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             adversarial = smoothed_pgd_l2(model, xs.clone(), ys, noise.clone(), eps, steps)

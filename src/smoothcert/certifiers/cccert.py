@@ -38,8 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from smoothcert.errors import check_count, require
+from smoothcert.independence import certification_mode
 from smoothcert.perturbation import ParameterPerturbation
-from smoothcert.sampling import eval_mode
+from smoothcert.sampling import OutputsKept, sample
 
 
 def t_grid(t_min: float = 1e-4, t_max: float = 1e4, steps: int = 500) -> np.ndarray:
@@ -80,6 +81,40 @@ def cc_cert_estimate(
     return float(max(estimate, 1.0 / groups.size))
 
 
+class _Parameters:
+    """The sampler's view of CC-Cert's draws: parameters already in ``transform``'s units (drawn
+    uniformly from the range by :meth:`CCCert.sample_parameters`), handed out in order as a
+    stream's ``take`` would (:func:`smoothcert.sampling.sample` reads ``take``), and turned
+    into images by :meth:`CCCert.transformed` (``apply``)."""
+
+    def __init__(self, certifier: CCCert, params: Tensor) -> None:
+        self.certifier, self.params, self.next = certifier, params, 0
+        self.units = certifier.perturbation.units
+
+    def take(self, m: int) -> Tensor:
+        rows = self.params[self.next : self.next + m]
+        require(len(rows) == m, f"asked for {m} of the {len(self.params)} parameters given")
+        self.next += m
+        return rows
+
+    def draw_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.certifier.perturbation.num_params,)
+
+    def apply(self, x: Tensor, draws: Tensor) -> Tensor:
+        return self.certifier.transformed(x, draws)
+
+    def check_example(self, x: Tensor, input_range=(0.0, 1.0), name: str = "CC-Cert") -> None:
+        self.certifier.perturbation.check_example(x, input_range, name)
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    return logits.double().softmax(dim=1)
+
+
+def _argmax(logits: Tensor) -> Tensor:
+    return logits.argmax(1)
+
+
 @dataclass(frozen=True)
 class CCCertResult:
     """One example: the clean prediction, whether it is right, the estimate of ``P(the random
@@ -106,6 +141,12 @@ class CCCert:
     Labelled for what it is: ``probability`` estimates the chance that a random transformation
     changes the answer (``PCA(eps)`` counts examples with ``probability < eps``); it is no
     certificate of the worst transformation in the range.
+
+    The transformed images go through the sampler (``smoothcert.sampling.sample``): batches of
+    ``batch_size``, autocast to ``autocast_dtype`` and channels_last when asked, and NaN or
+    infinite logits raise FloatingPointError. ``model`` may be any callable: every module it
+    calls runs in eval mode, and a random or batch-coupled one is refused
+    (``smoothcert.independence``).
     """
 
     def __init__(
@@ -121,8 +162,13 @@ class CCCert:
         grid_points: int = 20,
         identity: Sequence[float] | None = None,
         clip: bool = True,
+        batch_size: int = 1000,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.model, self.perturbation, self.clip = model, perturbation, bool(clip)
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.autocast_dtype, self.channels_last = autocast_dtype, channels_last
         self.low = torch.tensor(list(low), dtype=torch.float32)
         self.high = torch.tensor(list(high), dtype=torch.float32)
         require(
@@ -143,7 +189,18 @@ class CCCert:
         )
 
     def _probs(self, xs: Tensor) -> Tensor:
-        return self.model(xs).double().softmax(dim=1)
+        return _softmax(self.model(xs))
+
+    def _sample(self, x: Tensor, params: Tensor, keep) -> Tensor:
+        """The sampler's loop over ``x`` under each row of ``params`` (transformation units):
+        batched, autocast when asked, NaN or infinite logits raise; ``keep`` maps the logits."""
+        draws = _Parameters(self, params)
+        kept = sample(
+            self.model, [x], [len(params)], [draws], OutputsKept(keep),
+            batch_size=self.batch_size, autocast_dtype=self.autocast_dtype,
+            channels_last=self.channels_last, perturbation=draws, name="base classifier",
+        )  # fmt: skip
+        return kept.result()[0]
 
     def transformed(self, x: Tensor, params: Tensor) -> Tensor:
         """``x`` (``[C, H, W]``) under each row of ``params`` (``[m, k]``, in ``transform``'s
@@ -161,11 +218,13 @@ class CCCert:
         """The estimate for one example ``x`` (``[C, H, W]``) with true ``label``."""
         params = self.sample_parameters(generator)
         grid = torch.linspace(0, 1, self.grid_points)[:, None] * (self.high - self.low) + self.low
-        with eval_mode(self.model), torch.inference_mode():
-            base = x[None] if self.identity is None else self.transformed(x, self.identity)
-            clean = self._probs(base.to(x.device))[0]
-            moved = self._probs(self.transformed(x, params))
-            on_grid = self.model(self.transformed(x, grid)).argmax(1)
+        noise = self.perturbation.noise
+        with certification_mode(self.model, x, noise, (), self.perturbation, "base classifier"):
+            with torch.inference_mode():
+                base = x[None] if self.identity is None else self.transformed(x, self.identity)
+                clean = self._probs(base.to(x.device))[0]
+            moved = self._sample(x, params, _softmax)
+            on_grid = self._sample(x, grid, _argmax)
         top2 = clean.topk(2).values
         a = float(top2[0] - top2[1]) / 2
         y = (moved - clean).abs().amax(dim=1).cpu().numpy()

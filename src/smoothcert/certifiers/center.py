@@ -33,8 +33,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -50,8 +51,9 @@ from smoothcert.noise import (
     resolve_noise,
     supported_pairs,
 )
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.records.center import CenterRecord
-from smoothcert.sampling import noisy_outputs
+from smoothcert.sampling import OutputsKept, Reducer, example_stream, sample
 from smoothcert.stats.binomial import half_sample_failure
 from smoothcert.stats.concentration import dkw_samples, dkw_slack, hoeffding_slack
 from smoothcert.stats.order_statistics import order_statistic_quantile
@@ -61,6 +63,7 @@ ABSTAIN_RADIUS = math.inf
 MISS_SHARE = 0.1  # of alpha1: no candidate lies in the smallest ball of mass 1/2 + delta
 BALL_SHARE = 0.4  # of alpha1: that ball holds fewer than ceil(n / 2) of the n samples
 SHORTLIST = 8  # samples of smallest ranked median whose medians are recomputed exactly
+R = TypeVar("R", bound=Reducer)
 
 
 def delta1(n: int, alpha1: float) -> float:
@@ -87,6 +90,31 @@ def center_noise(sigma: float | Noise, noise: Noise | str | None = None) -> Nois
             f"noises: certify=cohen or segcertify with {supported_pairs()})"
         )
     return noise
+
+
+def check_perturbation(
+    perturbation: Perturbation, sigma: float, noise: Noise | str | None, certifier: str
+) -> Perturbation:
+    """``perturbation`` if ``certifier`` (center or median smoothing) may smooth over it: any
+    non-parametric one (``x + delta``), or a transformation that composes exactly, whose own
+    noise is at ``sigma`` and with ``noise`` unset. A one-line ConfigError otherwise (rotation:
+    interpolation breaks the composition the worst-case mass rests on)."""
+    if not is_parametric(perturbation):
+        return perturbation
+    name = perturbation.name
+    if noise is not None:
+        raise ConfigError(f"perturbation={name} brings its own noise: leave noise unset")
+    if not perturbation.certified:
+        raise ConfigError(
+            f"{certifier} over perturbation={name} would be no certificate ({name} does not "
+            "compose exactly): use perturbation=additive, or certify=distspt for rotation"
+        )
+    if perturbation.sigma != sigma:
+        raise ConfigError(
+            f"sigma={sigma} differs from perturbation={name}'s noise sigma={perturbation.sigma}: "
+            "give both the same level"
+        )
+    return perturbation
 
 
 def mass_needed(eps_in: float, sigma: float | Noise, delta: float) -> float:
@@ -166,6 +194,62 @@ def min_median_sample(
     return int(shortlist[pick]), float(exact[pick])
 
 
+def candidate_distances(
+    distance: Distance, rows: Tensor, embedded: Tensor, chunk_elements: int
+) -> Tensor:
+    """``[len(rows), len(embedded)]`` exact (``paired``) distances, all pairs of a chunk of
+    ``embedded`` at once (at most ``chunk_elements`` values formed)."""
+    count, width = rows.shape[0], rows[0].numel()
+    step = max(1, chunk_elements // max(1, count * width))
+    parts = []
+    for part in embedded.split(step):
+        size = len(part)
+        left = rows[:, None].expand(count, size, *rows.shape[1:]).reshape(-1, *rows.shape[1:])
+        right = part[None].expand(count, *part.shape).reshape(-1, *part.shape[1:])
+        parts.append(distance.paired(left, right).reshape(count, size))
+    return torch.cat(parts, dim=1)
+
+
+class CandidateDistances(Reducer):
+    """Candidates mode's reducer: the exact distances from the embedded candidates ``rows`` to
+    each batch's embedded outputs, kept as ``parts`` (``[len(rows), batch]`` each), not the
+    outputs: memory candidates x samples."""
+
+    def __init__(self, distance: Distance, rows: Tensor, chunk_elements: int) -> None:
+        self.distance, self.candidates, self.chunk_elements = distance, rows, chunk_elements
+
+    def begin(self, xs: Sequence[Tensor], nums: Sequence[int]) -> None:
+        self.parts: list[Tensor] = []
+
+    def update(self, pieces: list[tuple[int, int]], outputs: Tensor) -> None:
+        embedded = self.distance.embed(outputs)
+        self.parts.append(
+            candidate_distances(self.distance, self.candidates, embedded, self.chunk_elements)
+        )
+
+    def result(self) -> Tensor:
+        return torch.cat(self.parts, dim=1)
+
+
+class DistancesTo(Reducer):
+    """The exact (``paired``) distance from ``center`` to every output, batch by batch:
+    ``result()`` is ``[samples]`` (the mass check and the certificate's order statistics keep
+    these, not the outputs)."""
+
+    def __init__(self, distance: Distance, center: Tensor) -> None:
+        self.distance, self.anchor = distance, distance.embed(center.unsqueeze(0))
+
+    def begin(self, xs: Sequence[Tensor], nums: Sequence[int]) -> None:
+        self.parts: list[Tensor] = []
+
+    def update(self, pieces: list[tuple[int, int]], outputs: Tensor) -> None:
+        embedded = self.distance.embed(outputs)
+        self.parts.append(self.distance.paired(self.anchor.expand(len(outputs), -1), embedded))
+
+    def result(self) -> Tensor:
+        return torch.cat(self.parts) if len(self.parts) != 1 else self.parts[0]
+
+
 @dataclass
 class Smoothed:
     """Result of Algorithm 1: the center (None on abstention) and the numbers behind it."""
@@ -236,6 +320,12 @@ class CenterSmooth:
         candidates: force candidates mode with this many candidate centers (>= min_candidates).
         modules: further modules the base function calls (put in eval mode while certifying).
         noise: the smoothing noise at ``sigma`` (None: Gaussian); only Gaussian noise fits.
+        perturbation: how the draws meet the input (``x + delta`` by default); a transformation
+            that composes exactly (brightness, translation, ...) draws its parameters from its
+            own Gaussian noise at ``sigma`` instead (``noise`` unset), and eps_in is then in its
+            units. Rotation, which does not compose, is refused (see ``check_perturbation``).
+        input_range: with ``(low, high)`` an input must be one image ``[C, H, W]`` with values in
+            it (``smoothcert.perturbation.check_example``); None (default): any shape, no check.
     """
 
     def __init__(
@@ -255,11 +345,17 @@ class CenterSmooth:
         candidates: int | None = None,
         modules: Sequence[nn.Module] = (),
         noise: Noise | str | None = None,
+        perturbation: Perturbation = ADDITIVE,
+        input_range: tuple[float, float] | None = None,
     ) -> None:
         self.base_function = base_function
         self.distance = build_distance(distance)
         self.sigma = check_sigma(sigma)
+        self.perturbation = check_perturbation(perturbation, self.sigma, noise, "center smoothing")
+        if is_parametric(perturbation):
+            noise = perturbation.noise
         self.noise = center_noise(self.sigma, noise)
+        self.input_range = input_range
         self.n, self.m = check_count(n, "n"), check_count(m, "m")
         require(0 < delta < 0.5, f"delta={delta} must lie in (0, 0.5)")
         require(0 < alpha1 < 1, f"alpha1={alpha1} must lie in (0, 1)")
@@ -305,60 +401,52 @@ class CenterSmooth:
                 f"{tail:.3g} > {BALL_SHARE} alpha1; raise n or delta, or memory_bytes for full mode"
             )
 
-    # ----- sampling -------------------------------------------------------------------------
+    # ----- sampling (the sampler's loop; what is kept: outputs or distances) ------------------
 
     def _certification_mode(self, x: Tensor) -> contextlib.AbstractContextManager:
         """Eval mode for every module the certifier calls, and the independence probe."""
         modules = (*self.modules, *self.distance.modules())
-        return certification_mode(self.base_function, x, self.noise, modules)
+        return certification_mode(self.base_function, x, self.noise, modules, self.perturbation)
 
-    def _outputs(self, x: Tensor, count: int, stream: NoiseStream) -> Iterator[Tensor]:
-        """Base outputs on ``count`` noisy copies of x, in batches; non-finite outputs raise."""
-        for out in noisy_outputs(self.base_function, x, count, self.batch_size, stream):
-            if out.is_floating_point() and not bool(torch.isfinite(out).all()):
-                raise FloatingPointError(
-                    "the base model returned NaN or inf on noisy inputs; check the model/checkpoint"
-                )
-            yield out
+    def _sample(self, x: Tensor, count: int, stream: NoiseStream, reducer: R) -> R:
+        """The sampler's loop on ``count`` perturbed copies of x (non-finite outputs raise)."""
+        return sample(
+            self.base_function, [x], [count], [stream], reducer, batch_size=self.batch_size,
+            perturbation=self.perturbation, name="base function",
+        )  # fmt: skip
+
+    def _outputs(self, x: Tensor, count: int, stream: NoiseStream) -> Tensor:
+        """Base outputs ``[count, ...]`` on ``count`` perturbed copies of x."""
+        return self._sample(x, count, stream, OutputsKept()).result()[0]
 
     def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:
-        if generator is None:
-            generator = torch.Generator(device=x.device)
-            generator.seed()
-        return self.noise.stream(tuple(x.shape), generator, x.device, x.dtype)
+        """The sampler's stream set-up (``generator=None``: seeded from torch's global RNG)."""
+        options = {"input_range": self.input_range, "name": "center smoothing", "dtype": x.dtype}
+        return example_stream(self.noise, self.perturbation, x, generator, **options)
 
     # ----- Algorithm 1 ----------------------------------------------------------------------
 
     def _center_all(self, x: Tensor, stream: NoiseStream) -> tuple[Tensor, float]:
-        outputs = torch.cat(list(self._outputs(x, self.n, stream)))
+        outputs = self._outputs(x, self.n, stream)
         best, radius = min_median_sample(
             self.distance, self.distance.embed(outputs), self.chunk_elements
         )
         return outputs[best].clone(), radius  # a copy: the n outputs can be freed
 
     def _candidate_distances(self, rows: Tensor, embedded: Tensor) -> Tensor:
-        """``[len(rows), len(embedded)]`` exact (``paired``) distances, all pairs of a chunk of
-        ``embedded`` at once (at most ``chunk_elements`` values formed)."""
-        count, width = rows.shape[0], rows[0].numel()
-        step = max(1, self.chunk_elements // max(1, count * width))
-        parts = []
-        for part in embedded.split(step):
-            size = len(part)
-            left = rows[:, None].expand(count, size, *rows.shape[1:]).reshape(-1, *rows.shape[1:])
-            right = part[None].expand(count, *part.shape).reshape(-1, *part.shape[1:])
-            parts.append(self.distance.paired(left, right).reshape(count, size))
-        return torch.cat(parts, dim=1)
+        """``candidate_distances`` at this smoother's distance and chunk size."""
+        return candidate_distances(self.distance, rows, embedded, self.chunk_elements)
 
     def _center_candidates(
         self, x: Tensor, stream: NoiseStream, candidates: int
     ) -> tuple[Tensor, float]:
         """Candidates mode: only the first ``candidates`` of the n samples are kept; their exact
         distances to all n samples are accumulated batch by batch (memory candidates x n)."""
-        kept = torch.cat(list(self._outputs(x, candidates, stream)))
+        kept = self._outputs(x, candidates, stream)
         rows = self.distance.embed(kept)
-        parts = [self._candidate_distances(rows, rows)]
-        for out in self._outputs(x, self.n - candidates, stream):
-            parts.append(self._candidate_distances(rows, self.distance.embed(out)))
+        first = self._candidate_distances(rows, rows)
+        rest = CandidateDistances(self.distance, rows, self.chunk_elements)
+        parts = [first, *self._sample(x, self.n - candidates, stream, rest).parts]
         medians = torch.cat(parts, dim=1).kthvalue((self.n + 1) // 2, dim=1).values
         best = int(medians.argmin())
         return kept[best].clone(), float(medians[best])
@@ -379,11 +467,11 @@ class CenterSmooth:
             self._check_candidates(count)
         return count
 
-    def _distances_to(self, center: Tensor, x: Tensor, count: int, stream) -> Iterator[Tensor]:
-        """Distances from ``center`` to the outputs on ``count`` fresh noisy copies of x."""
-        anchor = self.distance.embed(center.unsqueeze(0))
-        for out in self._outputs(x, count, stream):
-            yield self.distance.paired(anchor.expand(len(out), -1), self.distance.embed(out))
+    def _distances_to(self, center: Tensor, x: Tensor, count: int, stream) -> Tensor:
+        """Distances ``[count]`` from ``center`` to the outputs on ``count`` fresh perturbed
+        copies of x."""
+        reducer = DistancesTo(self.distance, center)
+        return self._sample(x, count, stream, reducer).result()
 
     def _smooth(self, x: Tensor, stream: NoiseStream) -> Smoothed:
         with torch.inference_mode():
@@ -393,9 +481,7 @@ class CenterSmooth:
             center, radius = self._center_all(x, stream)
         else:
             center, radius = self._center_candidates(x, stream, candidates)
-        inside = torch.zeros((), dtype=torch.long, device=x.device)
-        for distances in self._distances_to(center, x, self.n, stream):
-            inside += (distances <= radius).sum()
+        inside = (self._distances_to(center, x, self.n, stream) <= radius).sum()
         p_hat = int(inside) / self.n
         d1, d2 = delta1(self.n, self.alpha1), delta2(p_hat, self.n, self.alpha1)
         kept = center if self.delta >= max(d1, d2) else None
@@ -447,7 +533,7 @@ class CenterSmooth:
         if smoothed.center is None:
             infinite = [ABSTAIN_RADIUS] * len(radii)
             return CenterCertificate(smoothed, radii, infinite, infinite)
-        distances = torch.cat(list(self._distances_to(smoothed.center, x, self.m, stream)))
+        distances = self._distances_to(smoothed.center, x, self.m, stream)
         factor = output_factor(self.gamma)
         quantiles = [
             order_statistic_quantile(

@@ -7,23 +7,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from smoothcert.errors import (
-    ConfigError,
-    check_alpha,
-    check_count,
-    check_input_range,
-    check_sigma,
-    require,
-)
+from smoothcert.errors import ConfigError, check_alpha, check_count, check_sigma, require
 from smoothcert.independence import certification_mode
 from smoothcert.noise import Noise, NoiseStream, resolve_noise
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.sampling import (
     BatchSizeChoice,
+    ClassCounts,
     batch_size_candidates,
     choose_batch_size,
     eval_mode,
-    sample_class_counts_many,
+    example_stream,
+    sample,
 )
 from smoothcert.stats.binomial import binom_test_two_sided, clopper_pearson_lower
 
@@ -115,48 +110,32 @@ class Smooth:
         )
 
     def _stream(self, x: Tensor, generator: torch.Generator | None) -> NoiseStream:
-        self._check_example(x)
-        if generator is None:
-            generator = torch.Generator(device=x.device)
-            generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        shape = self.perturbation.draw_shape(tuple(x.shape))
-        return self.noise.stream(shape, generator, x.device, torch.float32)
+        """The example's stream (``sampling.example_stream``: the input check, the draw shape,
+        ``generator=None`` seeded from torch's global RNG)."""
+        options = {"input_range": self.input_range, "name": "Smooth"}
+        return example_stream(self.noise, self.perturbation, x, generator, **options)
 
     def _check_example(self, x: Tensor) -> None:
-        if self.input_range is None:
-            if x.dim() == 0:
-                raise ConfigError(
-                    "Smooth expects one example (without a batch dimension), got a scalar"
-                )
-        else:
-            if x.dim() != 3:
-                raise ConfigError(
-                    f"Smooth expects one example [C, H, W], got shape {tuple(x.shape)} (inputs "
-                    "that are not images: Smooth(..., input_range=None))"
-                )
-            check_input_range(x, "Smooth input", *self.input_range)
+        self.perturbation.check_example(x, self.input_range, "Smooth")
 
     def _counts(
         self, xs: list[Tensor], nums: list[int], batch_size: int, streams: list[NoiseStream]
     ) -> Tensor:
-        """Counts ``[len(xs), K]`` of the examples ``xs``, packed into shared forward passes."""
-        counts, finite = sample_class_counts_many(
+        """Counts ``[len(xs), K]`` of the examples ``xs``, packed into shared forward passes
+        (``sampling.sample``; NaN or infinite logits raise FloatingPointError)."""
+        reducer = sample(
             self.base_classifier,
             [x.float() for x in xs],
             nums,
-            self.num_classes,
-            batch_size,
             streams,
+            ClassCounts(self.num_classes),
+            batch_size=batch_size,
             autocast_dtype=self.autocast_dtype,
             channels_last=self.channels_last,
             perturbation=self.perturbation,
+            name="base classifier",
         )
-        if not bool(finite):
-            raise FloatingPointError(
-                "the base classifier returned NaN or infinite logits under noise: check the "
-                "checkpoint and the input range; certificates from such a model are meaningless"
-            )
-        return counts
+        return reducer.counts
 
     def choose_batch_size(
         self, x: Tensor, largest: int, candidates: Sequence[int] | None = None, **options

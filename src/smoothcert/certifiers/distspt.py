@@ -34,8 +34,10 @@ from scipy.stats import norm as normal
 from torch import Tensor, nn
 
 from smoothcert.errors import ConfigError, check_alpha, check_count, require
-from smoothcert.noise import GaussianNoise
-from smoothcert.sampling import eval_mode, sample_class_counts_many
+from smoothcert.independence import certification_mode
+from smoothcert.noise import GaussianNoise, NoiseStream
+from smoothcert.perturbation import ADDITIVE
+from smoothcert.sampling import ClassCounts, example_stream, global_generator, sample, take_draws
 from smoothcert.stats.binomial import clopper_pearson_lower
 from smoothcert.transforms.rotation import Rotation
 from smoothcert.transforms.rotation_bounds import check_angle_interval, error_bounds
@@ -121,16 +123,26 @@ class DistSPT:
     ) -> Tensor:
         """``[len(angles), K]`` class counts of the base classifier on ``n_eps`` noisy copies
         (N(0, sigma_eps^2 I)) of each transformed image ``S_beta(x)``, ``beta`` in ``angles``:
-        the inner smoothing, every angle's copies packed into shared forward passes."""
-        images = self.rotation.pipeline.sample(x, angles)
-        streams = [self.inner.stream(tuple(x.shape), gen, x.device) for _ in range(len(angles))]
-        counts, finite = sample_class_counts_many(
-            self.base_classifier, list(images), [n_eps] * len(angles), self.num_classes,
-            batch_size, streams,
+        the inner smoothing, every angle's copies packed into shared forward passes of the
+        sampler (NaN or infinite logits raise). Each angle's noise is a stream set up by the
+        sampler from ``gen``, in order."""
+        images = list(self.rotation.pipeline.sample(x, angles))
+        options = {"input_range": None, "name": "DistSPT"}  # rotated and filtered: no range check
+        streams = [example_stream(self.inner, ADDITIVE, image, gen, **options) for image in images]
+        reducer = sample(
+            self.base_classifier, images, [n_eps] * len(images), streams,
+            ClassCounts(self.num_classes), batch_size=batch_size, name="base classifier",
         )  # fmt: skip
-        if not bool(finite):
-            raise FloatingPointError("the base classifier returned NaN or infinite logits")
-        return counts
+        return reducer.counts
+
+    def angle_stream(self, x: Tensor, generator: torch.Generator) -> NoiseStream:
+        """The rotation's own noise stream for ``x`` (the sampler's set-up: ``x`` one image in
+        [0, 1]); ``angles`` reads the next draws of it."""
+        return example_stream(self.rotation.noise, self.rotation, x, generator, name="DistSPT")
+
+    def angles(self, stream: NoiseStream, m: int) -> Tensor:
+        """The next ``m`` angles ``beta ~ N(0, sigma_gamma^2)`` (degrees, ``[m]``) of ``stream``."""
+        return self.rotation.params_from(take_draws(stream, m))[:, 0]
 
     def certify(
         self,
@@ -157,22 +169,24 @@ class DistSPT:
         for name, value in sizes.items():
             check_count(value, f"certify.{name}")
         self.rotation.check_input(tuple(x.shape))
-        start, gen = time.perf_counter(), generator or torch.Generator(device=x.device)
+        start = time.perf_counter()
+        gen = generator if generator is not None else global_generator(x.device)
         x = x.float()
         sigma = self.rotation.sigma
+        stream = self.angle_stream(x, gen)
 
-        def angles(m: int) -> Tensor:
-            return sigma * torch.randn(m, generator=gen, device=x.device)
-
-        with eval_mode(self.base_classifier):
-            c0 = int(self.inner_counts(x, angles(n0), n0_eps, batch_size, gen).sum(0).argmax())
+        base = (self.base_classifier, x, self.inner, (), ADDITIVE, "base classifier")
+        with certification_mode(*base):
+            first = self.inner_counts(x, self.angles(stream, n0), n0_eps, batch_size, gen)
+            c0 = int(first.sum(0).argmax())
             bounds = error_bounds(
-                x, angles(n_error), self.gamma, self.rotation.pipeline, self.splits,
+                x, self.angles(stream, n_error), self.gamma, self.rotation.pipeline, self.splits,
                 self.refinements, target=self.error_bound,
             )  # fmt: skip
             within = int((bounds <= self.error_bound).sum())
             rho = 1.0 - clopper_pearson_lower(within, n_error, alpha_error)
-            counts = self.inner_counts(x, angles(n_gamma), n_eps, batch_size, gen)[:, c0]
+            outer = self.angles(stream, n_gamma)
+            counts = self.inner_counts(x, outer, n_eps, batch_size, gen)[:, c0]
         inner_alpha = alpha_eps / n_gamma
         p_inner = np.array([clopper_pearson_lower(int(k), n_eps, inner_alpha) for k in counts])
         radii = self.sigma_eps * normal.ppf(p_inner)

@@ -39,10 +39,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from smoothcert.certifiers.center import check_perturbation
 from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.independence import certification_mode
-from smoothcert.noise import Noise, NoiseStream
-from smoothcert.sampling import noisy_outputs
+from smoothcert.noise import Noise, NoiseStream, example_generator
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
+from smoothcert.sampling import OutputsKept, example_stream, sample
 from smoothcert.stats.order_statistics import QuantileRanks, quantile_ranks, smallest_n
 
 GUARANTEES = ("per_coordinate", "per_box", "simultaneous")
@@ -101,17 +103,22 @@ def percentile_levels(noise: Noise, p: float, eps: float) -> tuple[float, float]
     return float(noise.worst_case_mass_lower(p, eps)), float(noise.worst_case_mass_upper(p, eps))
 
 
-def as_output_vectors(out: Tensor) -> Tensor:
+def as_output_vectors(out: Tensor, check_nan: bool = True) -> Tensor:
     """The base outputs of a batch as ``[B, m]`` floats (``[B]`` is m = 1); a one-line
-    ConfigError for an output that is not a real vector (integers, more dimensions, NaN)."""
+    ConfigError for an output that is not a real vector (integers, more dimensions), and a
+    FloatingPointError for NaN unless ``check_nan`` is False (the sampler checks its outputs)."""
     if not torch.is_floating_point(out) or out.dim() not in (1, 2):
         raise ConfigError(
             f"median smoothing needs a real vector per input (float [batch, m]), got "
             f"{out.dtype} {tuple(out.shape)}: use a regression output, not labels or maps"
         )
-    if bool(torch.isnan(out).any()):
+    if check_nan and bool(torch.isnan(out).any()):
         raise FloatingPointError("the base model returned NaN on noisy inputs")
     return out.float().reshape(len(out), -1)
+
+
+def _sampled_vectors(out: Tensor) -> Tensor:
+    return as_output_vectors(out, check_nan=False)
 
 
 def order_statistic_bounds(
@@ -154,6 +161,19 @@ class PercentileCertificate:
     alpha: float
 
 
+@dataclass
+class MedianExample:
+    """One dataset example certified by :meth:`PercentileSmooth.certify_example`: the n sorted
+    outputs ``values`` ``[n, m]``, their ``certificate``, and ``rounding``, the CPU generator of
+    the expectation bound's randomized rounding (``median_expectation.mean_interval``), seeded
+    from the example's noise seed + 1 (so independent of its noise, and fixed by ``(seed,
+    index)``)."""
+
+    values: Tensor
+    certificate: PercentileCertificate
+    rounding: torch.Generator
+
+
 class PercentileSmooth:
     """Coordinate-wise percentile smoothing of ``base_function`` (``[B, *x.shape]`` -> ``[B, m]``
     floats) under ``noise`` (only noises with a worst-case mass: Gaussian).
@@ -166,6 +186,12 @@ class PercentileSmooth:
     While sampling, every module ``base_function`` calls runs in eval mode (restored afterwards;
     ``modules``: further ones), and a function whose outputs are random or depend on the rest of
     the batch is refused (ConfigError; ``smoothcert.independence``).
+
+    ``perturbation`` is how the draws meet the input (``x + delta`` by default); a transformation
+    that composes exactly draws its parameters from ``noise`` (its own noise), and eps is then in
+    its units (rotation is refused). ``input_range=(low, high)`` requires one image ``[C, H, W]``
+    with values in it; None (default) accepts any shape. Samples are drawn by the sampler
+    (``smoothcert.sampling.sample``, outputs kept; a NaN output raises FloatingPointError).
     """
 
     def __init__(
@@ -180,7 +206,17 @@ class PercentileSmooth:
         batch_size: int = 1000,
         box_size: int | None = None,
         modules: Sequence[nn.Module] = (),
+        perturbation: Perturbation = ADDITIVE,
+        input_range: tuple[float, float] | None = None,
     ) -> None:
+        if is_parametric(perturbation):
+            check_perturbation(perturbation, noise.certified_sigma, None, "median smoothing")
+            if perturbation.noise.name != noise.name:
+                raise ConfigError(
+                    f"perturbation={perturbation.name} draws its parameters from "
+                    f"{perturbation.noise.name} noise, not {noise.name}: give median smoothing "
+                    "its noise (perturbation.noise)"
+                )
         if not noise.worst_case_mass:
             raise ConfigError(
                 f"median smoothing needs the worst-case mass P_lower/P_upper in l2, which "
@@ -195,6 +231,7 @@ class PercentileSmooth:
         self.guarantee = resolve_guarantee(guarantee, self.box_size)
         self.batch_size = check_count(batch_size, "certify.batch_size")
         self.modules = tuple(modules)
+        self.perturbation, self.input_range = perturbation, input_range
         self._ranks: dict[int, list[QuantileRanks]] = {}
 
     def ranks(self, m: int) -> list[QuantileRanks]:
@@ -220,18 +257,34 @@ class PercentileSmooth:
             )
 
     def sorted_outputs(self, x: Tensor, stream: NoiseStream) -> Tensor:
-        """The n base outputs ``[n, m]`` on x + noise, sorted along the samples."""
-        with certification_mode(self.base_function, x, self.noise, self.modules):
-            outs = [
-                as_output_vectors(out)
-                for out in noisy_outputs(self.base_function, x, self.n, self.batch_size, stream)
-            ]
-        return torch.cat(outs).sort(dim=0).values
+        """The n base outputs ``[n, m]`` on perturbed copies of x (draws from ``stream``), sorted
+        along the samples."""
+        modes = (self.base_function, x, self.noise, self.modules, self.perturbation)
+        with certification_mode(*modes):
+            kept = sample(
+                self.base_function, [x], [self.n], [stream], OutputsKept(_sampled_vectors),
+                batch_size=self.batch_size, perturbation=self.perturbation, check="nan",
+            )  # fmt: skip
+        return kept.result()[0].sort(dim=0).values
 
-    def certify(self, x: Tensor, generator: torch.Generator) -> PercentileCertificate:
+    def stream(self, x: Tensor, generator: torch.Generator | None = None) -> NoiseStream:
+        """The sampler's stream set-up for x (``generator=None``: seeded from torch's global
+        RNG); ``input_range`` checks x first."""
+        options = {"input_range": self.input_range, "name": "median smoothing", "dtype": x.dtype}
+        return example_stream(self.noise, self.perturbation, x, generator, **options)
+
+    def certify(self, x: Tensor, generator: torch.Generator | None = None) -> PercentileCertificate:
         """The estimate of h_p(x) and every eps's certified intervals from n noisy outputs."""
-        stream = self.noise.stream(tuple(x.shape), generator, x.device, x.dtype)
-        return self.certify_sorted(self.sorted_outputs(x, stream))
+        return self.certify_sorted(self.sorted_outputs(x, self.stream(x, generator)))
+
+    def certify_example(self, x: Tensor, seed: int, index: int) -> MedianExample:
+        """Dataset example ``index``: its noise from ``example_generator(seed, index)`` (the one
+        seeding rule: the result depends on neither batch size nor sharding), its n sorted
+        outputs, their certificate and the expectation bound's rounding generator."""
+        generator = example_generator(seed, index, x.device)
+        values = self.sorted_outputs(x, self.stream(x, generator))
+        rounding = torch.Generator().manual_seed(generator.initial_seed() + 1)
+        return MedianExample(values, self.certify_sorted(values), rounding)
 
     def certify_sorted(self, values: Tensor) -> PercentileCertificate:
         """``certify`` from the n outputs ``[n, m]`` already drawn and sorted along the samples."""

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from smoothcert.certifiers.median import PercentileSmooth, bound_alpha
 from smoothcert.errors import ConfigError, check_alpha
 from smoothcert.noise import Noise
 from smoothcert.stats.binomial import clopper_pearson_lower, clopper_pearson_upper
@@ -97,3 +98,23 @@ def expectation_bounds(
     lower = noise.worst_case_mass_lower(z_lo[..., None], radii)
     upper = noise.worst_case_mass_upper(z_hi[..., None], radii)
     return low + (high - low) * np.asarray(lower), low + (high - low) * np.asarray(upper)
+
+
+def expectation_certificate(
+    smoother: PercentileSmooth,
+    values: Tensor,
+    low: float,
+    high: float,
+    method: str = "clopper_pearson",
+    generator: torch.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The expectation bound from median smoothing's n outputs ``values`` ``[n, m]`` (its
+    samples, noise and eps): ``(mean [m], lower [m, len(eps)], upper [m, len(eps)])``. Each
+    coordinate's interval on g(x) takes twice the per-bound alpha of ``smoother``'s guarantee
+    (alpha / 2 per side), so the intervals hold as the smoother's guarantee states;
+    ``generator`` is the randomized rounding's (``MedianExample.rounding``)."""
+    m = values.shape[1]
+    alpha = 2 * bound_alpha(smoother.alpha, m, smoother.guarantee, smoother.box_size)
+    mean_lo, mean_hi = mean_interval(values.T, low, high, alpha, method, generator)
+    lower, upper = expectation_bounds(mean_lo, mean_hi, low, high, smoother.noise, smoother.eps)
+    return values.double().mean(0).cpu().numpy(), lower, upper

@@ -19,16 +19,25 @@ each test uses a table of ``n + 1`` values, and every correction runs on the his
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from smoothcert.certifiers.classification import ABSTAIN
-from smoothcert.errors import ConfigError, check_alpha, check_count, check_unit_range
+from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.independence import certification_mode
 from smoothcert.noise import Certificate, Noise, NoiseStream, as_certificate
-from smoothcert.sampling import noisy_outputs
+from smoothcert.perturbation import ADDITIVE, ParameterPerturbation, Perturbation, is_parametric
+from smoothcert.sampling import (
+    ElementClassCounts,
+    GivenClassCounts,
+    OutputsKept,
+    RunningSums,
+    check_element_logits,
+    example_stream,
+    sample,
+)
 from smoothcert.stats.binomial import clopper_pearson_lower_table
 from smoothcert.stats.multiple_testing import FDR, check_correction, reject_counts
 
@@ -43,8 +52,9 @@ def check_tau(tau: float, name: str = "tau") -> float:
 
 def segmentation_radius(sigma: float | Certificate, tau: float) -> float:
     """The radius of Theorem 5.1 for threshold ``tau``: the noise's radius at p_A = tau (0 at
-    tau = 0.5). A plain ``sigma`` is Gaussian noise in l2: ``sigma * Phi^-1(tau)``."""
-    return float(as_certificate(sigma).radius(check_tau(tau)))
+    tau = 0.5). A plain ``sigma`` is Gaussian noise in l2: ``sigma * Phi^-1(tau)``; a parameter
+    perturbation gives its own radius, in its units."""
+    return float(_radii(sigma).radius(check_tau(tau)))
 
 
 def tau_alpha(alpha: float, num_taus: int, joint: bool) -> float:
@@ -85,45 +95,57 @@ def guarantee(correction: str, budget: int, num_taus: int, joint: bool) -> str:
     )
 
 
+# What a radius comes from: a noise's certificate in a norm, or a parameter perturbation's own.
+Radii = Certificate | ParameterPerturbation
+MODEL = "segmentation model"  # how errors name the base model
+
+
 def certificate_of(
-    x: Tensor, sigma: float, noise: Noise | str | None = None, norm: str | None = None
-) -> Certificate:
+    x: Tensor,
+    sigma: float,
+    noise: Noise | str | None = None,
+    norm: str | None = None,
+    perturbation: Perturbation = ADDITIVE,
+) -> Radii:
     """The certificate of ``noise`` (None: Gaussian) at ``sigma`` in ``norm`` (None: its natural
-    norm) for images shaped like ``x``."""
-    return Certificate.of(sigma, noise, norm, x.numel())
-
-
-def _stream(x: Tensor, noise: Noise, generator: torch.Generator | None) -> NoiseStream:
-    if x.dim() != 3:
-        raise ConfigError(f"segcertify expects one image [C, H, W], got shape {tuple(x.shape)}")
-    check_unit_range(x, "segcertify input")
-    if generator is None:
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
-    return noise.stream(tuple(x.shape), generator, x.device, torch.float32)
-
-
-def _predictions(
-    model: nn.Module, x: Tensor, num: int, batch_size: int, stream: NoiseStream
-) -> Iterator[tuple[Tensor, int]]:
-    """Yields ``(argmax [b, H, W], K)`` for successive noisy batches (inference mode), then raises
-    FloatingPointError if any logit was NaN or infinite (checked once, on the device)."""
-    finite = torch.ones((), dtype=torch.bool, device=x.device)
-    for logits in noisy_outputs(model, x, num, batch_size, stream):
-        if logits.dim() != 4 or tuple(logits.shape[2:]) != tuple(x.shape[1:]):
-            raise ValueError(
-                f"the segmentation model returned logits of shape {tuple(logits.shape)}, "
-                f"expected [batch, K, {x.shape[1]}, {x.shape[2]}]: certification is at full "
-                "resolution, so upsample the logits to the input size"
-            )
-        low, high = torch.aminmax(logits)  # NaN propagates; no logits-sized temporaries
-        finite &= torch.isfinite(low) & torch.isfinite(high)
-        yield logits.argmax(dim=1), logits.shape[1]
-    if not bool(finite):
-        raise FloatingPointError(
-            "the segmentation model returned NaN or infinite logits under noise: check the "
-            "checkpoint and the input range; certificates from such a model are meaningless"
+    norm) for images shaped like ``x``; for a parameter perturbation, the perturbation itself (its
+    noise draws the parameters at ``sigma``, its ``radius`` is in its units)."""
+    if not is_parametric(perturbation):
+        return Certificate.of(sigma, noise, norm, x.numel())
+    if noise is not None or norm is not None:
+        raise ConfigError(
+            f"perturbation={perturbation.name} brings its own noise and units: leave noise and "
+            "norm unset"
         )
+    if perturbation.sigma != float(sigma):
+        raise ConfigError(
+            f"sigma={float(sigma)} differs from perturbation={perturbation.name}'s noise "
+            f"sigma={perturbation.sigma}: give both the same level"
+        )
+    return perturbation
+
+
+def _radii(value: float | Radii) -> Radii:
+    return (
+        value if isinstance(value, (Certificate, ParameterPerturbation)) else as_certificate(value)
+    )
+
+
+def _stream(
+    x: Tensor, noise: Noise, generator: torch.Generator | None, perturbation: Perturbation
+) -> NoiseStream:
+    return example_stream(noise, perturbation, x, generator, name="segcertify")
+
+
+def _argmax_maps(x: Tensor) -> Callable[[Tensor], Tensor]:
+    """Logits ``[b, K, H, W]`` to class maps ``[b, H, W]``, after the shape check."""
+    spatial = tuple(x.shape[1:])
+
+    def maps(logits: Tensor) -> Tensor:
+        check_element_logits(logits, spatial, MODEL)
+        return logits.argmax(dim=1)
+
+    return maps
 
 
 def sample_modes_and_counts(
@@ -137,48 +159,65 @@ def sample_modes_and_counts(
     *,
     noise: Noise | str | None = None,
     modules: Sequence[nn.Module] = (),
+    perturbation: Perturbation = ADDITIVE,
 ) -> tuple[Tensor, Tensor]:
     """Samples the model under ``noise`` (None: N(0, sigma^2 I)) at ``sigma``: ``(modes, counts)``,
     both ``[H, W]`` int64. Every module the model calls runs in eval mode, and a model whose
     outputs are random or depend on the rest of the batch is refused (``certification_mode`` of
-    ``smoothcert.independence``; ``modules``: further modules it calls).
+    ``smoothcert.independence``; ``modules``: further modules it calls). ``perturbation``: how
+    the draws meet ``x`` (``x + delta``; a parameter perturbation draws from its own noise).
 
     ``modes`` is each pixel's most frequent class among the first ``n0`` samples (lowest class on
     ties); ``counts`` is how often that class appears among the next ``n`` independent samples.
     The noise is a stream from ``generator``, so results do not depend on ``batch_size``.
+    Both passes are ``sampling.sample``: per-pixel class counts, then counts of the modes.
     """
+    certificate = certificate_of(x, sigma, noise, perturbation=perturbation)
+    return _modes_and_counts(model, x, certificate, n0, n, batch_size, generator, modules)
+
+
+def _modes_and_counts(
+    model: nn.Module,
+    x: Tensor,
+    certificate: Radii,
+    n0: int,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None,
+    modules: Sequence[nn.Module],
+) -> tuple[Tensor, Tensor]:
+    """:func:`sample_modes_and_counts` with the noise (and perturbation) of ``certificate``."""
     n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")
-    smoothing = certificate_of(x, sigma, noise).noise
-    stream = _stream(x, smoothing, generator)
-    class_counts: Tensor | None = None
-    with certification_mode(model, x, smoothing, modules, name="segmentation model"):
-        for preds, num_classes in _predictions(model, x, n0, batch_size, stream):
-            if class_counts is None:
-                class_counts = x.new_zeros((num_classes, *preds.shape[1:]), dtype=torch.int32)
-                ones = torch.ones((1, 1, 1), dtype=torch.int32, device=x.device)
-            class_counts.scatter_add_(0, preds, ones.expand(preds.shape))
-        assert class_counts is not None
-        modes = class_counts.argmax(dim=0)
-        del class_counts  # only the modes are needed from here on (frees K x H x W counts)
-        counts = torch.zeros_like(modes)
-        for preds, _ in _predictions(model, x, n, batch_size, stream):
-            counts += (preds == modes).sum(dim=0)
+    smoothing, perturbation = certificate.noise, _perturbation(certificate)
+    stream = _stream(x, smoothing, generator, perturbation)
+    options = {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
+    with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
+        first = sample(model, [x], [n0], [stream], ElementClassCounts(name=MODEL), **options)
+        modes = first.counts[0].argmax(dim=0)
+        del first  # only the modes are needed from here on (frees K x H x W counts)
+        targets = GivenClassCounts(modes[None], name=MODEL)
+        counts = sample(model, [x], [n], [stream], targets, **options).counts[0]
     return modes, counts
+
+
+def _perturbation(certificate: Radii) -> Perturbation:
+    return certificate if is_parametric(certificate) else ADDITIVE
 
 
 def certify_counts(
     modes: Tensor,
     counts: Tensor,
     n: int,
-    sigma: float | Certificate,
+    sigma: float | Radii,
     tau: float,
     alpha: float,
     correction: str = "holm",
     budget: int = 0,
 ) -> tuple[Tensor, float]:
     """SegCertify's decision step: ``(classes, radius)`` with ABSTAIN where H0 is not rejected;
-    ``sigma`` is a Certificate, or a number for Gaussian noise in l2."""
+    ``sigma`` is a Certificate (or a parameter perturbation), or a number for Gaussian noise in
+    l2."""
     rejected = reject_counts(counts, n, check_tau(tau), alpha, correction, budget)
     classes = torch.where(rejected, modes, torch.full_like(modes, ABSTAIN))
     return classes, segmentation_radius(sigma, tau)
@@ -201,6 +240,7 @@ def segcertify(
     noise: Noise | str | None = None,
     norm: str | None = None,
     modules: Sequence[nn.Module] = (),
+    perturbation: Perturbation = ADDITIVE,
 ) -> tuple[Tensor, float | list[float]]:
     """SEGCERTIFY: certified per-pixel classes of the smoothed segmentation model at ``x``.
 
@@ -234,6 +274,9 @@ def segcertify(
         noise: the smoothing noise at ``sigma`` (None: Gaussian; a name or a ``Noise``).
         norm: the norm of the radius (None: the noise's natural one; see ``smoothcert.noise``).
         modules: further modules the model calls (put in eval mode while certifying).
+        perturbation: how the draws meet ``x``: ``x + delta`` (default), or a parameter
+            perturbation whose noise (at ``sigma``) draws the parameters; its ``radius`` (in its
+            units) is then the certificate, and ``noise`` and ``norm`` stay None.
 
     Returns:
         ``(classes, radius)``: LongTensor ``[H, W]`` with ABSTAIN (-1) and a float; for a list of
@@ -242,10 +285,8 @@ def segcertify(
     taus = [check_tau(t) for t in (tau if isinstance(tau, Sequence) else [tau])]
     level = tau_alpha(check_alpha(alpha), len(taus), bool(joint))
     correction, budget = check_correction(correction, budget)
-    certificate = certificate_of(x, sigma, noise, norm)
-    modes, counts = sample_modes_and_counts(
-        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise, modules=modules
-    )
+    certificate = certificate_of(x, sigma, noise, norm, perturbation)
+    modes, counts = _modes_and_counts(model, x, certificate, n0, n, batch_size, generator, modules)
     results = [
         certify_counts(modes, counts, n, certificate, t, level, correction, budget) for t in taus
     ]
@@ -255,12 +296,12 @@ def segcertify(
 
 
 def indivclass_counts(
-    modes: Tensor, counts: Tensor, n: int, sigma: float | Certificate, alpha: float
+    modes: Tensor, counts: Tensor, n: int, sigma: float | Radii, alpha: float
 ) -> tuple[Tensor, float]:
     """IndivClass (Section 4): Cohen's CERTIFY per pixel at level alpha / N (Bonferroni); all
     pixels or none, with the radius of the smallest p_i lower bound (from the smallest count;
-    Gaussian l2: min_i sigma * Phi^-1(p_i lower)). ``sigma``: a Certificate, or a number for
-    Gaussian noise in l2.
+    Gaussian l2: min_i sigma * Phi^-1(p_i lower)). ``sigma``: a Certificate (or a parameter
+    perturbation), or a number for Gaussian noise in l2.
 
     Guarantee: with probability >= 1 - alpha, either every pixel abstains, or every pixel's
     returned class has true probability >= that bound > 1/2, so each pixel's smoothed (argmax)
@@ -272,7 +313,7 @@ def indivclass_counts(
     p_lower = float(lower[int(counts.min())])
     if p_lower <= 0.5:
         return torch.full_like(modes, ABSTAIN), 0.0
-    return modes.clone(), float(as_certificate(sigma).radius(p_lower))
+    return modes.clone(), float(_radii(sigma).radius(p_lower))
 
 
 def indivclass(
@@ -288,13 +329,12 @@ def indivclass(
     noise: Noise | str | None = None,
     norm: str | None = None,
     modules: Sequence[nn.Module] = (),
+    perturbation: Perturbation = ADDITIVE,
 ) -> tuple[Tensor, float]:
-    """IndivClass on an image (the guarantee of ``indivclass_counts``, at level alpha); ``model``
-    and ``modules`` as in ``segcertify``."""
-    certificate = certificate_of(x, sigma, noise, norm)
-    modes, counts = sample_modes_and_counts(
-        model, x, sigma, n0, n, batch_size, generator, noise=certificate.noise, modules=modules
-    )
+    """IndivClass on an image (the guarantee of ``indivclass_counts``, at level alpha); ``model``,
+    ``modules`` and ``perturbation`` as in ``segcertify``."""
+    certificate = certificate_of(x, sigma, noise, norm, perturbation)
+    modes, counts = _modes_and_counts(model, x, certificate, n0, n, batch_size, generator, modules)
     return indivclass_counts(modes, counts, n, certificate, alpha)
 
 
@@ -311,6 +351,7 @@ def jointclass(
     noise: Noise | str | None = None,
     norm: str | None = None,
     modules: Sequence[nn.Module] = (),
+    perturbation: Perturbation = ADDITIVE,
 ) -> tuple[Tensor, float]:
     """JointClass (Section 4): the whole map is one class of Cohen's CERTIFY. The mode of the
     ``n0`` maps (kept, O(n0 x pixels)) must reappear exactly in the ``n`` samples; returns it with
@@ -319,21 +360,27 @@ def jointclass(
 
     Guarantee: with probability >= 1 - alpha, either every pixel abstains, or the noisy model
     outputs exactly the returned map with probability >= that bound > 1/2, so the smoothed
-    classifier over whole maps returns it under every perturbation within ``radius``. ``model``
-    and ``modules`` as in ``segcertify``.
+    classifier over whole maps returns it under every perturbation within ``radius``. ``model``,
+    ``modules`` and ``perturbation`` as in ``segcertify``.
     """
-    certificate, alpha = certificate_of(x, sigma, noise, norm), check_alpha(alpha)
+    certificate = certificate_of(x, sigma, noise, norm, perturbation)
+    alpha = check_alpha(alpha)
     n0, n = check_count(n0, "n0"), check_count(n, "n")
     batch_size = check_count(batch_size, "batch_size")
-    stream = _stream(x, certificate.noise, generator)
-    with certification_mode(model, x, certificate.noise, modules, name="segmentation model"):
-        maps = torch.cat([p for p, _ in _predictions(model, x, n0, batch_size, stream)])
+    smoothing, perturbation = certificate.noise, _perturbation(certificate)
+    stream = _stream(x, smoothing, generator, perturbation)
+    options = {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
+    maps_of = _argmax_maps(x)
+    with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
+        kept = sample(model, [x], [n0], [stream], OutputsKept(maps_of), **options)
+        (maps,) = kept.result()
         unique, frequency = torch.unique(maps.flatten(1), dim=0, return_counts=True)
         mode = unique[frequency.argmax()].view(maps.shape[1:])
-        hits = sum(
-            int((p == mode).flatten(1).all(1).sum())
-            for p, _ in _predictions(model, x, n, batch_size, stream)
-        )
+
+        def hit(logits: Tensor) -> Tensor:
+            return (maps_of(logits) == mode).flatten(1).all(1)
+
+        hits = int(sample(model, [x], [n], [stream], RunningSums(hit), **options).sums[0])
     p_lower = float(clopper_pearson_lower_table(n, alpha)[hits])
     if p_lower <= 0.5:
         return torch.full_like(mode, ABSTAIN), 0.0
