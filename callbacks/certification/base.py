@@ -103,10 +103,10 @@ class CertificationCallback(Callback):
         output_dir: str,
         batch_size: int | Literal["auto"],
         num_examples: int | None,
-        skip: int,
-        split: str,
-        weights: str,
-        seed: int,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
+        seed: int = 0,
         bf16: bool = False,
         resume: bool = False,
         crash_after: int | None = None,
@@ -140,12 +140,21 @@ class CertificationCallback(Callback):
         self.noise, self.norm = certify_noise(self.sigma, noise, norm)
         self.prefix = norm_prefix(self.norm, self.sound)
 
-    def use_perturbation(self, perturbation: Any, sound: bool | None = None) -> None:
+    def use_perturbation(
+        self, perturbation: Any, sound: bool | None = None, kind: type | None = None
+    ) -> None:
         """Smooths over ``perturbation``'s parameters (a transformation: brightness, gamma,
         rotation...): its noise draws them at ``sigma`` (a one-line ConfigError if the levels
-        differ), radii are in its units and the keys under ``cert/<name>/``, or, for one that does
-        not compose (``certified`` False, e.g. BaseSPT over rotations) and unless ``sound`` says
-        otherwise, ``heuristic/<name>/``. ``check_selection`` checks the examples fit it."""
+        differ, or if it is not of the ``kind`` the certifier needs), radii are in its units and
+        the keys under ``cert/<name>/``, or, for one that does not compose (``certified`` False,
+        e.g. BaseSPT over rotations) and unless ``sound`` says otherwise, ``heuristic/<name>/``.
+        ``check_selection`` checks the examples fit it."""
+        if kind is not None and not isinstance(perturbation, kind):
+            name = getattr(perturbation, "name", type(perturbation).__name__)
+            raise ConfigError(
+                f"certify={self.option} certifies {kind.name}s: set perturbation={kind.name} "
+                f"(got {name})"
+            )
         require(
             perturbation.sigma == self.sigma,
             f"certify.sigma={self.sigma} differs from perturbation={perturbation.name}'s noise "
@@ -156,6 +165,15 @@ class CertificationCallback(Callback):
         self.norm = perturbation.name
         self.sound = perturbation.certified if sound is None else sound
         self.prefix = norm_prefix(self.norm, self.sound)
+
+    def perturbation_settings(self) -> dict[str, object]:
+        """What a record header says about the perturbation (nothing for additive noise): its
+        name, its units (marked as a heuristic's when not ``sound``) and its own settings."""
+        p = self.perturbation
+        if not is_parametric(p):
+            return {}
+        units = p.units + ("" if self.sound else " (heuristic: not a certificate)")
+        return {"perturbation": p.name, "units": units, **p.header_settings()}
 
     # What a certifier supplies.
 

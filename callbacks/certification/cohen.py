@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Literal
+from typing import Any, Literal
 
-import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 
-from callbacks.certification.base import CertificationCallback, Item
+from callbacks.certification.base import Item
 from callbacks.certification.checks import check_radii, check_sample_sizes
+from callbacks.certification.classification import ClassificationCertification
 from callbacks.certification.parts import classification_parts
-from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import (
     MAX_GROUP,
     auto_batch_candidates,
@@ -21,15 +20,12 @@ from smoothcert.certifiers.examples import (
     group_size,
 )
 from smoothcert.errors import check_alpha, check_count
-from smoothcert.metrics.certified import radius_grid
-from smoothcert.noise import Noise, example_generator
+from smoothcert.noise import Noise
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
-from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
-from smoothcert.report.classification import certified_section
-from smoothcert.report.parts import Report
+from smoothcert.records import COHEN_SCHEMA, CohenRecord
 
 
-class CohenCertification(CertificationCallback):
+class CohenCertification(ClassificationCertification):
     """CERTIFY(n0, n, alpha) of each example with ``noise`` (None: Gaussian; the config passes
     the training noise node) at ``sigma``, radii in ``norm`` (None: the noise's natural norm),
     each example's noise seeded by ``(seed, index)``, so records depend on neither the device
@@ -57,10 +53,14 @@ class CohenCertification(CertificationCallback):
     write ``in_range.tsv`` (the certificate restricted to the shifts that keep each image in
     [0, 1], and the smoothed prediction at x, from which ``clean_acc`` is counted),
     ``certified_accuracy_in_range.tsv``/``.png`` and ``cert/<name>/in_range/acc@<r>``.
+
+    ``selection``: ``skip``, ``split``, ``weights``, ``seed``, ``bf16``, ``resume`` and
+    ``crash_after``, as the base class takes them.
     """
 
     option, tasks = "cohen", ("classification", "denoised_classification")
-    objective, objective_mode, auto_batch_size = "cert/acr", "max", True
+    auto_batch_size = True
+    key, schema = "cohen", COHEN_SCHEMA
 
     def __init__(
         self,
@@ -71,61 +71,32 @@ class CohenCertification(CertificationCallback):
         alpha: float = 0.001,
         batch_size: int | Literal["auto"] = "auto",
         num_examples: int | None = 500,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
         radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-        seed: int = 0,
-        bf16: bool = False,
         channels_last: bool = False,
-        resume: bool = False,
-        crash_after: int | None = None,
         noise: Noise | None = None,
         norm: str | None = None,
         topk: Sequence[int] | None = None,
         perturbation: Perturbation = ADDITIVE,
         gammas: Sequence[float] | None = None,
+        **selection: Any,
     ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
+        super().__init__(sigma, output_dir, batch_size, num_examples, **selection)
         if is_parametric(perturbation):  # its noise draws the parameters; radii in its units
             self.use_perturbation(perturbation)
         else:
             self.use_noise(noise, norm)
-        self.objective = f"{self.prefix}acr"
         self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
         self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
         if swapped := check_sample_sizes(self.n0, self.n, self.alpha):
             rank_zero_warn(swapped)
-        self.channels_last, self.records, self.protocol_line = channels_last, [], ""
-        self.settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
-        if is_parametric(perturbation):
-            heuristic = "" if perturbation.certified else " (heuristic: not a certificate)"
-            units = perturbation.units + heuristic
-            self.settings.update(perturbation=perturbation.name, units=units)
-            self.settings.update(perturbation.header_settings())
+        self.channels_last, self.protocol_line = channels_last, ""
+        settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
+        self.settings = {**settings, **self.perturbation_settings()}
         self.parts = classification_parts(self, topk, gammas)
         self.in_range = any(part.key == "in_range" for part in self.parts)
 
-    def schemas(self) -> dict[str, RecordSchema]:
-        return {"cohen": COHEN_SCHEMA, **{p.key: p.schema for p in self.parts if p.key}}
-
-    def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
-        extra = next((p.header() for p in self.parts if p.key == key), {})
-        return self.header(pl_module, checkpoint, "cohen", {**self.settings, **extra})
-
-    def check_model(self, pl_module: LightningModule) -> None:
-        super().check_model(pl_module)
-        for part in self.parts:  # e.g. each top-k k in 1..K, before training
-            part.check(pl_module.contract())
-
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
-        options = {"autocast_dtype": torch.bfloat16 if self.bf16 else None, "noise": self.noise}
-        options.update(channels_last=self.channels_last, norm=self.norm)
-        if is_parametric(self.perturbation):
-            options.update(noise=None, norm=None, perturbation=self.perturbation)
-        contract, self.device = pl_module.contract(), pl_module.device
-        self.smooth = Smooth(contract.base_function, contract.num_classes, self.sigma, **options)
+        self.smooth = self.smoothed(pl_module, channels_last=self.channels_last)
         candidates = auto_batch_candidates(self.n0, self.n, MAX_GROUP)
         choose, per = self.smooth.choose_batch_size, self.n0 + self.n
         self.samples_per_batch = self.choose_batch_size(trainer, choose, candidates, per)
@@ -133,43 +104,20 @@ class CohenCertification(CertificationCallback):
         return super().start(trainer, pl_module)
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
-        indices = [idx for idx, _, _ in items]
-        xs = [torch.as_tensor(example[0]).to(self.device) for _, example, _ in items]
-        labels = [int(example[1]) for _, example, _ in items]
-        generators = [example_generator(self.seed, idx, self.device) for idx in indices]
-        group = (indices, xs, labels, generators, (self.n0, self.n, self.alpha))
-        settings = (*group[-1], self.samples_per_batch)
-        if drawing := next((part for part in self.parts if part.key), None):
-            pairs = drawing.draw(self.smooth, *group[:-1], settings)
+        group, settings = self.inputs(items), (self.n0, self.n, self.alpha, self.samples_per_batch)
+        if drawing := next((part for part in self.parts if part.key), None):  # top-k, in-range
+            pairs = drawing.draw(self.smooth, *group, settings)
             yield from ({"cohen": record, drawing.key: extra} for record, extra in pairs)
         else:
-            records = certify_group(self.smooth, *group[:-1], *settings)
-            yield from ({"cohen": record} for record in records)
+            yield from ({"cohen": r} for r in certify_group(self.smooth, *group, *settings))
 
-    def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
-        self.records: list[CohenRecord] = records["cohen"]
-        for part in self.parts:
-            part.records = records[part.key] if part.key else []
-
-    def build_report(self, pl_module: LightningModule) -> Report:
+    def title(self, pl_module: LightningModule) -> str:
         noise, name = f"{self.noise.name} sigma={self.sigma}", self.perturbation.name
-        title, label = f"Cohen CERTIFY, {noise}, {self.norm} radius", f"{self.norm} radius"
+        title = f"Cohen CERTIFY, {noise}, {self.norm} radius"
         if is_parametric(self.perturbation):
-            title, label = f"CERTIFY over {name}, {noise}", self.perturbation.axis_label
+            title = f"CERTIFY over {name}, {noise}"
         if not self.sound:
             title = f"estimated over {name} (heuristic), {noise}"
         protocol = self.protocol_text(pl_module, len(self.records), n0=self.n0, n=self.n)
         self.protocol_line = f"{protocol}, alpha={self.alpha:g}"  # top-k's title says it too
-        amend, extra = {}, {}
-        for part in self.parts:
-            amend.update(part.amend())
-            extra.update(part.extra(self.records))
-        stem = "certified_accuracy" if self.sound else "estimated_accuracy"
-        said = "certified" if self.sound else "estimated (heuristic, not a certificate)"
-        main = certified_section(
-            self.records, self.radii, self.prefix, f"{title}\n{self.protocol_line}", label,
-            said, stem, amend=amend, extra=extra,
-        )  # fmt: skip
-        grid = radius_grid(self.records).tolist()
-        sections = [s for part in self.parts for s in part.sections(self.records, grid)]
-        return Report([main, *sections])
+        return f"{title}\n{self.protocol_line}"

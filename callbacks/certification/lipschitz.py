@@ -4,15 +4,17 @@ drawn with randomized smoothing's when a Cohen ``certify.tsv`` is at hand."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.certification.base import CertificationCallback, Item
+from callbacks.certification.base import Item
 from callbacks.certification.checks import check_radii
+from callbacks.certification.classification import ClassificationCertification
 from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
 from smoothcert.records import CohenRecord, RecordSchema, read_records
 from smoothcert.records.cohen import RESUME_KEYS, parse_cohen
@@ -30,7 +32,7 @@ LIPSCHITZ_SCHEMA: RecordSchema[CohenRecord] = RecordSchema(
 )
 
 
-class LipschitzCertification(CertificationCallback):
+class LipschitzCertification(ClassificationCertification):
     """Certifies each example with radius ``margin / (2 L)``: margin the gap between the top two
     logits of the base model at x, L an upper bound on the l2 Lipschitz constant of its logit map
     (:func:`~smoothcert.certifiers.lipschitz.lipschitz_bound`, on the certified weights; ``setup``
@@ -41,10 +43,13 @@ class LipschitzCertification(CertificationCallback):
     constant), ``certified_accuracy_lipschitz.tsv``/``.png`` with Cohen's curve beside it when
     ``compare_with`` names a Cohen ``certify.tsv`` (default ``auto``: ``certify.tsv`` in the run
     directory, if there is one) and the scalars ``cert/lipschitz/acc@<r>``, ``cert/lipschitz/acr``.
+    ``selection``: ``skip``, ``split``, ``weights``, ``seed`` and ``resume``, as the base class
+    takes them.
     """
 
     option, tasks = "lipschitz", ("classification",)
     objective, objective_mode = "cert/lipschitz/acr", "max"
+    key, schema = "lipschitz", LIPSCHITZ_SCHEMA
 
     def __init__(
         self,
@@ -52,22 +57,14 @@ class LipschitzCertification(CertificationCallback):
         output_dir: str,
         batch_size: int = 256,
         num_examples: int | None = 500,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
         radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-        seed: int = 0,
         compare_with: str | None = "auto",
-        resume: bool = False,
+        **selection: Any,
     ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, False, resume)
+        super().__init__(sigma, output_dir, batch_size, num_examples, **selection)
         self.radii, self.compare_with = check_radii(radii, "l2"), compare_with
         self.group_size = int(self.batch_size)
         self.bound: LipschitzBound | None = None
-
-    def schemas(self) -> dict[str, RecordSchema]:
-        return {"lipschitz": LIPSCHITZ_SCHEMA}
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         bound = self.bound
@@ -101,9 +98,6 @@ class LipschitzCertification(CertificationCallback):
         for (idx, example, _), c, r in zip(items, predict.tolist(), radius.tolist(), strict=True):
             label = int(example[1])
             yield {"lipschitz": CohenRecord(idx, label, c, r, int(c == label), share)}
-
-    def keep(self, records: Mapping[str, list[CohenRecord]]) -> None:
-        self.records: list[CohenRecord] = records["lipschitz"]
 
     def _cohen_records(self) -> list[CohenRecord]:
         if self.compare_with in (None, "", "none"):
