@@ -22,7 +22,6 @@ from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import ConfigError, check_unit_range
 
 SELECTION = ("batch_size", "num_examples", "skip", "split", "weights", "seed", "bf16", "resume")
-SELECTION_DEFAULTS = {"skip": 1, "weights": "last", "seed": 0}  # each certifier adds its own
 
 
 def contract_of(pl_module: LightningModule, option: str) -> Any:
@@ -48,7 +47,7 @@ class Configured:
     radius_norms: ClassVar[bool] = False
 
     def __init__(self, sigma: float, output_dir: str, noise: Any = None, **settings: Any) -> None:
-        chosen = {**SELECTION_DEFAULTS, **self.selection}
+        chosen = dict(self.selection)  # this certifier's defaults; the base class has the rest
         chosen.update({k: settings.pop(k) for k in (*SELECTION, "crash_after") if k in settings})
         norm = settings.pop("norm", None) if self.radius_norms else None
         super().__init__(sigma, output_dir, **chosen)
