@@ -36,9 +36,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         TO_CONVERT
     ),
     ("src/smoothcert/certifiers/median.py", "PercentileSmooth.certify", "stream"): TO_CONVERT,
-    ("callbacks/certification/median.py", "MedianCertification.certify_one", "stream"): (
-        TO_CONVERT
-    ),
     ("src/smoothcert/certifiers/distspt.py", "DistSPT.inner_counts", "stream"): TO_CONVERT,
     ("src/smoothcert/certifiers/distspt.py", "DistSPT.certify.angles", "torch.randn"): (
         "angles drawn by hand, not from the rotation's noise; " + TO_CONVERT
