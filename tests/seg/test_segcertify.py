@@ -313,3 +313,30 @@ def test_resume_refuses_records_certified_with_another_joint_setting(tmp_path):
         ConfigError, match="it was written with joint=False, this run has joint=True"
     ):
         store(joint=True).existing()
+
+
+def test_segcertify_reads_the_models_contract_not_its_attributes(tmp_path):
+    """A segmenter with no ``inference_model`` of its own, only a contract stating its
+    ``logits_at`` and ``num_classes``, gives the rows of the segmenter itself (issue 22)."""
+    import pytorch_lightning as pl
+    from center.toy import trainer
+    from test_pinned_callback_records import SegData, ToySegmenter
+
+    class ContractOnly(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = ToySegmenter()
+            self.save_hyperparameters(dict(self.inner.hparams))  # ignore_index, for the header
+
+        def contract(self):
+            return self.inner.contract()
+
+        def test_step(self, batch, batch_idx):
+            return None
+
+    rows = {}
+    for name, module in (("contract", ContractOnly()), ("module", ToySegmenter())):
+        callback = SegCertifyCertification(0.25, str(tmp_path / name), n0=10, n=40, num_examples=2)
+        trainer(callbacks=[callback]).test(module, datamodule=SegData(), verbose=False)
+        rows[name] = [(r.idx, repr(r.tau), r.radius, r.scores) for r in callback.records]
+    assert rows["contract"] == rows["module"] and len(rows["module"]) == 4
