@@ -47,10 +47,9 @@ class CenterCertification(Configured, CertificationCallback):
     def __init__(self, sigma: float | Sequence[float], output_dir: str, **settings) -> None:
         """``settings``: ``eps_in`` or ``h`` (the input radii of every sigma), the selection, the
         noise and the ``CenterSettings``."""
-        radii = settings.pop("eps_in", None), settings.pop("h", None)
-        sigmas, self.h, self.grid = checks.noise_grid(sigma, *radii)  # grid: (sigma, its eps_in)
+        sigmas, h, self.grid = checks.noise_grid(sigma, settings.get("eps_in"), settings.get("h"))
         super().__init__(sigmas[0], output_dir, **settings)
-        self.sigmas = sigmas
+        self.sigmas, self.h = sigmas, h  # sorted; grid: each sigma with its eps_in
         checks.check_center_noise(self.noise)
         self.objective = checks.objective_key(self.distances[0], self.grid, self.h)
 

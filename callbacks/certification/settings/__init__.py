@@ -7,17 +7,23 @@ as it is): ``__init__(sigma, output_dir, noise, **settings)`` passes the example
 (``batch_size``, ``num_examples``, ``skip``, ``split``, ``weights``, ``seed``, ``bf16``,
 ``resume``, ``crash_after``; defaults in ``selection``) to the base class and every other setting
 to the certifier's ``settings_type``, whose checked fields become the callback's attributes (so a
-bad or unknown setting fails on construction, as with an explicit signature)."""
+bad or unknown setting fails on construction, as with an explicit signature). Each subclass's
+``__init__`` states all of them as its signature (``inspect.signature``, with their types), so
+``lightning_modules/config_checks.py`` checks the config's keys and types before anything is
+built, as for a callback with explicit parameters."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
 from typing import Any, ClassVar
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from torch import Tensor
 
+from callbacks.certification.base import CertificationCallback
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import ConfigError, check_unit_range
 
@@ -56,6 +62,19 @@ class Configured:
         for field in dataclasses.fields(self.config):
             setattr(self, field.name, getattr(self.config, field.name))
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__init__  # the class's own constructor, or the one it inherits
+
+        def __init__(self, *args: Any, **settings: Any) -> None:
+            own(self, *args, **settings)
+
+        parameters, hints = settings_signature(cls, own)
+        __init__.__signature__ = inspect.Signature(parameters)
+        __init__.__annotations__ = hints
+        __init__.__doc__, __init__.__qualname__ = own.__doc__, f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__
+
     def structured(self, x: Tensor) -> Tensor:
         """The model's structured output (``contract.structured_output``, the base function of
         center and median smoothing) on ``x``, under the callback's autocast."""
@@ -70,3 +89,35 @@ class Configured:
         check_unit_range(x, f"{self.split} example {idx}")
         with eval_mode(pl_module), torch.inference_mode():
             return base(x[None].to(pl_module.device))
+
+
+def settings_signature(cls: type, own: Any) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """The parameters and type hints of ``cls``'s constructor: those ``own`` names (e.g.
+    ``sigma``, ``output_dir``), then, keyword-only, the fields of its ``settings_type``, the
+    example selection (defaults: ``cls.selection``, else the base class's; ``batch_size`` a
+    whole number unless the certifier chooses it), ``noise`` and, if ``radius_norms``, ``norm``."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = {
+        name: p
+        for name, p in inspect.signature(own).parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+    hints = {k: v for k, v in typing.get_type_hints(own).items() if k in parameters}
+    fields = [f for f in dataclasses.fields(cls.settings_type) if f.init]
+    field_hints = typing.get_type_hints(cls.settings_type)
+    for field in fields:
+        default = field.default
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        parameters.setdefault(field.name, inspect.Parameter(field.name, keyword, default=default))
+        hints.setdefault(field.name, field_hints[field.name])
+    base = inspect.signature(CertificationCallback.__init__).parameters
+    base_hints = typing.get_type_hints(CertificationCallback.__init__)
+    names = [*SELECTION, "crash_after", "noise", *(["norm"] if cls.radius_norms else [])]
+    for name in names:
+        default = cls.selection.get(name, base[name].default if name in base else None)
+        parameters.setdefault(name, inspect.Parameter(name, keyword, default=default))
+        hints.setdefault(name, base_hints.get(name, Any))
+    if not cls.auto_batch_size:
+        hints["batch_size"] = int
+    return list(parameters.values()), hints

@@ -29,13 +29,16 @@ OUTPUT_KINDS = ("image", "label_map", "box")
 
 @dataclass
 class CenterSettings:
-    """Center smoothing's settings besides the noise grid (``noise_grid``): the sample counts
+    """Center smoothing's settings: the input radii ``eps_in`` or the factors ``h`` (eps_in = h *
+    sigma; one of them, checked with the noise levels by ``noise_grid``), the sample counts
     ``n`` (center and its mass check) and ``m`` (certificate), the mass margin ``delta``, the
     failure probabilities ``alpha1`` and ``alpha2``, the relaxed-triangle constant ``gamma`` (None:
     the distance's own), ``distance`` (a name or a list: ``distances``, each certified with its
     own center), the ``feature_network`` of distance=feature, ``candidates`` (see
     ``CenterSmooth``) and ``num_images`` example figures."""
 
+    eps_in: float | Sequence[float] | None = None  # the input radii (``noise_grid``), or
+    h: float | Sequence[float] | None = None  # eps_in = h * sigma
     n: int = 10_000
     m: int = 1_000_000
     delta: float = 0.05
