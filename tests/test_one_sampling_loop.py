@@ -30,18 +30,10 @@ STREAM_CALLS = {"stream", "NoiseStream"}
 TO_CONVERT = "still samples by hand; the 'structured' helper moves it onto sampling.sample"
 ALLOWED: dict[tuple[str, str, str], str] = {
     # Certifiers not yet converted (issue 22): delete each entry with its loop.
-    ("src/smoothcert/certifiers/center.py", "CenterSmooth._outputs", "noisy_outputs"): TO_CONVERT,
-    ("src/smoothcert/certifiers/center.py", "CenterSmooth._stream", "stream"): TO_CONVERT,
-    ("src/smoothcert/certifiers/median.py", "PercentileSmooth.sorted_outputs", "noisy_outputs"): (
-        TO_CONVERT
-    ),
-    ("src/smoothcert/certifiers/median.py", "PercentileSmooth.certify", "stream"): TO_CONVERT,
-    ("src/smoothcert/certifiers/distspt.py", "DistSPT.inner_counts", "stream"): TO_CONVERT,
-    ("src/smoothcert/certifiers/distspt.py", "DistSPT.certify.angles", "torch.randn"): (
-        "angles drawn by hand, not from the rotation's noise; " + TO_CONVERT
-    ),
     ("src/smoothcert/certifiers/cccert.py", "CCCert.sample_parameters", "torch.rand"): (
-        "CC-Cert's uniform parameter draws; " + TO_CONVERT
+        "CC-Cert's parameters, uniform on the user's range in the transformation's units (the "
+        "paper's sampling, kept bit for bit: no Noise draws U[low, high]); the transformed images "
+        "go through sampling.sample"
     ),
     # Randomness that is not smoothing noise.
     ("src/smoothcert/attacks/segmentation.py", "_pgd", "torch.randn"): (

@@ -259,14 +259,15 @@ def test_segcertify_holm_bonferroni_and_baselines():
     mask = torch.randint(0, CLASSES, (SIDE, SIDE), generator=torch.Generator().manual_seed(12))
     out = {}
     for idx, x in enumerate(xs):
-        for correction in ("holm", "bonferroni"):
+        for correction, joint in (("holm", False), ("bonferroni", False), ("holm", True)):
             generator = example_generator(SEED, idx, "cpu")
             classes, radii = segcertify(
-                model, x, 0.25, 20, 120, [0.75, 0.95], 0.01, correction, 64, generator, 0, False
+                model, x, 0.25, 20, 120, [0.75, 0.95], 0.01, correction, 64, generator, 0, joint
             )
             scores = [score_segmentation(c, mask, CLASSES) for c in classes]
             assert_not_trivial(*radii)
-            out[f"{idx}/{correction}"] = {"classes": classes, "radii": radii, "scores": scores}
+            key = f"{idx}/{correction}{'/joint' if joint else ''}"
+            out[key] = {"classes": classes, "radii": radii, "scores": scores}
         for name, baseline in (("indivclass", indivclass), ("jointclass", jointclass)):
             generator = example_generator(SEED, idx, "cpu")
             out[f"{idx}/{name}"] = baseline(model, x, 0.02, 20, 120, 0.01, 64, generator)
@@ -286,7 +287,7 @@ def center_records(smoother: CenterSmooth, xs, eps_in) -> list:
     return rows
 
 
-@pytest.mark.parametrize("candidates", [None, 40])
+@pytest.mark.parametrize("candidates", [None, 10])
 def test_center_image_output(candidates):
     denoiser, xs = Denoiser().eval(), images(2, seed=13)
     smoother = CenterSmooth(

@@ -181,3 +181,43 @@ def test_table_script_loads_the_checkpoints_net_and_rotation_pipeline(tmp_path) 
     for settings, bare in [(perturbation, True), ({}, False)]:
         plain = script.transformation("rotation", settings, bare).pipeline
         assert (plain.vignette, plain.blur_sigma) == (False, 0.0)
+
+
+class Recording(nn.Module):
+    """MeanAbove(0.5) that records each forward's batch size and autocast state."""
+
+    def __init__(self, logits: float | None = None) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, bool]] = []
+        self.logits = logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls.append((x.shape[0], torch.is_autocast_enabled("cpu")))
+        out = MeanAbove(0.5)(x)
+        return out if self.logits is None else torch.full_like(out, self.logits)
+
+
+def test_cccert_samples_through_the_sampler() -> None:
+    """Batched (the estimate is the same at any batch size), autocast when asked, NaN logits
+    refused, and any callable as the model (eval mode via the independence probe)."""
+    brightness, x = Brightness(GaussianNoise(0.1)), torch.full((1, 4, 4), 0.8)
+    settings = {"nsamples": 50, "nbounds": 4, "t": t_grid(1e-4, 1e3, 50)}
+    whole, batched = Recording(), Recording()
+    results = [
+        CCCert(model, brightness, [-0.4], [0.4], batch_size=size, **settings).certify(
+            x, 1, torch.Generator().manual_seed(0)
+        )
+        for model, size in ((whole, 1000), (batched, 64))
+    ]
+    assert results[0] == results[1] and 0 < results[0].probability < 1
+    assert [size for size, _ in batched.calls[-5:]] == [64, 64, 64, 8, 20]  # 200 moved, 20 grid
+    autocast = Recording()
+    cert = CCCert(autocast, brightness, [-0.4], [0.4], autocast_dtype=torch.bfloat16, **settings)
+    cert.certify(x, 1, torch.Generator().manual_seed(0))
+    assert autocast.calls[-1] == (20, True)
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        CCCert(Recording(math.nan), brightness, [-0.4], [0.4], **settings).certify(
+            x, 1, torch.Generator().manual_seed(0)
+        )
+    function = CCCert(lambda z: MeanAbove(0.5)(z), brightness, [-0.4], [0.4], **settings)
+    assert function.certify(x, 1, torch.Generator().manual_seed(0)) == results[0]

@@ -131,3 +131,53 @@ def test_distspt_refuses_other_perturbations_and_non_images() -> None:
     certifier = DistSPT(Constant(0), 4, Rotation(GaussianNoise(30.0)))
     with pytest.raises(ConfigError, match="images"):
         certifier.certify(torch.rand(16), **SMALL)
+
+
+class RecordingRotation(Rotation):
+    """A Rotation that records the draws its parameters come from."""
+
+    def __init__(self, noise: GaussianNoise) -> None:
+        super().__init__(noise)
+        self.draws: list[torch.Tensor] = []
+
+    def params_from(self, draws: torch.Tensor) -> torch.Tensor:
+        self.draws.append(draws.clone())
+        return super().params_from(draws)
+
+
+def test_angles_are_the_rotations_noise_stream() -> None:
+    """n0, then n_error, then n_gamma angles: the next draws of the rotation's own noise stream
+    (set up by the sampler on the example's generator), not draws made by hand."""
+    rotation = RecordingRotation(GaussianNoise(30.0))
+    certifier = DistSPT(Constant(2), 4, rotation, (-20.0, 20.0), error_bound=2.0, sigma_eps=2.0)
+    certifier.certify(_digit(), **SMALL, generator=torch.Generator().manual_seed(4))
+    stream = GaussianNoise(30.0).stream((1,), torch.Generator().manual_seed(4), "cpu")
+    sizes = [SMALL["n0"], SMALL["n_error"], SMALL["n_gamma"]]
+    assert [len(d) for d in rotation.draws] == sizes
+    assert torch.equal(torch.cat(rotation.draws), stream.take(sum(sizes)))
+
+
+class Upright(torch.nn.Module):
+    """Class 0 while the digit's vertical bar keeps its mass (upright), else class 1: the answer
+    depends on the angle and on the noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threshold = torch.nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x[:, 0, 4:12, 7:9].flatten(1).sum(1) - self.threshold
+        return torch.stack([s, -s, 0 * s, 0 * s], 1)
+
+
+def test_records_do_not_depend_on_the_batch_size_and_any_callable_certifies() -> None:
+    rotation = Rotation(GaussianNoise(30.0))
+    net = Upright()
+    results = []
+    for base, batch_size in ((net, 256), (net, 37), (lambda z: net(z), 256)):
+        certifier = DistSPT(base, 4, rotation, (-20.0, 20.0), error_bound=0.2, sigma_eps=0.5)
+        settings = {**SMALL, "batch_size": batch_size}
+        result = certifier.certify(_digit(), **settings, generator=torch.Generator().manual_seed(1))
+        results.append((result.prediction, result.count, result.radius, result.rho))
+    assert results[0] == results[1] == results[2]
+    assert results[0][1] > 0  # the test is not vacuous: some outer angles count

@@ -26,6 +26,12 @@ differences) for the few best and for the returned radius. When the n samples wo
 (medians still over all n samples, streamed in batches); c is at least ``min_candidates``, see
 ``CenterSmooth``. Every module the certifier calls runs in eval mode (restored afterwards), and the
 base function's rows are probed for independence first (``smoothcert.independence``).
+
+All draws go through the sampler (``smoothcert.sampling``: one stream per call from
+``example_stream``, read in order: n samples for the center, n for its mass check, m for the
+certificate), which keeps what each step needs: the outputs (``OutputsKept``), the distances to
+the center (``DistancesTo``) or, in candidates mode, the candidates' distances
+(``CandidateDistances``).
 """
 
 from __future__ import annotations

@@ -267,7 +267,7 @@ class PercentileSmooth:
             )  # fmt: skip
         return kept.result()[0].sort(dim=0).values
 
-    def stream(self, x: Tensor, generator: torch.Generator | None = None) -> NoiseStream:
+    def stream_for(self, x: Tensor, generator: torch.Generator | None = None) -> NoiseStream:
         """The sampler's stream set-up for x (``generator=None``: seeded from torch's global
         RNG); ``input_range`` checks x first."""
         options = {"input_range": self.input_range, "name": "median smoothing", "dtype": x.dtype}
@@ -275,14 +275,14 @@ class PercentileSmooth:
 
     def certify(self, x: Tensor, generator: torch.Generator | None = None) -> PercentileCertificate:
         """The estimate of h_p(x) and every eps's certified intervals from n noisy outputs."""
-        return self.certify_sorted(self.sorted_outputs(x, self.stream(x, generator)))
+        return self.certify_sorted(self.sorted_outputs(x, self.stream_for(x, generator)))
 
     def certify_example(self, x: Tensor, seed: int, index: int) -> MedianExample:
         """Dataset example ``index``: its noise from ``example_generator(seed, index)`` (the one
         seeding rule: the result depends on neither batch size nor sharding), its n sorted
         outputs, their certificate and the expectation bound's rounding generator."""
         generator = example_generator(seed, index, x.device)
-        values = self.sorted_outputs(x, self.stream(x, generator))
+        values = self.sorted_outputs(x, self.stream_for(x, generator))
         rounding = torch.Generator().manual_seed(generator.initial_seed() + 1)
         return MedianExample(values, self.certify_sorted(values), rounding)
 
