@@ -23,10 +23,12 @@ import smoothcert
 from callbacks.certification.checks import (
     certify_noise,
     check_batch_size,
+    check_perturbation,
     check_task,
     norm_prefix,
     number_or_list,
     sigma_levels,
+    trained_sigma,
 )
 from callbacks.certification.interrupt import interrupted_message, run_overrides
 from callbacks.distributed import gather_packed
@@ -41,15 +43,6 @@ from smoothcert.report.parts import Report
 SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the records
 # One example of the loop: its dataset index, the example, and the record files that lack it.
 Item = tuple[int, Any, Sequence[str]]
-
-
-def trained_sigma(pl_module: LightningModule) -> float | list[float] | None:
-    """The model's training noise level(s): ``train_sigma`` (from the noise it trains with), or
-    the hyperparameter of that name for modules that keep it there; None if unknown."""
-    if getattr(pl_module, "external_weights", None):  # certify.py weights=: trained elsewhere
-        return None
-    value = getattr(pl_module, "train_sigma", None)
-    return pl_module.hparams.get("train_sigma") if value is None else value
 
 
 class CertificationCallback(Callback):
@@ -103,10 +96,10 @@ class CertificationCallback(Callback):
         output_dir: str,
         batch_size: int | Literal["auto"],
         num_examples: int | None,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
-        seed: int = 0,
+        skip: int,
+        split: str,
+        weights: str,
+        seed: int,
         bf16: bool = False,
         resume: bool = False,
         crash_after: int | None = None,
@@ -144,23 +137,12 @@ class CertificationCallback(Callback):
         self, perturbation: Any, sound: bool | None = None, kind: type | None = None
     ) -> None:
         """Smooths over ``perturbation``'s parameters (a transformation: brightness, gamma,
-        rotation...): its noise draws them at ``sigma`` (a one-line ConfigError if the levels
-        differ, or if it is not of the ``kind`` the certifier needs), radii are in its units and
-        the keys under ``cert/<name>/``, or, for one that does not compose (``certified`` False,
-        e.g. BaseSPT over rotations) and unless ``sound`` says otherwise, ``heuristic/<name>/``.
-        ``check_selection`` checks the examples fit it."""
-        if kind is not None and not isinstance(perturbation, kind):
-            name = getattr(perturbation, "name", type(perturbation).__name__)
-            raise ConfigError(
-                f"certify={self.option} certifies {kind.name}s: set perturbation={kind.name} "
-                f"(got {name})"
-            )
-        require(
-            perturbation.sigma == self.sigma,
-            f"certify.sigma={self.sigma} differs from perturbation={perturbation.name}'s noise "
-            f"sigma={perturbation.sigma} ({perturbation.units}): certify at the perturbation's "
-            "level",
-        )
+        rotation...; ``check_perturbation`` refuses one of another ``kind`` or noise level): its
+        noise draws them, radii are in its units and the keys under ``cert/<name>/``, or, for one
+        that does not compose (``certified`` False, e.g. BaseSPT over rotations) and unless
+        ``sound`` says otherwise, ``heuristic/<name>/``. ``check_selection`` checks the examples
+        fit it."""
+        check_perturbation(self.option, self.sigma, perturbation, kind)
         self.perturbation, self.noise = perturbation, perturbation.noise
         self.norm = perturbation.name
         self.sound = perturbation.certified if sound is None else sound

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from callbacks.reporting import key_root
-from smoothcert.errors import ConfigError
+from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.noise import GaussianNoise, Noise
 from smoothcert.stats.binomial import clopper_pearson_lower
 
@@ -45,6 +46,15 @@ def number_or_list(values: Sequence[float]) -> float | list[float]:
     return values[0] if len(values) == 1 else list(values)
 
 
+def trained_sigma(pl_module: Any) -> float | list[float] | None:
+    """The model's training noise level(s): ``train_sigma`` (from the noise it trains with), or
+    the hyperparameter of that name for modules that keep it there; None if unknown."""
+    if getattr(pl_module, "external_weights", None):  # certify.py weights=: trained elsewhere
+        return None
+    value = getattr(pl_module, "train_sigma", None)
+    return pl_module.hparams.get("train_sigma") if value is None else value
+
+
 def certify_noise(sigma: float, noise: Noise | None, norm: str | None) -> tuple[Noise, str]:
     """The certifier's smoothing noise and norm: the noise node's distribution (None: Gaussian)
     at ``certify.sigma`` (it may differ from the training level), and ``norm`` (None: the noise's
@@ -58,6 +68,22 @@ def certify_noise(sigma: float, noise: Noise | None, norm: str | None) -> tuple[
         return noise, noise.check_norm(norm)
     except ConfigError as error:
         raise ConfigError(f"certify.norm={norm}: {error}") from None
+
+
+def check_perturbation(option: str, sigma: float, perturbation: Any, kind: type | None) -> None:
+    """One-line ConfigErrors unless ``perturbation`` is of the ``kind`` a ``certify=option``
+    certifier needs (None: any) and its noise is at the certifier's ``sigma``."""
+    if kind is not None and not isinstance(perturbation, kind):
+        name = getattr(perturbation, "name", type(perturbation).__name__)
+        raise ConfigError(
+            f"certify={option} certifies {kind.name}s: set perturbation={kind.name} (got {name})"
+        )
+    if perturbation.sigma != sigma:
+        raise ConfigError(
+            f"certify.sigma={sigma} differs from perturbation={perturbation.name}'s noise "
+            f"sigma={perturbation.sigma} ({perturbation.units}): certify at the perturbation's "
+            "level"
+        )
 
 
 def norm_prefix(norm: str, sound: bool = True) -> str:
@@ -82,6 +108,16 @@ def check_batch_size(value: object, option: str, auto: bool) -> int | str:
         wanted = "an integer >= 1" + (" or auto" if auto else "")
         raise ConfigError(f"certify.batch_size={value} must be {wanted}")
     return int(number)
+
+
+def check_counts(**counts: object) -> dict[str, int]:
+    """Each ``certify.<name>=count`` as an integer >= 1 (a one-line ConfigError otherwise)."""
+    return {name: check_count(value, f"certify.{name}") for name, value in counts.items()}
+
+
+def check_alphas(**alphas: object) -> dict[str, float]:
+    """Each ``certify.<name>=alpha`` as a level in (0, 1) (a one-line ConfigError otherwise)."""
+    return {name: check_alpha(value, f"certify.{name}") for name, value in alphas.items()}
 
 
 def check_radii(radii: Sequence[float], norm: str) -> list[float]:

@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from pytorch_lightning import LightningModule
+from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.parts import Part
 from smoothcert.certifiers.classification import Smooth
+from smoothcert.certifiers.examples import MAX_GROUP, auto_batch_candidates, group_size
 from smoothcert.metrics.certified import radius_grid
 from smoothcert.noise import example_generator
 from smoothcert.perturbation import is_parametric
@@ -29,8 +30,11 @@ class ClassificationCertification(CertificationCallback):
 
     Its report is ``certified_section``: certified accuracy against radius (``stem``), the
     ``prefix``-ed scalars (``acc@<r>`` at ``radii``, acr, abstain, clean_acc, num_examples) and
-    the line ``<said>: ...``; a subclass gives ``title(pl_module)`` (the figure's title, with
-    the protocol) and ``x_label``, and keeps its ``records`` (``keep``)."""
+    the line ``<said>: ...`` (for a heuristic, not ``sound``: ``estimated_accuracy`` and
+    "estimated"); a subclass gives ``title(pl_module)`` (the figure's title, with the protocol)
+    and may set ``x_label`` (default: the perturbation's axis or the norm's radius), ``said`` and
+    ``unit``. Its objective is ``<prefix>acr``. ``smoothed`` builds the smoothed classifier from
+    the contract, ``inputs`` a group's inputs and ``(seed, index)`` generators."""
 
     key, schema = "", None  # the certificate's record file
     said, stem, unit = "certified", "certified_accuracy", ""
@@ -63,6 +67,15 @@ class ClassificationCertification(CertificationCallback):
             options.update(noise=self.noise, norm=self.norm)
         contract, self.device = pl_module.contract(), pl_module.device
         return Smooth(contract.base_function, contract.num_classes, self.sigma, **options)
+
+    def choose_groups(self, trainer: Trainer, smooth: Smooth, n0: int, n: int) -> None:
+        """Sets ``samples_per_batch`` (``batch_size``, or for ``auto`` the fastest timed on the
+        first example) and ``group_size``: examples certified together when whole certifications
+        (``n0 + n`` samples) fit a batch at least twice. Records do not depend on either."""
+        candidates = auto_batch_candidates(n0, n, MAX_GROUP)
+        choose = smooth.choose_batch_size
+        self.samples_per_batch = self.choose_batch_size(trainer, choose, candidates, n0 + n)
+        self.group_size = group_size(self.samples_per_batch, n0, n, MAX_GROUP)
 
     def inputs(self, items: Sequence[Item]) -> tuple[list, list, list, list]:
         """A group's indices, inputs (on ``device``), labels and noise generators (each seeded

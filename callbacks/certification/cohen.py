@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Literal
 
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_warn
@@ -13,16 +13,12 @@ from callbacks.certification.base import Item
 from callbacks.certification.checks import check_radii, check_sample_sizes
 from callbacks.certification.classification import ClassificationCertification
 from callbacks.certification.parts import classification_parts
-from smoothcert.certifiers.examples import (
-    MAX_GROUP,
-    auto_batch_candidates,
-    certify_group,
-    group_size,
-)
+from smoothcert.certifiers.examples import certify_group
 from smoothcert.errors import check_alpha, check_count
 from smoothcert.noise import Noise
 from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.records import COHEN_SCHEMA, CohenRecord
+from smoothcert.report.classification import certify_title
 
 
 class CohenCertification(ClassificationCertification):
@@ -53,9 +49,6 @@ class CohenCertification(ClassificationCertification):
     write ``in_range.tsv`` (the certificate restricted to the shifts that keep each image in
     [0, 1], and the smoothed prediction at x, from which ``clean_acc`` is counted),
     ``certified_accuracy_in_range.tsv``/``.png`` and ``cert/<name>/in_range/acc@<r>``.
-
-    ``selection``: ``skip``, ``split``, ``weights``, ``seed``, ``bf16``, ``resume`` and
-    ``crash_after``, as the base class takes them.
     """
 
     option, tasks = "cohen", ("classification", "denoised_classification")
@@ -71,16 +64,23 @@ class CohenCertification(ClassificationCertification):
         alpha: float = 0.001,
         batch_size: int | Literal["auto"] = "auto",
         num_examples: int | None = 500,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
         radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        seed: int = 0,
+        bf16: bool = False,
         channels_last: bool = False,
+        resume: bool = False,
+        crash_after: int | None = None,
         noise: Noise | None = None,
         norm: str | None = None,
         topk: Sequence[int] | None = None,
         perturbation: Perturbation = ADDITIVE,
         gammas: Sequence[float] | None = None,
-        **selection: Any,
     ) -> None:
-        super().__init__(sigma, output_dir, batch_size, num_examples, **selection)
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
         if is_parametric(perturbation):  # its noise draws the parameters; radii in its units
             self.use_perturbation(perturbation)
         else:
@@ -97,10 +97,7 @@ class CohenCertification(ClassificationCertification):
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         self.smooth = self.smoothed(pl_module, channels_last=self.channels_last)
-        candidates = auto_batch_candidates(self.n0, self.n, MAX_GROUP)
-        choose, per = self.smooth.choose_batch_size, self.n0 + self.n
-        self.samples_per_batch = self.choose_batch_size(trainer, choose, candidates, per)
-        self.group_size = group_size(self.samples_per_batch, self.n0, self.n, MAX_GROUP)
+        self.choose_groups(trainer, self.smooth, self.n0, self.n)
         return super().start(trainer, pl_module)
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
@@ -112,12 +109,8 @@ class CohenCertification(ClassificationCertification):
             yield from ({"cohen": r} for r in certify_group(self.smooth, *group, *settings))
 
     def title(self, pl_module: LightningModule) -> str:
-        noise, name = f"{self.noise.name} sigma={self.sigma}", self.perturbation.name
-        title = f"Cohen CERTIFY, {noise}, {self.norm} radius"
-        if is_parametric(self.perturbation):
-            title = f"CERTIFY over {name}, {noise}"
-        if not self.sound:
-            title = f"estimated over {name} (heuristic), {noise}"
+        name = self.perturbation.name if is_parametric(self.perturbation) else None
         protocol = self.protocol_text(pl_module, len(self.records), n0=self.n0, n=self.n)
         self.protocol_line = f"{protocol}, alpha={self.alpha:g}"  # top-k's title says it too
-        return f"{title}\n{self.protocol_line}"
+        head = certify_title(self.noise.name, self.sigma, self.norm, name, self.sound)
+        return f"{head}\n{self.protocol_line}"

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 
-from callbacks.certification.checks import check_radii
+from callbacks.certification.base import Item
+from callbacks.certification.checks import check_alphas, check_counts, check_radii
 from callbacks.certification.classification import ClassificationCertification
 from smoothcert.certifiers.distspt import DistSPT
-from smoothcert.errors import ConfigError, check_alpha, check_count
-from smoothcert.noise import example_generator
+from smoothcert.errors import ConfigError
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 from smoothcert.transforms.rotation import Rotation
 
@@ -29,9 +28,7 @@ class DistSPTCertification(ClassificationCertification):
     ``distspt.tsv`` in Cohen's columns (radius in degrees, the header says so and states the
     attack interval, ``E``, the inner ``sigma_eps`` and the alpha split),
     ``certified_accuracy.tsv``/``.png`` and ``cert/rotation/acc@R`` scalars. Each example's
-    angles and noise come from a generator seeded by ``(seed, index)``. ``selection``: ``skip``,
-    ``split``, ``weights``, ``seed``, ``resume`` and ``crash_after``, as the base class takes
-    them."""
+    angles and noise come from a generator seeded by ``(seed, index)``."""
 
     option, tasks = "distspt", ("classification",)
     key, schema, unit = "distspt", DISTSPT_SCHEMA, " deg"
@@ -58,18 +55,22 @@ class DistSPTCertification(ClassificationCertification):
         refinements: int = 4,
         batch_size: int = 1000,
         num_examples: int | None = 100,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
         radii: Sequence[float] = (0.0, 10.0, 20.0, 30.0),
-        **selection: Any,
+        seed: int = 0,
+        resume: bool = False,
+        crash_after: int | None = None,
     ) -> None:
-        super().__init__(sigma, output_dir, batch_size, num_examples, **selection)
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, False, resume, crash_after)
         self.use_perturbation(perturbation, sound=True, kind=Rotation)  # BaseSPT does not certify
         self.rotation, self.noise = perturbation, None  # it draws angles itself; no noise header
         if len(gamma) != 2:
             raise ConfigError(f"certify.gamma={list(gamma)} must be [low, high] degrees")
-        counts = dict(n0=n0, n0_eps=n0_eps, n_gamma=n_gamma, n_eps=n_eps, n_error=n_error)
-        counts = {k: check_count(v, f"certify.{k}") for k, v in counts.items()}
-        alphas = dict(alpha_gamma=alpha_gamma, alpha_eps=alpha_eps, alpha_error=alpha_error)
-        alphas = {k: check_alpha(v, f"certify.{k}") for k, v in alphas.items()}
+        counts = check_counts(n0=n0, n0_eps=n0_eps, n_gamma=n_gamma, n_eps=n_eps, n_error=n_error)
+        alphas = check_alphas(alpha_gamma=alpha_gamma, alpha_eps=alpha_eps, alpha_error=alpha_error)
         self.counts, self.alphas = tuple(counts.values()), tuple(alphas.values())
         self.certifier_args = (tuple(gamma), error_bound, sigma_eps, splits, refinements)
         DistSPT(torch.nn.Identity(), 2, perturbation, *self.certifier_args)  # validates them
@@ -84,18 +85,14 @@ class DistSPTCertification(ClassificationCertification):
         self.distspt = DistSPT(model, classes, self.rotation, *self.certifier_args)
         return super().start(trainer, pl_module)
 
-    def certify_one(self, idx: int, example, needed) -> dict[str, CohenRecord]:
-        x, label = torch.as_tensor(example[0]).to(self.device), int(example[1])
-        generator = example_generator(self.seed, idx, self.device)
+    def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
         sizes = (*self.counts, self.alphas, self.batch_size)
-        result = self.distspt.certify(x, *sizes, generator=generator)
-        correct = int(result.prediction == label)
-        record = CohenRecord(idx, label, result.prediction, result.radius, correct, result.seconds)
-        return {"distspt": record}
+        for idx, x, label, generator in zip(*self.inputs(items), strict=True):
+            r = self.distspt.certify(x, *sizes, generator=generator)
+            correct = int(r.prediction == label)
+            yield {"distspt": CohenRecord(idx, label, r.prediction, r.radius, correct, r.seconds)}
 
     def title(self, pl_module: LightningModule) -> str:
-        low, high = self.settings["gamma"]
-        return (
-            f"DistSPT rotation, sigma={self.sigma} deg, E={self.settings['error_bound']}, "
-            f"attack in [{low}, {high}] deg\n{self.protocol_text(pl_module, len(self.records))}"
-        )
+        (low, high), e = self.settings["gamma"], self.settings["error_bound"]
+        head = f"DistSPT rotation, sigma={self.sigma} deg, E={e}, attack in [{low}, {high}] deg"
+        return f"{head}\n{self.protocol_text(pl_module, len(self.records))}"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
@@ -16,10 +14,10 @@ from callbacks.certification.base import Item
 from callbacks.certification.checks import check_radii
 from callbacks.certification.classification import ClassificationCertification
 from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
-from smoothcert.records import CohenRecord, RecordSchema, read_records
+from smoothcert.records import CohenRecord, RecordSchema
 from smoothcert.records.cohen import RESUME_KEYS, parse_cohen
 from smoothcert.records.tsv import COHEN_COLUMNS
-from smoothcert.report.classification import lipschitz_section
+from smoothcert.report.classification import comparison_records, lipschitz_section
 from smoothcert.report.parts import Report
 from smoothcert.sampling import eval_mode
 
@@ -43,8 +41,6 @@ class LipschitzCertification(ClassificationCertification):
     constant), ``certified_accuracy_lipschitz.tsv``/``.png`` with Cohen's curve beside it when
     ``compare_with`` names a Cohen ``certify.tsv`` (default ``auto``: ``certify.tsv`` in the run
     directory, if there is one) and the scalars ``cert/lipschitz/acc@<r>``, ``cert/lipschitz/acr``.
-    ``selection``: ``skip``, ``split``, ``weights``, ``seed`` and ``resume``, as the base class
-    takes them.
     """
 
     option, tasks = "lipschitz", ("classification",)
@@ -57,11 +53,16 @@ class LipschitzCertification(ClassificationCertification):
         output_dir: str,
         batch_size: int = 256,
         num_examples: int | None = 500,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
         radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        seed: int = 0,
         compare_with: str | None = "auto",
-        **selection: Any,
+        resume: bool = False,
     ) -> None:
-        super().__init__(sigma, output_dir, batch_size, num_examples, **selection)
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, False, resume)
         self.radii, self.compare_with = check_radii(radii, "l2"), compare_with
         self.group_size = int(self.batch_size)
         self.bound: LipschitzBound | None = None
@@ -99,13 +100,9 @@ class LipschitzCertification(ClassificationCertification):
             label = int(example[1])
             yield {"lipschitz": CohenRecord(idx, label, c, r, int(c == label), share)}
 
-    def _cohen_records(self) -> list[CohenRecord]:
-        if self.compare_with in (None, "", "none"):
-            return []
-        auto = self.compare_with == "auto"
-        path = self.output_dir / "certify.tsv" if auto else Path(self.compare_with)
-        return read_records(path)[1] if path.is_file() else []
-
     def build_report(self, pl_module: LightningModule) -> Report:
-        cohen, constant = self._cohen_records(), self.bound.constant
+        cohen, constant = (
+            comparison_records(self.compare_with, self.output_dir),
+            self.bound.constant,
+        )
         return Report([lipschitz_section(self.records, self.radii, constant, cohen)])

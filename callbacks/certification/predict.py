@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
@@ -27,8 +26,7 @@ class PredictCertification(CertificationCallback):
     the smoothed classifier's with probability at most alpha). Rank 0 writes ``predict.tsv``
     (Cohen's columns ``idx label predict correct time``) and ``predict/acc``,
     ``predict/abstain`` and ``predict/num_examples``; the objective is ``predict/acc``. This is
-    an accuracy, not a certificate: no radius. ``selection``: ``skip``, ``split``, ``weights``,
-    ``seed``, ``bf16``, ``resume`` and ``crash_after``, as the base class takes them."""
+    an accuracy, not a certificate: no radius."""
 
     option, tasks = "predict", ("classification", "denoised_classification")
     objective, objective_mode, progress = "predict/acc", "max", "predict"
@@ -41,10 +39,17 @@ class PredictCertification(CertificationCallback):
         alpha: float = 0.001,
         batch_size: int = 1000,
         num_examples: int | None = 500,
+        skip: int = 1,
+        split: str = "test",
+        weights: str = "last",
+        seed: int = 0,
+        bf16: bool = False,
+        resume: bool = False,
+        crash_after: int | None = None,
         noise: Noise | None = None,
-        **selection: Any,
     ) -> None:
-        super().__init__(sigma, output_dir, batch_size, num_examples, **selection)
+        selection = (batch_size, num_examples, skip, split, weights, seed)
+        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
         self.use_noise(noise, None)
         self.n, self.alpha = check_count(n, "certify.n"), check_alpha(alpha, "certify.alpha")
         self.settings = {"n": self.n, "alpha": self.alpha}

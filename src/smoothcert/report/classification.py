@@ -5,12 +5,13 @@ gamma parts, DistSPT, Lipschitz, PREDICT), built from their records as plain dat
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from smoothcert.certifiers.classification import ABSTAIN
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
-from smoothcert.records import CohenRecord
+from smoothcert.records import CohenRecord, read_records
 from smoothcert.records.in_range import InRangeRecord, in_range_curve
 from smoothcert.records.topk import TopKRecord, topk_accuracy_curve
 from smoothcert.report.parts import Curve, Section, say_scalars
@@ -45,6 +46,18 @@ def certified_section(
         f", {key}={value:.3f}" for key, value in (extra or {}).items()
     )
     return Section(scalars, curve, [f"{said}: {table}"])
+
+
+def certify_title(
+    noise: str, sigma: float, norm: str, perturbation: str | None = None, sound: bool = True
+) -> str:
+    """The first line of CERTIFY's curve: the noise at ``sigma`` and the radii's ``norm``, or the
+    ``perturbation`` smoothed over (a parametric one), said to be estimated for a heuristic."""
+    if not sound:
+        return f"estimated over {perturbation} (heuristic), {noise} sigma={sigma}"
+    if perturbation:
+        return f"CERTIFY over {perturbation}, {noise} sigma={sigma}"
+    return f"Cohen CERTIFY, {noise} sigma={sigma}, {norm} radius"
 
 
 def gamma_scalars(
@@ -140,6 +153,15 @@ def lipschitz_section(
         x_label="l2 radius", y_label="certified accuracy",
     )  # fmt: skip
     return Section(scalars, curve, [f"certified (Lipschitz): {say_scalars(scalars)}"])
+
+
+def comparison_records(compare_with: str | None, run_dir: Path) -> list[CohenRecord]:
+    """The Cohen records a comparison curve is drawn from: the ``certify.tsv`` ``compare_with``
+    names (``auto``: the one in ``run_dir``), none when it is unset, ``none`` or not a file."""
+    if compare_with in (None, "", "none"):
+        return []
+    path = run_dir / "certify.tsv" if compare_with == "auto" else Path(compare_with)
+    return read_records(path)[1] if path.is_file() else []
 
 
 def predict_section(predictions: Sequence[int], corrects: Sequence[int]) -> Section:
