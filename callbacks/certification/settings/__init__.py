@@ -28,6 +28,7 @@ from smoothcert.certifiers.classification import eval_mode
 from smoothcert.errors import ConfigError, check_unit_range
 
 SELECTION = ("batch_size", "num_examples", "skip", "split", "weights", "seed", "bf16", "resume")
+SELECTION_DEFAULTS = {"skip": 1, "weights": "last", "seed": 0}  # each certifier adds its own
 
 
 def contract_of(pl_module: LightningModule, option: str) -> Any:
@@ -53,7 +54,7 @@ class Configured:
     radius_norms: ClassVar[bool] = False
 
     def __init__(self, sigma: float, output_dir: str, noise: Any = None, **settings: Any) -> None:
-        chosen = dict(self.selection)  # this certifier's defaults; the base class has the rest
+        chosen = {**SELECTION_DEFAULTS, **self.selection}
         chosen.update({k: settings.pop(k) for k in (*SELECTION, "crash_after") if k in settings})
         norm = settings.pop("norm", None) if self.radius_norms else None
         super().__init__(sigma, output_dir, **chosen)
@@ -115,7 +116,8 @@ def settings_signature(cls: type, own: Any) -> tuple[list[inspect.Parameter], di
     base_hints = typing.get_type_hints(CertificationCallback.__init__)
     names = [*SELECTION, "crash_after", "noise", *(["norm"] if cls.radius_norms else [])]
     for name in names:
-        default = cls.selection.get(name, base[name].default if name in base else None)
+        defaults = {**SELECTION_DEFAULTS, **cls.selection}
+        default = defaults.get(name, base[name].default if name in base else None)
         parameters.setdefault(name, inspect.Parameter(name, keyword, default=default))
         hints.setdefault(name, base_hints.get(name, Any))
     if not cls.auto_batch_size:
