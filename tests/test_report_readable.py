@@ -16,10 +16,10 @@ import torch
 from omegaconf import OmegaConf
 
 from callbacks.reporting import say_scalars
-from callbacks.seg_report import save_overlay
 from callbacks.sweep_summary import SweepSummary, write_objectives
 from smoothcert import report
 from smoothcert.report.plots import AXES_SIZE, draw_curves
+from smoothcert.report.segcertify import save_overlay
 
 COLUMNS = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 

@@ -18,9 +18,10 @@ from pytorch_lightning.loggers import CSVLogger
 
 import callbacks.certification.center as center_callback
 from center.toy import FAST, ROOT, ToyData, ToyStructured, certify, trainer
+from lightning_modules.base import Contract
 from smoothcert.certifiers.center import CenterSmooth, smallest_m
 from smoothcert.errors import ConfigError
-from smoothcert.noise import example_generator
+from smoothcert.noise import GaussianNoise, example_generator
 from smoothcert.records.center import (
     CENTER_COLUMNS,
     CenterExample,
@@ -206,7 +207,11 @@ def test_models_without_structured_output_and_inputs_outside_unit_range_fail(tmp
         def test_step(self, batch, batch_idx):
             return None
 
-    with pytest.raises(ConfigError, match="needs a model with structured_output"):
+        def contract(self) -> Contract:  # a classifier's: class logits, no structured output
+            noise = GaussianNoise(0.25)
+            return Contract("classification", "class_logits", self, (), noise, num_classes=2)
+
+    with pytest.raises(ConfigError, match="needs a model with structured_output.*certify=cohen"):
         callback = center_callback.CenterCertification(0.25, str(tmp_path), h=[1.0], **FAST)
         trainer(callbacks=[callback]).test(Classifier(), datamodule=ToyData())
     with pytest.raises(ConfigError, match=r"test example 0 values span .* must lie in \[0, 1\]"):
@@ -404,3 +409,45 @@ def test_two_ddp_processes_write_the_single_process_rows(tmp_path):
         assert [row[0] for row in ddp[::4]] == ["0", "1", "2", "3", "4"]  # 2 sigmas x 2 h each
     assert not list((tmp_path / "ddp").glob("*.rank*.tsv"))
     assert (tmp_path / "ddp" / "center_curve_tv.png").is_file()
+
+
+class ContractOnly(pl.LightningModule):
+    """A model certifiable through its contract alone: no ``structured_output``, ``output_kind``
+    or ``num_classes`` of its own (issue 22: callbacks read ``pl_module.contract()``)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.inner = ToyStructured(kind)
+
+    def contract(self) -> Contract:
+        return self.inner.contract()
+
+    def test_step(self, batch, batch_idx):
+        return None
+
+
+@pytest.mark.parametrize(("kind", "distance"), [("label_map", "jaccard_labels"), ("box", "l2")])
+def test_center_reads_the_models_contract_not_its_attributes(tmp_path, kind, distance):
+    settings = {**FAST, "distance": distance, "h": [1.0], "num_images": 1}
+    callback = center_callback.CenterCertification(0.25, str(tmp_path / "contract"), **settings)
+    trainer(callbacks=[callback]).test(ContractOnly(kind), datamodule=ToyData())
+    certify(tmp_path / "module", kind, **settings)
+    name = f"center_{distance}.tsv"
+    assert without_time(tmp_path / "contract" / name) == without_time(tmp_path / "module" / name)
+
+
+def test_unknown_settings_and_models_without_a_contract_fail_in_one_line(tmp_path):
+    with pytest.raises(TypeError, match="bogus"):
+        center_callback.CenterCertification(0.25, str(tmp_path), h=[1.0], bogus=1, **FAST)
+
+    class NoContract(pl.LightningModule):
+        def structured_output(self, x):
+            return x
+
+        def test_step(self, batch, batch_idx):
+            return None
+
+    callback = center_callback.CenterCertification(0.25, str(tmp_path), h=[1.0], **FAST)
+    with pytest.raises(ConfigError, match="NoContract declares no contract") as error:
+        trainer(callbacks=[callback]).test(NoContract(), datamodule=ToyData())
+    assert "\n" not in str(error.value)

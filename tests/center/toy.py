@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:  # run as a script: callbacks/ is importable from 
     sys.path.insert(0, str(ROOT))
 
 from callbacks.certification.center import CenterCertification  # noqa: E402
+from lightning_modules.base import Contract  # noqa: E402
+from smoothcert.noise import GaussianNoise  # noqa: E402
 
 # Fast settings: delta 0.2 lets n = 100 pass the mass check; m = 1000 certifies eps_in <= sigma.
 FAST = {"n": 1000, "m": 2000, "delta": 0.2, "batch_size": 64, "num_images": 2, "num_examples": 2}
@@ -71,6 +73,12 @@ class ToyStructured(pl.LightningModule):
             half = 0.2 + 0.05 * torch.sigmoid(y[:, 2:4])
             return torch.cat([centre - half, centre + half], dim=1)
         return y.reshape(-1, 1, 4, 4)
+
+    def contract(self) -> Contract:
+        """What the certifiers read: the structured output, its kind, classes for label maps."""
+        classes = self.hparams.num_classes if self.output_kind == "label_map" else None
+        output, noise = self.structured_output, GaussianNoise(0.25)  # its noise is not read
+        return Contract("toy", self.output_kind, output, (), noise, classes, output)
 
     def training_step(self, batch, batch_idx) -> Tensor:
         return (self.gain - 1).square() + 0 * batch[0].sum()

@@ -131,3 +131,51 @@ def test_detection_report_keys_and_guarantee(tmp_path: Path) -> None:
     assert callback.summary["cert/detection/ap50_lower_bound@0.1"] <= (
         callback.summary["eval/detection/ap50_of_certified_boxes@0.1"] + 1e-9
     ) or math.isnan(callback.summary["cert/detection/ap50_lower_bound@0.1"])
+
+
+def test_median_reads_the_models_contract_not_its_attributes(tmp_path: Path) -> None:
+    """A model with no ``structured_output`` or ``output_kind`` of its own, only a contract that
+    states them, gives the records of the model itself (issue 22)."""
+    from center.test_center_callback import ContractOnly
+
+    callback = MedianCertification(output_dir=str(tmp_path / "contract"), **FAST)
+    trainer(callbacks=[callback]).test(ContractOnly("box"), datamodule=ToyData())
+    certify(tmp_path / "module")
+    _, by_contract = median_schema().read(tmp_path / "contract" / "median.tsv")
+    _, by_module = median_schema().read(tmp_path / "module" / "median.tsv")
+    for a, b in zip(by_contract, by_module, strict=True):
+        assert np.array_equal(a.lower, b.lower) and np.array_equal(a.estimate, b.estimate)
+
+
+def test_detection_report_uses_the_kept_clean_outputs_not_a_second_detector_pass(tmp_path):
+    """Issue 22: the base AP@50 comes from the detector's outputs at the clean inputs, evaluated
+    while certifying; reporting runs the detector only for an example certified by an earlier
+    run (resume), once."""
+    from lightning_modules.detection import DetectionModule
+    from smoothcert.models.detector import GridDetector
+    from smoothcert.noise import GaussianNoise
+
+    class Counting(DetectionModule):
+        images = 0
+
+        def detect(self, x):
+            Counting.images += len(x)
+            return super().detect(x)
+
+    reported = []
+
+    class Counted(MedianCertification):
+        def build_report(self, pl_module):
+            before = Counting.images
+            report = super().build_report(pl_module)
+            reported.append(Counting.images - before)
+            return report
+
+    module = Counting(GridDetector(3, 4, 4, 3), GaussianNoise(0.25), None, 3, [0.5] * 3, [0.25] * 3)
+    settings = {**FAST, "eps": [0.1], "n": 100, "num_images": 0}
+    for count, resume in ((1, False), (2, True)):
+        options = {**settings, "num_examples": count, "resume": resume}
+        callback = Counted(output_dir=str(tmp_path), **options)
+        trainer(callbacks=[callback]).test(module, datamodule=ToyDetectionData(), verbose=False)
+    assert reported == [0, 1]  # resumed: example 0 was certified by the first run
+    assert "eval/detection/base_ap50@0.1" in callback.summary

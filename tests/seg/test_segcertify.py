@@ -282,7 +282,8 @@ def test_guarantee_line_and_curve_title_say_per_tau_or_joint(tmp_path):
 
     def title(**settings) -> str:
         callback = SegCertifyCertification(0.25, str(tmp_path), tau=[0.6, 0.75], **settings)
-        return callback._title(Module(), 3)
+        protocol = callback.protocol_text(Module(), 3, n0=callback.n0, n=callback.n)
+        return callback.config.title(callback.noise.name, callback.sigma, protocol)
 
     # Three short lines (one long line was cut off): procedure, protocol, scope and level.
     head, protocol, level = title(n0=10, n=200).splitlines()
@@ -312,3 +313,30 @@ def test_resume_refuses_records_certified_with_another_joint_setting(tmp_path):
         ConfigError, match="it was written with joint=False, this run has joint=True"
     ):
         store(joint=True).existing()
+
+
+def test_segcertify_reads_the_models_contract_not_its_attributes(tmp_path):
+    """A segmenter with no ``inference_model`` of its own, only a contract stating its
+    ``logits_at`` and ``num_classes``, gives the rows of the segmenter itself (issue 22)."""
+    import pytorch_lightning as pl
+    from center.toy import trainer
+    from test_pinned_callback_records import SegData, ToySegmenter
+
+    class ContractOnly(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = ToySegmenter()
+            self.save_hyperparameters(dict(self.inner.hparams))  # ignore_index, for the header
+
+        def contract(self):
+            return self.inner.contract()
+
+        def test_step(self, batch, batch_idx):
+            return None
+
+    rows = {}
+    for name, module in (("contract", ContractOnly()), ("module", ToySegmenter())):
+        callback = SegCertifyCertification(0.25, str(tmp_path / name), n0=10, n=40, num_examples=2)
+        trainer(callbacks=[callback]).test(module, datamodule=SegData(), verbose=False)
+        rows[name] = [(r.idx, repr(r.tau), r.radius, r.scores) for r in callback.records]
+    assert rows["contract"] == rows["module"] and len(rows["module"]) == 4

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from smoothcert.certifiers.classification import ABSTAIN
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid, summarize
+from smoothcert.outcomes import ABSTAIN
 from smoothcert.records import CohenRecord, read_records
 from smoothcert.records.in_range import InRangeRecord, in_range_curve
 from smoothcert.records.topk import TopKRecord, topk_accuracy_curve

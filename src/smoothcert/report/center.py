@@ -1,4 +1,6 @@
-"""What center smoothing reports per distance: median curves, scalars and example figures."""
+"""What center smoothing reports, without Lightning or wandb: per distance a section (the curves of
+the median eps_out and the median smoothing error against eps_in, its ``cert/*`` scalars and one
+line per sigma) and the figures of the first examples (input, base output, smoothed output)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,9 @@ from pathlib import Path
 
 import torch
 from matplotlib.patches import Rectangle
-from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.reporting import log_images, log_locations, report_curves, report_series
 from smoothcert.records.center import CenterExample, CenterRecord, median_curves
+from smoothcert.report.parts import Curve, Points, Section
 from smoothcert.report.plots import palette, plt
 
 # As in the paper's Fig. 3b: base box green, smoothed box blue (dashed, so both stay visible).
@@ -19,7 +19,7 @@ BASE_STYLE = {"edgecolor": "tab:green", "linewidth": 3}
 SMOOTHED_STYLE = {"edgecolor": "tab:blue", "linewidth": 2, "linestyle": "--"}
 
 
-def _show_image(ax, image: torch.Tensor) -> None:
+def show_image(ax, image: torch.Tensor) -> None:
     """An image ``[C, H, W]`` (or ``[H, W]``), clipped to [0, 1] for display."""
     image = image.detach().float().cpu().clamp(0, 1)
     if image.dim() == 3 and image.shape[0] == 1:
@@ -65,7 +65,7 @@ def save_center_example(
     (blue) drawn on it. ``smoothed`` is None where center smoothing abstained."""
     if kind == "box":
         fig, ax = plt.subplots(figsize=(4, 4.2), dpi=100)
-        _show_image(ax, x)
+        show_image(ax, x)
         height, width = x.shape[-2:]
         _draw_box(ax, base, height, width, BASE_STYLE, "base")
         if smoothed is None:
@@ -78,14 +78,14 @@ def save_center_example(
         ax.set_title(title)
     else:
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), dpi=100)
-        _show_image(axes[0], x)
+        show_image(axes[0], x)
         for ax, output in zip(axes[1:], (base, smoothed), strict=True):
             if output is None:
                 _abstained(ax)
             elif kind == "label_map":
                 _show_labels(ax, output, int(num_classes))
             else:
-                _show_image(ax, output)
+                show_image(ax, output)
         for ax, name in zip(axes, ("input", "base output", "smoothed output"), strict=True):
             ax.set_title(name)
             ax.axis("off")
@@ -96,11 +96,11 @@ def save_center_example(
     return path
 
 
-def _say(values: Sequence[float]) -> str:
+def say(values: Sequence[float]) -> str:
     return " / ".join(f"{float(v):.4g}" for v in values)
 
 
-def _series(
+def sigma_series(
     medians: Sequence[dict[str, list[float]]], sigmas: Sequence[float], h: Sequence[float] | None
 ) -> tuple[list[str], list[list[float]], dict[str, tuple[list[float], list[float]]]]:
     """The long curve table (columns, rows) and the plotted series for several sigmas: with
@@ -124,32 +124,28 @@ def _series(
     return ["sigma", "eps_in", "eps_out", "smoothing_error"], rows, curves
 
 
-def report_distance(
-    trainer: Trainer,
-    output_dir: Path,
+def distance_section(
     name: str,
     examples: Sequence[CenterExample],
     h: Sequence[float] | None,
     extra_scalars: Mapping[str, float],
     statement: str = "",
-) -> tuple[dict[str, float], dict[str, Path]]:
-    """Writes and logs (rank 0) the curves of the median eps_out and the median smoothing error
-    against eps_in under the distance ``name`` (``center_curve_<name>.tsv``/``.png``, wandb) with
-    the scalars ``cert/<name>/eps_out@<eps_in>`` (and ``eps_out@h<h>`` with ``h``: eps_in =
-    h * sigma), ``cert/<name>/smoothing_error`` and
-    ``cert/<name>/abstain`` (each ending in ``/sigma<sigma>`` when several sigmas were certified;
-    plus ``extra_scalars``), and says them in one line per sigma. ``statement`` (what each
-    certificate guarantees) is the plot title's second line.
+) -> Section:
+    """The section of the distance ``name``: the curves of the median eps_out and the median
+    smoothing error against eps_in (``center_curve_<name>``), the scalars
+    ``cert/<name>/eps_out@<eps_in>`` (and ``eps_out@h<h>`` with ``h``: eps_in = h * sigma),
+    ``cert/<name>/smoothing_error`` and ``cert/<name>/abstain`` (each ending in ``/sigma<sigma>``
+    when several sigmas were certified; plus ``extra_scalars``) and one line per sigma.
+    ``statement`` (the protocol, what each certificate guarantees) ends the plot title.
 
     One sigma: the curve TSV has the columns ``eps_in eps_out smoothing_error``. Several: a long
     table, one row per point, ``h sigma eps_in eps_out smoothing_error`` (rows by h, then sigma)
-    with ``h``, else ``sigma eps_in eps_out smoothing_error``. Returns the scalars and the
-    curve's paths.
+    with ``h``, else ``sigma eps_in eps_out smoothing_error``.
     """
     levels = [list(level) for level in zip(*(example.levels for example in examples), strict=True)]
     sigmas = [level[0].sigma for level in levels]
     several = len(sigmas) > 1
-    medians, scalars = [median_curves(level) for level in levels], {}
+    medians, scalars, lines = [median_curves(level) for level in levels], {}, []
     for sigma, level, median in zip(sigmas, levels, medians, strict=True):
         at = f"/sigma{sigma:g}" if several else ""
         for eps, value in zip(median["eps_in"], median["eps_out"], strict=True):
@@ -160,9 +156,9 @@ def report_distance(
         scalars[f"cert/{name}/smoothing_error{at}"] = error = median["smoothing_error"][0]
         scalars[f"cert/{name}/abstain{at}"] = abstain = sum(r.abstain for r in level) / len(level)
         per_example = sum(r.time for r in level) / len(level)
-        rank_zero_info(
-            f"center {name}, sigma={sigma:g}: eps_in {_say(median['eps_in'])} -> median eps_out "
-            f"{_say(median['eps_out'])}; median smoothing error {error:.4g}, abstain "
+        lines.append(
+            f"center {name}, sigma={sigma:g}: eps_in {say(median['eps_in'])} -> median eps_out "
+            f"{say(median['eps_out'])}; median smoothing error {error:.4g}, abstain "
             f"{abstain:.3f}, {per_example:.2f} s/example"
         )
     scalars.update(extra_scalars)
@@ -172,19 +168,26 @@ def report_distance(
     if not several:
         series = {key: medians[0][key] for key in ("eps_out", "smoothing_error")}
         xs = medians[0]["eps_in"]
-        paths = report_curves(
-            trainer, output_dir, stem, "eps_in", xs, series, title, scalars, y_label, False
-        )
-        return scalars, paths
-    columns, rows, curves = _series(medians, sigmas, h)
-    paths = report_series(
-        trainer, output_dir, stem, columns, rows, curves, title, scalars, "eps_in", y_label
-    )
-    return scalars, paths
+        curve = Curve(stem, "eps_in", xs, series, title, None, y_label, certified_accuracy=False)
+        return Section(scalars, curve, lines)
+    columns, rows, curves = sigma_series(medians, sigmas, h)
+    return Section(scalars, Points(stem, columns, rows, curves, title, "eps_in", y_label), lines)
+
+
+def overall_scalars(records: Mapping[str, Sequence[CenterExample]]) -> dict[str, float]:
+    """``cert/time_per_example`` (seconds per example under all distances and sigmas) and
+    ``cert/num_examples``."""
+    seconds: dict[int, float] = {}
+    for certified in records.values():
+        for example in certified:
+            seconds[example.idx] = seconds.get(example.idx, 0.0) + example.time
+    return {
+        "cert/time_per_example": sum(seconds.values()) / len(seconds),
+        "cert/num_examples": float(len(seconds)),
+    }
 
 
 def save_examples(
-    trainer: Trainer,
     folder: Path,
     name: str,
     kind: str,
@@ -193,8 +196,7 @@ def save_examples(
     num_classes: int | None = None,
 ) -> list[Path]:
     """PNGs ``folder/center_<name>_<idx>.png`` of ``examples`` ((idx, x, base output, center or
-    None) each, smoothed at the sigma of ``records``), also logged to wandb as
-    ``cert/<name>/examples``."""
+    None) each, smoothed at the sigma of ``records``)."""
     folder.mkdir(parents=True, exist_ok=True)
     errors = {r.idx: r.smoothing_error for r in records}
     sigma = records[0].sigma if records else None
@@ -204,42 +206,4 @@ def save_examples(
         title = f"{name} #{idx}, sigma={sigma:g}: d(base, smoothed) = {error}"
         path = folder / f"center_{name}_{idx:05d}.png"
         paths.append(save_center_example(path, kind, x, base, center, num_classes, title))
-    log_images(trainer, f"cert/{name}/examples", paths)
     return paths
-
-
-def report_center(
-    trainer: Trainer,
-    output_dir: Path,
-    records: Mapping[str, Sequence[CenterExample]],
-    h: Sequence[float] | None,
-    pl_module: LightningModule,
-    examples: Mapping[str, Sequence[tuple]],
-    statement: str = "",
-) -> dict[str, float]:
-    """Everything rank 0 reports for ``records`` (per distance): curves (per h across the sigmas
-    with ``h``), scalars (with ``cert/time_per_example``, the seconds per example under all
-    distances and sigmas, and ``cert/num_examples``), the example figures (smoothed at the first
-    sigma) and where the files are; ``statement`` goes under the curves' titles. Returns the
-    scalars."""
-    seconds: dict[int, float] = {}
-    for certified in records.values():
-        for example in certified:
-            seconds[example.idx] = seconds.get(example.idx, 0.0) + example.time
-    overall = {
-        "cert/time_per_example": sum(seconds.values()) / len(seconds),
-        "cert/num_examples": float(len(seconds)),
-    }
-    summary, curves = {}, []
-    kind, num_classes = pl_module.output_kind, pl_module.hparams.get("num_classes")
-    for position, (name, certified) in enumerate(records.items()):
-        extra = overall if position == 0 else {}
-        scalars, paths = report_distance(trainer, output_dir, name, certified, h, extra, statement)
-        summary.update(scalars)
-        curves.append(paths)
-        folder = output_dir / "center_examples"
-        first = [example.levels[0] for example in certified]
-        save_examples(trainer, folder, name, kind, examples[name], first, num_classes)
-    files = ", ".join(f"center_{name}.tsv" for name in records)
-    log_locations(trainer, f"{files} in {output_dir}", curves)
-    return summary
