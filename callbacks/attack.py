@@ -72,7 +72,7 @@ class EmpiricalRobustness(AttackCallback):
         self.settings = {"attack": attack, "steps": self.steps, "m": self.m, "n": self.n}
         self.settings |= {"alpha": self.alpha, "radii": self.radii, "multiples": self.multiples}
 
-    def begin(self, pl_module: LightningModule) -> None:
+    def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
         cohen, contract = self.certifier, pl_module.contract()
         self.certified = {r.idx: r for r in cohen.records}
         self.alphas, self.device = (cohen.alpha, self.alpha), pl_module.device

@@ -117,13 +117,12 @@ class AttackCallback(CertificationCallback):
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.certifier = self.bind(trainer)
 
-    def begin(self, pl_module: LightningModule) -> None:
+    def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Reads what the attack needs from its (finished) certifier and the model."""
         raise NotImplementedError
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> contextlib.ExitStack:
         # certify.py certifies inside Lightning's test loop (inference mode): attacks need grads.
-        self.begin(pl_module)
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())

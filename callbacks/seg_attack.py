@@ -70,9 +70,10 @@ class SegmentationAttack(AttackCallback):
             pl_module, checkpoint, self.header_name, self.settings | scale, self.model_keys
         )
 
-    def begin(self, pl_module: LightningModule) -> None:
-        self.model = pl_module.contract().logits_at(self.certifier.scale, self.certifier.flip)
-        self.device, self.ignore = pl_module.device, int(pl_module.hparams.ignore_index)
+    def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        contract = pl_module.contract()
+        self.model = contract.logits_at(self.certifier.scale, self.certifier.flip)
+        self.device, self.ignore = pl_module.device, contract.ignore_index
 
     def certify_one(self, idx: int, example, needed: Sequence[str]) -> dict[str, SegAttackRecord]:
         x = torch.as_tensor(example[0]).to(self.device)

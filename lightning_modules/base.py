@@ -79,7 +79,10 @@ class Contract:
       (``[B, ...]``), None for a classifier;
     - ``logits_at``: a segmenter's base function at another scale and flip,
       ``logits_at(scale, flip)``, None for other models;
-    - ``detection_layout``: how a detector's vector output is laid out, None for other models.
+    - ``detection_layout``: how a detector's vector output is laid out, None for other models;
+    - ``ignore_index``: the label of unlabelled pixels, for a segmenter; else None;
+    - ``target_of``: maps a dataset target to what the structured output estimates, where the
+      two differ (e.g. a box to its size); None where the target is compared as it is.
     """
 
     task: str
@@ -91,6 +94,8 @@ class Contract:
     structured_output: Callable[[Tensor], Tensor] | None = None
     logits_at: Callable[..., Callable[[Tensor], Tensor]] | None = None
     detection_layout: Any = None
+    ignore_index: int | None = None
+    target_of: Callable[[Tensor], Tensor] | None = None
 
 
 class SmoothcertModule(LightningModule):
@@ -174,7 +179,8 @@ class SmoothcertModule(LightningModule):
 
     def contract_fields(self) -> dict[str, Any]:
         """The optional fields of this module's :class:`Contract` (``num_classes``,
-        ``structured_output``, ``logits_at``, ``detection_layout``); none by default."""
+        ``structured_output``, ``logits_at``, ``detection_layout``, ``ignore_index``,
+        ``target_of``); none by default."""
         return {}
 
     def monitorable(self) -> list[str]:

@@ -126,6 +126,7 @@ class SegmentationModule(SmoothcertModule):
             "num_classes": int(self.hparams.num_classes),
             "structured_output": self.structured_output,
             "logits_at": self.inference_model,
+            "ignore_index": int(self.hparams.ignore_index),
         }
 
     def checkpoint_fields(self) -> dict[str, Any]:

@@ -4,6 +4,8 @@ the expectation bound side by side."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -28,6 +30,9 @@ class ShapeSizeModule(BoxRegressionModule):
     def structured_output(self, x: Tensor) -> Tensor:
         """The predicted size of the largest shape, ``[B, 1]`` in [0, 1]."""
         return box_size(self.model(x).float())
+
+    def contract_fields(self) -> dict[str, Any]:
+        return {**super().contract_fields(), "target_of": self.regression_target}
 
     @staticmethod
     def regression_target(target: Tensor) -> Tensor:

@@ -38,6 +38,8 @@ CONTRACTS = [  # experiment, task, output kind, training sigma, what the base fu
     ("digits_autoencoder_tv", "reconstruction", "image", [0.12, 0.25, 0.5], (1, 8, 8)),
     ("shapes_seg", "segmentation", "label_map", 0.25, None),
     ("shapes_box_center", "box_regression", "box", 0.25, (4,)),
+    ("shapes_size_median", "box_regression", "vector", 0.25, (1,)),
+    ("shapes_detection_median", "detection", "detection", 0.25, None),
 ]
 
 
@@ -58,8 +60,10 @@ def test_every_module_declares_its_contract(make_cfg, experiment, task, kind, si
         out = contract.base_function(x)
     if shape is not None:
         assert tuple(out.shape[1:]) == shape
-    else:  # per-pixel logits at full resolution
+    elif task == "segmentation":  # per-pixel logits at full resolution
         assert tuple(out.shape[2:]) == tuple(x.shape[2:])
+    else:  # a detector's detections as one vector
+        assert tuple(out.shape[1:]) == (contract.detection_layout.length,)
     classes = getattr(module.hparams, "num_classes", None)
     assert contract.num_classes == (None if kind in ("box", "image", "detection") else classes)
     if contract.structured_output is not None:  # what center and median smoothing smooth
@@ -67,6 +71,10 @@ def test_every_module_declares_its_contract(make_cfg, experiment, task, kind, si
             assert contract.structured_output(x).shape[0] == 1
     assert (contract.logits_at is not None) == (task == "segmentation")
     assert (contract.detection_layout is not None) == (task == "detection")
+    assert contract.ignore_index == (
+        module.hparams.ignore_index if task == "segmentation" else None
+    )
+    assert (contract.target_of is not None) == (kind == "vector")
 
 
 def test_a_module_without_its_contract_is_refused_before_training(make_cfg):

@@ -124,7 +124,15 @@ class ToySegmenter(pl.LightningModule):
     def contract(self) -> Contract:
         noise, output = GaussianNoise(0.25), self.structured_output
         return Contract(
-            self.task, self.output_kind, self.net, (), noise, 3, output, self.inference_model
+            self.task,
+            self.output_kind,
+            self.net,
+            (),
+            noise,
+            3,
+            output,
+            self.inference_model,
+            ignore_index=255,
         )
 
 

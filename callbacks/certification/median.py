@@ -81,7 +81,7 @@ class MedianCertification(Configured, CertificationCallback):
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         self.device, self.figures, self.clean = pl_module.device, [], {}
-        self.target_of = getattr(pl_module, "regression_target", None)  # not in the contract
+        self.target_of = pl_module.contract().target_of
         return eval_mode(pl_module)
 
     def certify_one(self, idx: int, example: tuple, needed: Sequence[str]) -> dict:

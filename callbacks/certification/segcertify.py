@@ -74,7 +74,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         self.contract, self.overlays = contract_of(pl_module, self.option), []
         self.model, self.device = self.contract.logits_at(self.scale, self.flip), pl_module.device
-        self.ignore = pl_module.hparams.ignore_index  # the label of unlabelled pixels
+        self.ignore = self.contract.ignore_index  # the label of unlabelled pixels
         self.segcertify = self.config.certifier(self.sigma, self.batch_size, self.noise, self.norm)
         return super().start(trainer, pl_module)
 
