@@ -677,8 +677,8 @@ def choose_batch_size(
     repeats = check_count(repeats, "repeats")
     x, device = x.float(), x.device
     cuda = device.type == "cuda"
-    shape = perturbation.draw_shape(tuple(x.shape))
-    stream = noise.stream(shape, torch.Generator(device=device).manual_seed(0), device)
+    throwaway = torch.Generator(device=device).manual_seed(0)
+    stream = example_stream(noise, perturbation, x, throwaway, input_range=None, name="batch size")
     options = {"autocast_dtype": autocast_dtype, "channels_last": channels_last}
     options["perturbation"] = perturbation
 
