@@ -94,9 +94,11 @@ def digits32_splits(seed: int = 0, val_size: int = 180, test_size: int = 360) ->
     return _split(upsample_onto_canvas(images), labels, seed, val_size, test_size)
 
 
-def _require_dir(root: Path, what: str, how: str) -> None:
-    if not root.is_dir():
-        raise ConfigError(f"{what} not found at {root}: {how}")
+def _require_dir(root: Path, what: str, how: str, splits: tuple[str, ...] = ("",)) -> None:
+    """ConfigError unless each ``root / split`` is a folder (``what`` may name ``{split}``)."""
+    for split in splits:
+        if not (root / split).is_dir():
+            raise ConfigError(f"{what.format(split=split)} not found at {root / split}: {how}")
 
 
 def check_dataset(name: str, data_dir: str | Path, download: bool = False) -> None:
@@ -116,21 +118,17 @@ def check_dataset(name: str, data_dir: str | Path, download: bool = False) -> No
             )
         return
     if name == "imagenet":
-        for sub in ("train", "val"):
-            _require_dir(
-                root / sub,
-                f"ImageNet {sub} folder",
-                "download ILSVRC2012 from image-net.org, arrange train/ and val/ as one folder per "
-                "class (wnid) and set paths.data_dir to the folder holding them",
-            )
+        _require_dir(
+            root,
+            "ImageNet {split} folder",
+            "download ILSVRC2012 from image-net.org, arrange train/ and val/ as one folder per "
+            "class (wnid) and set paths.data_dir to the folder holding them",
+            ("train", "val"),
+        )
         return
     if name == "image_folder":
-        for sub in ("train", "val"):
-            _require_dir(
-                root / sub,
-                f"image folder {sub}/",
-                f"set data.data_dir to a folder laid out as {FOLDER_LAYOUT} (one folder per class)",
-            )
+        how = f"set data.data_dir to a folder laid out as {FOLDER_LAYOUT} (one folder per class)"
+        _require_dir(root, "image folder {split}/", how, ("train", "val"))
         return
     raise ConfigError(f"data.name={name!r} is unknown: use {KNOWN_DATASETS}")
 

@@ -7,7 +7,7 @@ certified boxes) with figures of the certified detections."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -115,21 +115,33 @@ def save_box_figures(folder: Path, figures: Sequence[tuple], guarantee: str = ""
     """One PNG per kept example (idx, x, target, record): the boxes of ``draw_certified_box`` at
     the largest eps whose bounds are finite (the first eps if none); ``guarantee`` (e.g.
     "per_box, alpha 0.001") goes in the title."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for idx, x, _, record in figures:
+
+    def draw(ax, idx: int, x: Tensor, _, record: MedianRecord) -> None:
         finite = [k for k in range(len(record.eps)) if np.isfinite(record.upper[k]).all()]
         k = finite[-1] if finite else 0
-        fig, ax = plt.subplots(figsize=(4, 4.2), dpi=100)
-        show_image(ax, x)
         draw_certified_box(ax, record, k, *x.shape[-2:])
         ax.legend(loc="lower right", fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
         said = f"\nbounds {guarantee}" if guarantee else ""
         ax.set_title(f"#{idx}: median smoothing, eps={record.eps[k]:g}{said}", fontsize=9)
+
+    return _save_figures(folder, figures, "median_box", draw)
+
+
+def _save_figures(
+    folder: Path, figures: Sequence[tuple], name: str, draw: Callable[..., None]
+) -> list[Path]:
+    """One PNG ``folder/{name}_{idx:05d}.png`` per kept example ``(idx, x, ...)``: the image
+    ``x`` without ticks, with what ``draw(ax, idx, x, ...)`` adds on top."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for idx, x, *rest in figures:
+        fig, ax = plt.subplots(figsize=(4, 4.2), dpi=100)
+        show_image(ax, x)
+        draw(ax, idx, x, *rest)
+        ax.set_xticks([])
+        ax.set_yticks([])
         fig.tight_layout()
-        path = folder / f"median_box_{idx:05d}.png"
+        path = folder / f"{name}_{idx:05d}.png"
         fig.savefig(path)
         plt.close(fig)
         paths.append(path)
@@ -257,9 +269,8 @@ def save_detection_figures(
     """Per kept example (idx, x, targets, record): the ground truth (green), the smoothed boxes
     (solid, one colour per label) and, dotted, the farthest each certified box's edges can move
     at the largest eps; ``guarantee`` (e.g. "per_box, alpha 0.001") goes in the title."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for idx, x, targets, record in figures:
+
+    def draw(ax, idx: int, x: Tensor, targets: Tensor, record: MedianRecord) -> None:
         k = len(record.eps) - 1
         found = smoothed_detections(
             layout,
@@ -267,8 +278,6 @@ def save_detection_figures(
             torch.as_tensor(record.lower[k]),
             torch.as_tensor(record.upper[k]),
         )
-        fig, ax = plt.subplots(figsize=(4, 4.2), dpi=100)
-        show_image(ax, x)
         height, width = x.shape[-2:]
 
         rect = partial(_rect, ax, height, width)
@@ -289,11 +298,5 @@ def save_detection_figures(
             "green: truth; solid: median box; dotted: edge range",
             fontsize=8,
         )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.tight_layout()
-        path = folder / f"median_detection_{idx:05d}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+
+    return _save_figures(folder, figures, "median_detection", draw)
