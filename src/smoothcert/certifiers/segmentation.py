@@ -131,12 +131,6 @@ def _radii(value: float | Radii) -> Radii:
     )
 
 
-def _stream(
-    x: Tensor, noise: Noise, generator: torch.Generator | None, perturbation: Perturbation
-) -> NoiseStream:
-    return example_stream(noise, perturbation, x, generator, name="segcertify")
-
-
 def _argmax_maps(x: Tensor) -> Callable[[Tensor], Tensor]:
     """Logits ``[b, K, H, W]`` to class maps ``[b, H, W]``, after the shape check."""
     spatial = tuple(x.shape[1:])
@@ -187,11 +181,8 @@ def _modes_and_counts(
     modules: Sequence[nn.Module],
 ) -> tuple[Tensor, Tensor]:
     """:func:`sample_modes_and_counts` with the noise (and perturbation) of ``certificate``."""
-    n0, n = check_count(n0, "n0"), check_count(n, "n")
-    batch_size = check_count(batch_size, "batch_size")
-    smoothing, perturbation = certificate.noise, _perturbation(certificate)
-    stream = _stream(x, smoothing, generator, perturbation)
-    options = {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
+    n0, n, stream, options = _sampling(x, certificate, n0, n, batch_size, generator)
+    smoothing, perturbation = certificate.noise, options["perturbation"]
     with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
         first = sample(model, [x], [n0], [stream], ElementClassCounts(name=MODEL), **options)
         modes = first.counts[0].argmax(dim=0)
@@ -203,6 +194,23 @@ def _modes_and_counts(
 
 def _perturbation(certificate: Radii) -> Perturbation:
     return certificate if is_parametric(certificate) else ADDITIVE
+
+
+def _sampling(
+    x: Tensor,
+    certificate: Radii,
+    n0: int,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None,
+) -> tuple[int, int, NoiseStream, dict]:
+    """The checked sample counts, ``x``'s stream under ``certificate``'s noise and perturbation,
+    and the keywords of ``sampling.sample`` (batch size, perturbation, the model's name)."""
+    n0, n = check_count(n0, "n0"), check_count(n, "n")
+    batch_size = check_count(batch_size, "batch_size")
+    perturbation = _perturbation(certificate)
+    stream = example_stream(certificate.noise, perturbation, x, generator, name="segcertify")
+    return n0, n, stream, {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
 
 
 def certify_counts(
@@ -365,11 +373,8 @@ def jointclass(
     """
     certificate = certificate_of(x, sigma, noise, norm, perturbation)
     alpha = check_alpha(alpha)
-    n0, n = check_count(n0, "n0"), check_count(n, "n")
-    batch_size = check_count(batch_size, "batch_size")
-    smoothing, perturbation = certificate.noise, _perturbation(certificate)
-    stream = _stream(x, smoothing, generator, perturbation)
-    options = {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
+    n0, n, stream, options = _sampling(x, certificate, n0, n, batch_size, generator)
+    smoothing, perturbation = certificate.noise, options["perturbation"]
     maps_of = _argmax_maps(x)
     with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
         kept = sample(model, [x], [n0], [stream], OutputsKept(maps_of), **options)
