@@ -19,7 +19,8 @@ each test uses a table of ``n + 1`` values, and every correction runs on the his
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -181,9 +182,8 @@ def _modes_and_counts(
     modules: Sequence[nn.Module],
 ) -> tuple[Tensor, Tensor]:
     """:func:`sample_modes_and_counts` with the noise (and perturbation) of ``certificate``."""
-    n0, n, stream, options = _sampling(x, certificate, n0, n, batch_size, generator)
-    smoothing, perturbation = certificate.noise, options["perturbation"]
-    with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
+    n0, n = check_count(n0, "n0"), check_count(n, "n")
+    with _sampling(model, x, certificate, batch_size, generator, modules) as (stream, options):
         first = sample(model, [x], [n0], [stream], ElementClassCounts(name=MODEL), **options)
         modes = first.counts[0].argmax(dim=0)
         del first  # only the modes are needed from here on (frees K x H x W counts)
@@ -196,21 +196,24 @@ def _perturbation(certificate: Radii) -> Perturbation:
     return certificate if is_parametric(certificate) else ADDITIVE
 
 
+@contextmanager
 def _sampling(
+    model: nn.Module,
     x: Tensor,
     certificate: Radii,
-    n0: int,
-    n: int,
     batch_size: int,
     generator: torch.Generator | None,
-) -> tuple[int, int, NoiseStream, dict]:
-    """The checked sample counts, ``x``'s stream under ``certificate``'s noise and perturbation,
-    and the keywords of ``sampling.sample`` (batch size, perturbation, the model's name)."""
-    n0, n = check_count(n0, "n0"), check_count(n, "n")
+    modules: Sequence[nn.Module],
+) -> Iterator[tuple[NoiseStream, dict]]:
+    """A SegCertify-style sampling pass over ``x``: inside ``certification_mode``, its stream
+    under ``certificate``'s noise and perturbation and the keywords of ``sampling.sample``
+    (batch size, perturbation, the model's name)."""
     batch_size = check_count(batch_size, "batch_size")
-    perturbation = _perturbation(certificate)
-    stream = example_stream(certificate.noise, perturbation, x, generator, name="segcertify")
-    return n0, n, stream, {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
+    smoothing, perturbation = certificate.noise, _perturbation(certificate)
+    stream = example_stream(smoothing, perturbation, x, generator, name="segcertify")
+    options = {"batch_size": batch_size, "perturbation": perturbation, "name": MODEL}
+    with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
+        yield stream, options
 
 
 def certify_counts(
@@ -373,10 +376,9 @@ def jointclass(
     """
     certificate = certificate_of(x, sigma, noise, norm, perturbation)
     alpha = check_alpha(alpha)
-    n0, n, stream, options = _sampling(x, certificate, n0, n, batch_size, generator)
-    smoothing, perturbation = certificate.noise, options["perturbation"]
+    n0, n = check_count(n0, "n0"), check_count(n, "n")
     maps_of = _argmax_maps(x)
-    with certification_mode(model, x, smoothing, modules, perturbation, name=MODEL):
+    with _sampling(model, x, certificate, batch_size, generator, modules) as (stream, options):
         kept = sample(model, [x], [n0], [stream], OutputsKept(maps_of), **options)
         (maps,) = kept.result()
         unique, frequency = torch.unique(maps.flatten(1), dim=0, return_counts=True)
