@@ -155,7 +155,7 @@ def test_topk_certification_keeps_cohens_records_and_uses_their_counts():
                                [1, 10])  # fmt: skip
     strip = [(r.idx, r.predict, r.radius, r.correct) for r in plain]
     assert strip == [(r.idx, r.predict, r.radius, r.correct) for r, _ in pairs]
-    _, counts = smooth.certify_many_with_counts(xs, 20, 200, 0.01, 64, generators())
+    _, _, counts = smooth.certify_many_with_predictions(xs, 20, 200, 0.01, 64, generators())
     for e, (_, topk) in enumerate(pairs):
         assert topk.radii[0] == topk_radius(counts[e].tolist(), labels[e], 1, 0.5, 0.01)
         assert topk.radii[1] == math.inf

@@ -190,23 +190,7 @@ class Smooth:
         samples (disjoint, so independent); both sets of every example go through one packed
         loop, so the selection samples fill batches rather than running as small ones.
         """
-        return self.certify_many_with_counts(xs, n0, n, alpha, batch_size, generators)[0]
-
-    def certify_many_with_counts(
-        self,
-        xs: Sequence[Tensor],
-        n0: int,
-        n: int,
-        alpha: float,
-        batch_size: int,
-        generators: Sequence[torch.Generator | None],
-    ) -> tuple[list[tuple[int, float]], Tensor]:
-        """``certify_many`` and the class counts ``[len(xs), K]`` of the ``n`` estimation
-        samples it bounded (for further certificates from the same samples, e.g. top-k)."""
-        certificates, _, counts = self.certify_many_with_predictions(
-            xs, n0, n, alpha, batch_size, generators
-        )
-        return certificates, counts
+        return self.certify_many_with_predictions(xs, n0, n, alpha, batch_size, generators)[0]
 
     def certify_many_with_predictions(
         self,
