@@ -28,8 +28,8 @@ How a certifier samples (nothing else in ``src/smoothcert`` loops over noise sam
   :class:`Reducer`.
 - Stopping: fixed n (``stop=None``) or a :class:`StoppingRule` (``should_stop(reducer, drawn)``,
   asked after every batch; :class:`StopWhen` wraps a function).
-- Wrappers of today's API, no loop of their own: :func:`noisy_outputs`,
-  :func:`sample_class_counts`, :func:`sample_class_counts_many`.
+- Wrappers of today's API, no loop of their own: :func:`sample_class_counts`,
+  :func:`sample_class_counts_many`.
 """
 
 from __future__ import annotations
@@ -497,22 +497,6 @@ def sample(
 
 
 # ----- thin wrappers (today's API; no loop of their own) -----------------------------------------
-
-
-def noisy_outputs(
-    model: Callable[[Tensor], Tensor],
-    x: Tensor,
-    num: int,
-    batch_size: int,
-    stream: NoiseStream,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    perturbation: Perturbation = ADDITIVE,
-) -> Iterator[Tensor]:
-    """The base model's outputs on ``num`` noisy copies of one example, a batch at a time, with no
-    NaN check (kept for callers not yet on :func:`sample` with a reducer)."""
-    settings = (batch_size, autocast_dtype, channels_last, perturbation)
-    return (out for _, out in _forward(model, [x], [num], [stream], *settings))
 
 
 def sample_class_counts(

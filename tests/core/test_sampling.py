@@ -5,6 +5,7 @@ any noise stream a certificate uses (so certificates do not depend on it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -17,9 +18,10 @@ from smoothcert.noise import GaussianNoise, LaplaceNoise, example_generator
 from smoothcert.perturbation import ADDITIVE
 from smoothcert.sampling import (
     BatchSizeChoice,
+    OutputsKept,
     batch_size_candidates,
     choose_batch_size,
-    noisy_outputs,
+    sample,
     sample_class_counts,
     sample_class_counts_many,
 )
@@ -194,7 +196,7 @@ def test_a_short_run_pays_for_one_timing_round_only() -> None:
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
-def test_noisy_outputs_are_the_stream_plus_x_in_order_for_any_batch_size(batch_size) -> None:
+def test_kept_outputs_are_the_stream_plus_x_in_order_for_any_batch_size(batch_size) -> None:
     """The loop SegCertify and center smoothing read: outputs of x + the stream's next samples,
     batch by batch, under inference mode; concatenated, the same for every batch size."""
     x = torch.rand(1, 3, 4)
@@ -205,14 +207,23 @@ def test_noisy_outputs_are_the_stream_plus_x_in_order_for_any_batch_size(batch_s
         seen_inference.append(torch.is_inference_mode_enabled())
         return batch
 
-    outputs = list(
-        noisy_outputs(
-            identity, x, 100, batch_size, noise.stream((1, 3, 4), example_generator(0, 3), "cpu")
-        )
-    )
+    outputs: list[Tensor] = []
+    stream = noise.stream((1, 3, 4), example_generator(0, 3), "cpu")
+    kept = sample(identity, [x], [100], [stream], OutputsKept(keep(outputs)), batch_size=batch_size)
     expected = x + noise.stream((1, 3, 4), example_generator(0, 3), "cpu").take(100)
     assert [len(o) for o in outputs[:-1]] == [batch_size] * (len(outputs) - 1)
     assert torch.equal(torch.cat(outputs), expected) and all(seen_inference)
+    assert torch.equal(kept.result()[0], expected)
+
+
+def keep(outputs: list[Tensor]) -> Callable[[Tensor], Tensor]:
+    """A map for ``OutputsKept`` that also appends each batch's outputs to ``outputs``."""
+
+    def kept(batch: Tensor) -> Tensor:
+        outputs.append(batch)
+        return batch
+
+    return kept
 
 
 def test_a_perturbation_decides_how_the_draws_meet_the_input() -> None:
@@ -227,7 +238,10 @@ def test_a_perturbation_decides_how_the_draws_meet_the_input() -> None:
 
     x = torch.rand(1, 2, 2)
     stream = GaussianNoise(0.5).stream((1,), example_generator(0, 1), "cpu")
-    (batch,) = noisy_outputs(lambda b: b, x, 5, 8, stream, perturbation=Brightness())
+    batches: list[Tensor] = []
+    sample(lambda b: b, [x], [5], [stream], OutputsKept(keep(batches)), batch_size=8,
+           perturbation=Brightness())  # fmt: skip
+    (batch,) = batches
     shifts = GaussianNoise(0.5).stream((1,), example_generator(0, 1), "cpu").take(5)
     assert torch.equal(batch, x + shifts.view(5, 1, 1, 1))
     assert repr(ADDITIVE) == "Additive()"
