@@ -14,6 +14,7 @@ import inspect
 import json
 import sys
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import CONF, compose_config  # noqa: E402
+from lightning_modules.settings import DeclaredSettings  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hparams_before_settings.json"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -86,6 +88,42 @@ def describe(override: str, tmp_path: Path) -> dict[str, Any]:
         module = hydra.utils.instantiate(cfg.model, _convert_="object", **tiny)
         described["model"] = _described(module)
     return described
+
+
+@dataclass
+class First:
+    name: str
+    size: int = 1
+
+
+@dataclass
+class Second:
+    size: float = 2.5  # named again: keeps its place and type (int), takes this default
+    extra: bool = False
+
+
+def made_with(size: int = 4, other: str = "x") -> None:
+    """A function whose parameters a group may name."""
+
+
+class Declared(DeclaredSettings):
+    settings = (First, Second, (made_with, "other"))
+
+    def __init__(self, **settings: Any) -> None:
+        self.received = settings
+
+
+def test_a_declared_constructor_binds_fills_in_and_orders_its_settings():
+    signature = inspect.signature(Declared)
+    assert list(signature.parameters) == ["name", "size", "extra", "other"]
+    assert signature.parameters["size"].default == 2.5
+    assert typing.get_type_hints(Declared.__init__)["size"] is int
+    assert Declared("a", other="y").received == dict(name="a", size=2.5, extra=False, other="y")
+    assert list(Declared(other="z", name="b").received) == ["name", "size", "extra", "other"]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sise'"):
+        Declared("a", sise=3)
+    with pytest.raises(TypeError, match="missing a required argument: 'name'"):
+        Declared()
 
 
 @pytest.mark.parametrize("override", CASES)
