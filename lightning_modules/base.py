@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_modules.optimization import optimizers_config
+from lightning_modules.settings import DeclaredSettings
 from smoothcert.errors import ConfigError, check_count, check_unit_range, require
+from smoothcert.models.structured import NormalizedNet
 from smoothcert.modes import eval_mode
 from smoothcert.noise import Noise
 from smoothcert.regimes import TrainingObjective
@@ -64,6 +66,42 @@ def clean_and_noisy_accuracy(num_classes: int) -> nn.ModuleList:
     )
 
 
+@dataclass
+class ImageModel:
+    """The settings a task module that trains on x + noise itself takes first: the network, the
+    smoothing noise, the optimizer factory, the image channels and their normalization."""
+
+    net: nn.Module
+    noise: Noise
+    optimizer: Callable[..., torch.optim.Optimizer]
+    channels: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+@dataclass
+class RegimeModel:
+    """The settings a task module that trains through a regime (``objective``) takes first; it
+    states its class count instead of the channels."""
+
+    net: nn.Module
+    objective: TrainingObjective
+    noise: Noise
+    optimizer: Callable[..., torch.optim.Optimizer]
+    num_classes: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+@dataclass
+class Trailing:
+    """The settings every task module takes last: the scheduler factory and the dataset's name
+    (recorded in checkpoints)."""
+
+    scheduler: Callable[..., Any] | None = None
+    dataset: str = ""
+
+
 @dataclass(frozen=True)
 class Contract:
     """What a certifier may rely on in a model, and all it may read (callbacks read this, never
@@ -98,7 +136,7 @@ class Contract:
     target_of: Callable[[Tensor], Tensor] | None = None
 
 
-class SmoothcertModule(LightningModule):
+class SmoothcertModule(DeclaredSettings, LightningModule):
     """Base of the task modules. A subclass sets ``task`` and ``output_kind``, implements
     ``training_loss(batch)`` and ``_evaluate(batch, stage)`` (validation and test share it), saves
     hparams ``mean``, ``std``, ``dataset`` and keeps its parts with ``keep_parts`` (the model,
@@ -106,12 +144,42 @@ class SmoothcertModule(LightningModule):
     optimizer and scheduler factories), checks its first training batch in ``check_first_batch``,
     and adds its own checkpoint fields in ``checkpoint_fields``. Checkpoints carry all of them, and
     the training noise level, under ``checkpoint["smoothcert"]``. ``contract()`` is what certifiers
-    check in ``setup``."""
+    check in ``setup``.
+
+    A subclass declares its parameters as ``settings`` (groups, see
+    ``lightning_modules/settings.py``: ``ImageModel`` or ``RegimeModel``, its own, ``Trailing``);
+    the constructor then checks them and makes them plain (``plain_settings``), saves them as
+    hparams (but the parts in ``NOT_HYPERPARAMETERS``), keeps the model ``build_model`` gives and
+    the parts, and makes the metrics of each evaluation stage (``new_metrics``). A module with a
+    constructor of its own (the denoiser) does all this itself."""
 
     task = ""
     output_kind = ""  # what base_function returns: class_logits | label_map | image | box
     base_attribute = "model"  # the attribute base_function returns
     evaluation_metrics: tuple[str, ...] = ()  # what _evaluate logs, as val/NAME and test/NAME
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__()
+        if not settings:
+            return
+        settings = {**settings, **self.plain_settings(settings)}
+        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
+        parts = [settings[k] for k in ("noise", "optimizer", "scheduler")]
+        self.keep_parts(self.build_model(settings), *parts, settings.get("objective"))
+        self.eval_metrics = per_stage(lambda: self.new_metrics(settings))
+
+    def plain_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The settings that are checked (one-line ConfigErrors) or made plain values before they
+        are saved, so checkpoints load with torch.load(weights_only=True): the normalization."""
+        return {"mean": plain_floats(settings["mean"]), "std": plain_floats(settings["std"])}
+
+    def build_model(self, settings: dict[str, Any]) -> nn.Module:
+        """``normalize -> net``, the model the module trains (after the hparams are saved)."""
+        return NormalizedNet(settings["net"], settings["mean"], settings["std"])
+
+    def new_metrics(self, settings: dict[str, Any]) -> nn.Module:
+        """The metrics of one evaluation stage: a running mean of each ``evaluation_metrics``."""
+        return means_of(self.evaluation_metrics)
 
     @property
     def training_noise(self) -> Noise:

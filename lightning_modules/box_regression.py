@@ -3,26 +3,16 @@ Jaccard distance 1 - IoU (Kumar and Goldstein's Section 5.1, with our own small 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
-from lightning_modules.base import (
-    NOT_HYPERPARAMETERS,
-    SmoothcertModule,
-    check_channels,
-    means_of,
-    per_stage,
-    plain_floats,
-)
+from lightning_modules.base import ImageModel, SmoothcertModule, Trailing, check_channels
 from smoothcert.distances import BoxJaccardDistance
 from smoothcert.errors import ConfigError, check_unit_range, require
-from smoothcert.models.structured import NormalizedNet
-from smoothcert.noise import Noise
 
 JACCARD = BoxJaccardDistance()
 
@@ -31,6 +21,13 @@ def box_iou(predicted: Tensor, target: Tensor) -> Tensor:
     """IoU ``[B]`` of paired boxes ``[B, 4]`` (x1, y1, x2, y2); differentiable where the boxes
     overlap; an empty box has IoU 0 with a non-empty one and 1 with another empty one."""
     return 1.0 - JACCARD.paired(predicted.float(), target.float())
+
+
+@dataclass
+class BoxLoss:
+    """The weight of the IoU term in the box regressor's loss."""
+
+    iou_weight: float = 1.0
 
 
 class BoxRegressionModule(SmoothcertModule):
@@ -53,27 +50,15 @@ class BoxRegressionModule(SmoothcertModule):
     evaluation_metrics = ("loss", "iou", "iou_noisy")
     base_attribute = "structured_output"  # what center smoothing smooths
     output_kind = "box"
+    settings = (ImageModel, BoxLoss, Trailing)
 
-    def __init__(
-        self,
-        net: nn.Module,
-        noise: Noise,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        iou_weight: float = 1.0,
-        scheduler: Callable[..., Any] | None = None,
-        dataset: str = "",
-    ) -> None:
-        super().__init__()
-        mean, std = plain_floats(mean), plain_floats(std)
-        channels = check_channels(channels, mean)
-        iou_weight = float(iou_weight)
+    @override
+    def plain_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        plain = super().plain_settings(settings)
+        plain["channels"] = check_channels(settings["channels"], plain["mean"])
+        iou_weight = plain["iou_weight"] = float(settings["iou_weight"])
         require(iou_weight >= 0, f"model.iou_weight={iou_weight} must be >= 0")
-        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
-        self.keep_parts(NormalizedNet(net, mean, std), noise, optimizer, scheduler)
-        self.eval_metrics = per_stage(lambda: means_of(self.evaluation_metrics))
+        return plain
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: boxes ``[B, 4]`` (x1, y1, x2, y2), float, in

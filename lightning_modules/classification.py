@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_modules.base import (
-    NOT_HYPERPARAMETERS,
+    RegimeModel,
     SmoothcertModule,
+    Trailing,
     clean_and_noisy_accuracy,
-    per_stage,
-    plain_floats,
 )
 from smoothcert.models import NormalizedClassifier
-from smoothcert.noise import Noise
-from smoothcert.regimes import TrainingObjective
+
+
+@dataclass
+class Stem:
+    """Whether the ResNet's ImageNet stem is replaced by a CIFAR one (3x3 conv, no max-pool)."""
+
+    cifar_stem: bool = False
 
 
 class ClassificationModule(SmoothcertModule):
@@ -32,26 +35,16 @@ class ClassificationModule(SmoothcertModule):
     task = "classification"
     output_kind = "class_logits"
     evaluation_metrics = ("loss", "acc", "acc_noisy")
+    settings = (RegimeModel, Stem, Trailing)
 
-    def __init__(
-        self,
-        net: nn.Module,
-        objective: TrainingObjective,
-        noise: Noise,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        num_classes: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        cifar_stem: bool = False,
-        scheduler: Callable[..., Any] | None = None,
-        dataset: str = "",
-    ) -> None:
-        super().__init__()
-        mean, std = plain_floats(mean), plain_floats(std)
-        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
-        model = NormalizedClassifier(net, mean, std, cifar_stem=cifar_stem)
-        self.keep_parts(model, noise, optimizer, scheduler, objective)
-        self.eval_metrics = per_stage(lambda: clean_and_noisy_accuracy(num_classes))
+    @override
+    def build_model(self, settings: dict[str, Any]) -> nn.Module:
+        s = settings
+        return NormalizedClassifier(s["net"], s["mean"], s["std"], cifar_stem=s["cifar_stem"])
+
+    @override
+    def new_metrics(self, settings: dict[str, Any]) -> nn.Module:
+        return clean_and_noisy_accuracy(settings["num_classes"])
 
     @override
     def on_train_epoch_start(self) -> None:

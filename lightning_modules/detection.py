@@ -3,28 +3,30 @@ detections become a fixed-length vector (Chiang et al.'s detection as regression
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
-from lightning_modules.base import (
-    NOT_HYPERPARAMETERS,
-    SmoothcertModule,
-    means_of,
-    per_stage,
-    plain_floats,
-)
+from lightning_modules.base import ImageModel, SmoothcertModule, Trailing
 from lightning_modules.box_regression import box_iou
 from smoothcert.certifiers.median_detection import DetectionLayout
 from smoothcert.data.detection import target_boxes
 from smoothcert.errors import ConfigError, check_count, require
 from smoothcert.metrics.detection import average_precision
 from smoothcert.models.detector import decode, detection_loss
-from smoothcert.models.structured import NormalizedNet
-from smoothcert.noise import Noise
+
+
+@dataclass
+class Detections:
+    """The detector's labels, its score threshold, and the layout of its detections as a vector
+    (``DetectionLayout``: a ``location_grid`` lattice of bins of ``bin_capacity`` slots)."""
+
+    num_labels: int = 4
+    score_threshold: float = 0.5
+    location_grid: int = 3
+    bin_capacity: int = 2
 
 
 class DetectionModule(SmoothcertModule):
@@ -39,31 +41,17 @@ class DetectionModule(SmoothcertModule):
     evaluation_metrics = ("loss", "ap50", "ap50_noisy")
     base_attribute = "structured_output"
     output_kind = "detection"
+    settings = (ImageModel, Detections, Trailing)
 
-    def __init__(
-        self,
-        net: nn.Module,
-        noise: Noise,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        num_labels: int = 4,
-        score_threshold: float = 0.5,
-        location_grid: int = 3,
-        bin_capacity: int = 2,
-        scheduler: Callable[..., Any] | None = None,
-        dataset: str = "",
-    ) -> None:
-        super().__init__()
-        mean, std = plain_floats(mean), plain_floats(std)
-        channels = check_count(channels, "model.channels")
-        score_threshold = float(score_threshold)
-        require(0 < score_threshold < 1, f"model.score_threshold={score_threshold}: use (0, 1)")
-        self.layout = DetectionLayout(num_labels, location_grid, bin_capacity)
-        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
-        self.keep_parts(NormalizedNet(net, mean, std), noise, optimizer, scheduler)
-        self.eval_metrics = per_stage(lambda: means_of(self.evaluation_metrics))
+    @override
+    def plain_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        plain = super().plain_settings(settings)
+        plain["channels"] = check_count(settings["channels"], "model.channels")
+        threshold = plain["score_threshold"] = float(settings["score_threshold"])
+        require(0 < threshold < 1, f"model.score_threshold={threshold}: use (0, 1)")
+        s = settings
+        self.layout = DetectionLayout(s["num_labels"], s["location_grid"], s["bin_capacity"])
+        return plain
 
     def detect(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(boxes ``[B, D, 4]``, scores ``[B, D]``, labels ``[B, D]``; 0 = no detection)."""

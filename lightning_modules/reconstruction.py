@@ -3,25 +3,15 @@ under image distances (total variation, l2) in Kumar and Goldstein's Section 5.3
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 from typing_extensions import override
 
-from lightning_modules.base import (
-    NOT_HYPERPARAMETERS,
-    SmoothcertModule,
-    check_channels,
-    per_stage,
-    plain_floats,
-)
+from lightning_modules.base import ImageModel, SmoothcertModule, Trailing, check_channels
 from smoothcert.errors import require
-from smoothcert.models.structured import NormalizedNet
-from smoothcert.noise import Noise
 
 
 class ReconstructionModule(SmoothcertModule):
@@ -44,26 +34,17 @@ class ReconstructionModule(SmoothcertModule):
     evaluation_metrics = ("mse", "mse_noisy")
     base_attribute = "structured_output"  # what center smoothing smooths
     output_kind = "image"
+    settings = (ImageModel, Trailing)
 
-    def __init__(
-        self,
-        net: nn.Module,
-        noise: Noise,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        scheduler: Callable[..., Any] | None = None,
-        dataset: str = "",
-    ) -> None:
-        super().__init__()
-        mean, std = plain_floats(mean), plain_floats(std)
-        channels = check_channels(channels, mean)
-        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
-        self.keep_parts(NormalizedNet(net, mean, std), noise, optimizer, scheduler)
-        self.eval_metrics = per_stage(
-            lambda: nn.ModuleDict({"mse": MeanSquaredError(), "mse_noisy": MeanSquaredError()})
-        )
+    @override
+    def plain_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        plain = super().plain_settings(settings)
+        plain["channels"] = check_channels(settings["channels"], plain["mean"])
+        return plain
+
+    @override
+    def new_metrics(self, settings: dict[str, Any]) -> nn.Module:
+        return nn.ModuleDict({"mse": MeanSquaredError(), "mse_noisy": MeanSquaredError()})
 
     def structured_output(self, x: Tensor) -> Tensor:
         """The base function f of center smoothing: reconstructions ``[B, C, H, W]`` in [0, 1]

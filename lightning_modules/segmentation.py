@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
-from lightning_modules.base import NOT_HYPERPARAMETERS, SmoothcertModule, per_stage
+from lightning_modules.base import RegimeModel, SmoothcertModule, Trailing
 from smoothcert.data.segmentation import check_label_map
 from smoothcert.models.segmenters import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
-from smoothcert.noise import Noise
-from smoothcert.regimes import TrainingObjective
+
+
+@dataclass
+class Inference:
+    """The label of unlabelled pixels, and the scale(s) and flip of evaluation."""
+
+    ignore_index: int = 255
+    scale: float | Sequence[float] = 1.0
+    flip: bool = False
 
 
 class SegmentationModule(SmoothcertModule):
@@ -34,29 +41,22 @@ class SegmentationModule(SmoothcertModule):
     task = "segmentation"
     evaluation_metrics = ("loss", "pixel_acc", "miou", "pixel_acc_noisy")
     output_kind = "label_map"
+    settings = (RegimeModel, Inference, Trailing)
 
-    def __init__(
-        self,
-        net: nn.Module,
-        objective: TrainingObjective,
-        noise: Noise,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        num_classes: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        ignore_index: int = 255,
-        scale: float | Sequence[float] = 1.0,
-        flip: bool = False,
-        scheduler: Callable[..., Any] | None = None,
-        dataset: str = "",
-    ) -> None:
-        super().__init__()
-        # Plain values only in hparams, so checkpoints load with torch.load(weights_only=True).
-        mean, std = [float(v) for v in mean], [float(v) for v in std]
-        scales = check_scales(scale, "model.scale")
-        scale = scales[0] if len(scales) == 1 else list(scales)
-        self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
-        self.keep_parts(NormalizedSegmenter(net, mean, std), noise, optimizer, scheduler, objective)
+    @override
+    def plain_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        plain = super().plain_settings(settings)
+        scales = check_scales(settings["scale"], "model.scale")
+        plain["scale"] = scales[0] if len(scales) == 1 else list(scales)
+        return plain
+
+    @override
+    def build_model(self, settings: dict[str, Any]) -> nn.Module:
+        return NormalizedSegmenter(settings["net"], settings["mean"], settings["std"])
+
+    @override
+    def new_metrics(self, settings: dict[str, Any]) -> nn.Module:
+        num_classes, ignore_index = settings["num_classes"], settings["ignore_index"]
         metrics = {
             "pixel_acc": lambda: MulticlassAccuracy(
                 num_classes, average="micro", ignore_index=ignore_index
@@ -68,9 +68,7 @@ class SegmentationModule(SmoothcertModule):
                 num_classes, average="micro", ignore_index=ignore_index
             ),
         }
-        self.eval_metrics = per_stage(
-            lambda: nn.ModuleDict({name: make() for name, make in metrics.items()})
-        )
+        return nn.ModuleDict({name: make() for name, make in metrics.items()})
 
     def inference_model(
         self, scale: float | Sequence[float] | None = None, flip: bool | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from typing_extensions import override
@@ -27,29 +26,7 @@ class ShapeBoxesDataModule(ShapesDataModule):
             ignores them, and models that do not predict classes do not read it.
     """
 
-    dataset_name, dataset_class = "shapes_boxes", ShapeBoxesDataset
-
-    def __init__(
-        self,
-        name: str,
-        data_dir: str,
-        num_classes: int,
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        image_size: int = 64,
-        train_size: int = 2000,
-        val_size: int = 100,
-        test_size: int = 100,
-        max_shapes: int = 4,
-    ) -> None:
-        super().__init__()
-        self.check_name(name, channels)
-        self.save_hyperparameters(logger=False)
+    dataset_name, dataset_class = "shapes_boxes", ShapeBoxesDataset  # settings: the shapes'
 
     @override
     def check_target(self, target: Any, where: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lightning_modules.data.splits import SplitsDataModule
+from lightning_modules.data.splits import Loading, SplitsDataModule
 from smoothcert.data.classification import (
     FOLDER_LAYOUT,
     Splits,
@@ -17,6 +18,20 @@ from smoothcert.data.classification import (
     class_count,
 )
 from smoothcert.errors import ConfigError, check_unit_range
+
+
+@dataclass
+class ClassificationData:
+    """The settings of the classification datasets beside the loaders' (``val_size`` and
+    ``test_size`` None: the dataset's own split)."""
+
+    batch_size: int = 128
+    download: bool = False
+    val_size: int | None = None
+    test_size: int | None = None
+    seed: int = 0
+    augment: bool = True
+    image_size: int = 224
 
 
 class ClassificationDataModule(SplitsDataModule):
@@ -30,28 +45,11 @@ class ClassificationDataModule(SplitsDataModule):
 
     checked_splits = ("train", "test")  # certify.py reads test
     checked_examples = 64
+    settings = (Loading, ClassificationData)
 
-    def __init__(
-        self,
-        name: str,
-        data_dir: str,
-        num_classes: int,
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        download: bool = False,
-        val_size: int | None = None,
-        test_size: int | None = None,
-        seed: int = 0,
-        augment: bool = True,
-        image_size: int = 224,
-    ) -> None:
-        super().__init__()
-        check_dataset(name, data_dir, download)
-        self.save_hyperparameters(logger=False)
+    @override
+    def check_chosen(self, settings: dict[str, Any]) -> None:
+        check_dataset(settings["name"], settings["data_dir"], settings["download"])
 
     @property
     def num_classes(self) -> int:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from typing_extensions import override
 
-from lightning_modules.data.splits import SplitsDataModule
+from lightning_modules.data.splits import Loading, SplitsDataModule
 from smoothcert.data.classification import Splits
 from smoothcert.data.segmentation import (
     build_segmentation_splits,
@@ -24,34 +23,18 @@ class SegmentationDataModule(SplitsDataModule):
     {0, ..., num_classes - 1, ignore_index}.
     """
 
+    # The loaders', then those of the function that builds the splits (ignore_index after seed:
+    # the order of the hparams that checkpoints hold).
+    settings = (
+        Loading,
+        (build_segmentation_splits, "seed", "ignore_index"),
+        (build_segmentation_splits,),
+    )
     drop_incomplete_train_batch = True
 
-    def __init__(
-        self,
-        name: str,
-        data_dir: str,
-        num_classes: int,
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        ignore_index: int = 255,
-        image_size: int = 64,
-        train_size: int = 2000,
-        val_size: int = 100,
-        test_size: int = 100,
-        max_shapes: int = 4,
-        ignore_boundary: int = 0,
-        crop_size: Sequence[int] | None = None,
-        scale_range: Sequence[float] | None = None,
-        flip: bool = True,
-    ) -> None:
-        super().__init__()
-        check_segmentation_dataset(name, data_dir)
-        self.save_hyperparameters(logger=False)
+    @override
+    def check_chosen(self, settings: dict[str, Any]) -> None:
+        check_segmentation_dataset(settings["name"], settings["data_dir"])
 
     @override
     def build_splits(self) -> Splits:

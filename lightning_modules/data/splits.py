@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,11 +12,34 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lightning_modules.settings import DeclaredSettings
 from smoothcert.data.classification import Splits
+from smoothcert.data.segmentation import build_segmentation_splits
 from smoothcert.errors import check_count, check_unit_range, require
 
 
-class SplitsDataModule(LightningDataModule):
+@dataclass
+class Loading:
+    """The settings every DataModule takes first: the data config's dataset keys, then the
+    loaders' (``eval_batch_size`` None: ``batch_size``)."""
+
+    name: str
+    data_dir: str
+    num_classes: int
+    channels: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+
+
+# The pictures of the generated shapes (the images of data=shapes, with the same settings).
+PICTURES = ("seed", "image_size", "train_size", "val_size", "test_size", "max_shapes")
+SHAPES = (build_segmentation_splits, *PICTURES)
+
+
+class SplitsDataModule(DeclaredSettings, LightningDataModule):
     """Loaders over ``self.splits`` (train/val/test), which ``setup`` builds once with the
     subclass's ``build_splits`` (or a subclass's own ``setup``).
 
@@ -34,6 +58,17 @@ class SplitsDataModule(LightningDataModule):
     # so no example is loaded or evaluated. (Lightning skips every test hook, the certification
     # callback's ``on_test_end`` included, when its loop has no batch at all.)
     evaluate_test = True
+
+    def __init__(self, **settings: Any) -> None:
+        """A subclass's ``settings`` (groups, see ``lightning_modules/settings.py``) are its
+        parameters, all saved as hparams (one with a constructor of its own saves its own)."""
+        super().__init__()
+        if settings:
+            self.check_chosen(settings)
+            self.save_hyperparameters(logger=False)
+
+    def check_chosen(self, settings: dict[str, Any]) -> None:
+        """One-line ConfigErrors for a dataset that is unknown or missing (on construction)."""
 
     def check_settings(self) -> None:
         """One-line ConfigErrors for loader settings out of range (called before training)."""
@@ -118,13 +153,15 @@ class ShapesDataModule(SplitsDataModule):
     for each split (``train_size``, ``val_size``, ``test_size`` images); the data config's
     ``name`` must be ``dataset_name`` and its ``channels`` 3."""
 
+    settings = (Loading, SHAPES)
     drop_incomplete_train_batch = True
     dataset_name = ""
     dataset_class: Any = None
 
-    def check_name(self, name: str, channels: int) -> None:
-        """One-line ConfigErrors for another dataset's name or channel count (called first)."""
-        expected = self.dataset_name
+    @override
+    def check_chosen(self, settings: dict[str, Any]) -> None:
+        """One-line ConfigErrors for another dataset's name or channel count."""
+        name, channels, expected = settings["name"], settings["channels"], self.dataset_name
         require(name == expected, f"data.name={name!r} is unknown here: use {expected}")
         require(channels == 3, f"data.channels={channels}: shapes images have 3 channels")
 
