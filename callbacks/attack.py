@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.attack_base import AttackCallback
-from callbacks.attack_report import empirical_summary
+from callbacks.attack_report import attack_section, empirical_summary
 from callbacks.certification.cohen import CohenCertification
+from callbacks.certification.settings.attack import EmpiricalSettings
 from smoothcert.attacks.empirical import ATTACKS, attack_example, attack_generators
 from smoothcert.certifiers.classification import Smooth
-from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.errors import require
 from smoothcert.metrics.certified import certified_accuracy_curve, radius_grid
 from smoothcert.records.empirical import EMPIRICAL_SCHEMA, EmpiricalRecord
+from smoothcert.report.parts import Report
 
 
 class EmpiricalRobustness(AttackCallback):
@@ -42,35 +45,14 @@ class EmpiricalRobustness(AttackCallback):
     instead = "use attack=seg_pgd for segmentation"
     needs = "attacks at multiples of Cohen's certified radii"
 
-    def __init__(
-        self,
-        attack: str,
-        sigma: float,
-        output_dir: str,
-        radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-        multiples: Sequence[float] = (1.0, 1.5, 2.0),
-        steps: int = 20,
-        m: int = 16,
-        n: int = 1000,
-        alpha: float = 0.001,
-        batch_size: int = 1000,
-        num_examples: int | None = 200,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
-        seed: int = 0,
-        resume: bool = False,
-        certifier: str = "cohen",
-    ) -> None:
-        self.option = f"attack={attack}"
+    settings_type = EmpiricalSettings
+    selection = {"batch_size": 1000, "num_examples": 200, "split": "test"}
+
+    def __init__(self, attack: str, sigma: float, output_dir: str, **settings: Any) -> None:
+        self.option, self.attack = f"attack={attack}", attack
         require(attack in ATTACKS, f"attack={attack} is unknown: use {', '.join(ATTACKS)} or none")
-        selection = (batch_size, num_examples, skip, split, weights, seed, resume)
-        super().__init__(certifier, sigma, output_dir, *selection)
-        self.attack, (self.radii, self.multiples) = attack, self.epsilons(radii, multiples)
-        self.steps, self.m = check_count(steps, "attack.steps"), check_count(m, "attack.m")
-        self.n, self.alpha = check_count(n, "attack.n"), check_alpha(alpha, "attack.alpha")
-        self.settings = {"attack": attack, "steps": self.steps, "m": self.m, "n": self.n}
-        self.settings |= {"alpha": self.alpha, "radii": self.radii, "multiples": self.multiples}
+        super().__init__(sigma, output_dir, **settings)
+        self.settings = self.config.header(attack)
 
     def begin(self, trainer: Trainer, pl_module: LightningModule) -> None:
         cohen, contract = self.certifier, pl_module.contract()
@@ -93,14 +75,15 @@ class EmpiricalRobustness(AttackCallback):
         row = EmpiricalRecord(idx, label, radius, tuple(targets), tuple(epsilons), tuple(predicts))
         return {"empirical": row}
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.summary, acc = empirical_summary(self.records, self.radii, self.multiples, self.alphas)
+    def build_report(self, pl_module: LightningModule) -> Report:
+        summary, acc = empirical_summary(self.records, self.radii, self.multiples, self.alphas)
         cohen = list(self.certified.values())
         grid = radius_grid(cohen)
         certified = certified_accuracy_curve(cohen, grid).tolist()
         curves = {"certified (Cohen CERTIFY)": (grid.tolist(), certified)}
         curves[f"empirical ({self.attack} + PREDICT)"] = (self.radii, acc)
         title = f"Certified vs empirical ({self.attack}), sigma={self.sigma}"
-        table = ", ".join(f"{k}={v:.3f}" for k, v in self.summary.items() if math.isfinite(v))
+        table = ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if math.isfinite(v))
         columns, stem = ("empirical", "radius", "accuracy"), "certified_vs_empirical"
-        self.publish(trainer, stem, columns, "accuracy", curves, title, f"empirical: {table}")
+        line = f"empirical: {table}"
+        return Report([attack_section(stem, columns, "accuracy", curves, title, summary, line)])

@@ -1,28 +1,28 @@
 """The one attack pattern (``attack=``): an empirical attack on the examples a certifier of the
 same run certified, bound to that certifier by configuration (``attack.certifier``, its
-``certify=`` name), not by the order of the callbacks. The loop, the selection, resume and the
-record files are the certification base class's; an attack supplies its per-example attack,
-its record schema, what it reads from its certifier (``begin``) and its report."""
+``certify=`` name), not by the order of the callbacks. The loop, the selection, resume, the
+record files, the way settings are taken (``Configured``) and reports are published
+(``build_report``) are the certification base class's; an attack supplies its per-example
+attack, its record schema, what it reads from its certifier (``begin``) and its report."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import CertificationCallback
-from callbacks.reporting import log_locations, report_series
+from callbacks.certification.settings import PLAIN, Configured
 from smoothcert.errors import ConfigError, require
 from smoothcert.records import Record, RecordSchema
 
 
-class AttackCallback(CertificationCallback):
+class AttackCallback(Configured, CertificationCallback):
     """Attacks the examples that its certifier (``certifier``: the ``certify=`` option of a
     certification callback of the run, e.g. ``cohen``) certified, after it, with the same example
     selection. In ``setup``, before training, a one-line ConfigError says that the named certifier
@@ -32,8 +32,11 @@ class AttackCallback(CertificationCallback):
 
     A subclass sets ``tasks``, ``fits``, ``key`` and ``schema`` (its one record file),
     ``header_name``, ``settings`` (``settings["attack"]`` names it in ``empirical_summary.json``),
-    the message parts ``targets``, ``instead`` and ``needs``, and implements ``begin`` (what it
-    reads from its certifier and the model before attacking), ``certify_one`` and ``report``.
+    the message parts ``targets``, ``instead`` and ``needs``, its ``settings_type`` (with a
+    ``certifier`` field) and ``selection`` defaults, and implements ``begin`` (what it reads from
+    its certifier and the model before attacking), ``certify_one`` and ``build_report`` (its
+    scalars are ``attack/*``, its curve under wandb's ``cert/`` root as before; see
+    ``callbacks.attack_report.attack_section``).
     """
 
     progress = "attack"
@@ -44,27 +47,12 @@ class AttackCallback(CertificationCallback):
     instead = ""  # the fix for a model of another task ("use attack=seg_pgd for segmentation")
     needs = ""  # why it needs its certifier ("attacks at multiples of Cohen's certified radii")
 
-    def __init__(self, certifier: str, sigma: float, output_dir: str, *selection: Any) -> None:
-        """``selection``: batch_size, num_examples, skip, split, weights, seed, resume."""
-        *chosen, resume = selection
-        super().__init__(sigma, output_dir, *chosen, False, resume)
-        self.certifier_name = str(certifier)
-        self.certifier: CertificationCallback | None = None  # bound in setup
+    takes = PLAIN  # no autocast (attacks need full-precision gradients), no simulated crash
 
-    @staticmethod
-    def epsilons(radii: Sequence[float], multiples: Sequence[float] | None = None) -> tuple:
-        """``attack.radii`` (and ``attack.multiples`` if given) as lists of floats; a one-line
-        ConfigError if one is negative or NaN."""
-        lists = {"radii": radii} if multiples is None else {"radii": radii, "multiples": multiples}
-        values = {name: [float(v) for v in given] for name, given in lists.items()}
-        bad = [v for given in values.values() for v in given if not v >= 0]
-        named = " ".join(f"attack.{name}={list(given)}" for name, given in lists.items())
-        require(
-            not bad,
-            f"{named}: an attack epsilon must be >= 0 (got {bad}), an l2 radius in [0, 1] "
-            "pixel units",
-        )
-        return tuple(values.values())
+    def __init__(self, sigma: float, output_dir: str, **settings: Any) -> None:
+        super().__init__(sigma, output_dir, **settings)
+        self.certifier_name = str(self.certifier)  # the setting names it; bound in setup:
+        self.certifier: CertificationCallback | None = None
 
     def check_model(self, pl_module: LightningModule) -> None:
         task = pl_module.contract().task
@@ -136,31 +124,6 @@ class AttackCallback(CertificationCallback):
 
     def keep(self, records: Mapping[str, list[Record]]) -> None:
         self.records = records[self.key]
-
-    def publish(
-        self,
-        trainer: Trainer,
-        stem: str,
-        columns: tuple[str, str, str],
-        y_label: str,
-        curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-        title: str,
-        line: str,
-    ) -> None:
-        """Rank 0: ``stem.tsv`` (``columns``: 0 for the certified curve, 1 for the attacked one,
-        the radius and the value) and ``stem.png`` of the two ``curves`` (certified first), the
-        ``summary`` scalars to every logger, ``line`` said, and where the records are."""
-        rows = [
-            [float(i), x, y]
-            for i, (xs, ys) in enumerate(curves.values())
-            for x, y in zip(xs, ys, strict=True)
-        ]
-        paths = report_series(
-            trainer, self.output_dir, stem, columns, rows, curves, title, self.summary, "radius",
-            y_label,
-        )  # fmt: skip
-        rank_zero_info(line)
-        log_locations(trainer, str(self.output_dir / f"{self.key}.tsv"), [paths])
 
     def write_summary(self) -> Path:
         """``empirical_summary.json`` (certification_summary.json stays the certifier's)."""

@@ -1,11 +1,12 @@
-"""The attacks' summaries (``attack/*`` scalars) from their records, next to the attack callbacks
-(``callbacks/attack.py``, ``callbacks/seg_attack.py``): pure functions of the records, so a
-report can be rebuilt from the record files. None of them is a certificate."""
+"""The attacks' summaries (``attack/*`` scalars) from their records and their report section,
+next to the attack callbacks (``callbacks/attack.py``, ``callbacks/seg_attack.py``): pure
+functions of the records, so a report can be rebuilt from the record files. None of them is a
+certificate."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +16,30 @@ from smoothcert.attacks.empirical import inside_radius_check, success_rate
 from smoothcert.records.empirical import EmpiricalRecord
 from smoothcert.records.seg_attack import SegAttackRecord
 from smoothcert.records.segmentation import summarize_scores
+from smoothcert.report.parts import Points, Section
+
+Series = tuple[Sequence[float], Sequence[float]]  # a curve's radii and values
+
+
+def attack_section(
+    stem: str,
+    columns: tuple[str, str, str],
+    y_label: str,
+    curves: Mapping[str, Series],
+    title: str,
+    scalars: dict[str, float],
+    line: str,
+) -> Section:
+    """The certified curve beside the attacked one (``curves``, certified first): ``stem.tsv``
+    (``columns``: 0 for the certified curve, 1 for the attacked one, the radius and the value)
+    and ``stem.png`` against the radius, the ``attack/*`` ``scalars``, and ``line`` said."""
+    rows = [
+        [float(i), x, y]
+        for i, (xs, ys) in enumerate(curves.values())
+        for x, y in zip(xs, ys, strict=True)
+    ]
+    points = Points(stem, columns, rows, curves, title, "radius", y_label)
+    return Section(scalars, points, [line])
 
 
 def attacked_at(records: Sequence[EmpiricalRecord], target: str) -> tuple[list[int], list[int]]:

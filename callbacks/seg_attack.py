@@ -4,17 +4,19 @@ C.1) on the images SegCertify certified in the same run, beside the certified pi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.attack_base import AttackCallback
-from callbacks.attack_report import seg_attack_summary, segcertify_curve
+from callbacks.attack_report import attack_section, seg_attack_summary, segcertify_curve
 from callbacks.certification.segcertify import SegCertifyCertification
+from callbacks.certification.settings.attack import SegAttackSettings
 from smoothcert.attacks.empirical import attack_generators
-from smoothcert.attacks.segmentation import PAPER_STEPS, segmentation_pgd_l2
-from smoothcert.errors import check_count, require
+from smoothcert.attacks.segmentation import segmentation_pgd_l2
 from smoothcert.records.seg_attack import SEG_ATTACK_SCHEMA, SegAttackRecord
+from smoothcert.report.parts import Report
 from smoothcert.sampling import eval_mode
 
 
@@ -42,27 +44,12 @@ class SegmentationAttack(AttackCallback):
     targets, instead = "segmentation models", "use attack=base or attack=smoothed_pgd"
     needs = "attacks the images SegCertify certifies"
 
-    def __init__(
-        self,
-        sigma: float,
-        output_dir: str,
-        radii: Sequence[float] = (0.0, 0.17, 0.25, 0.5),
-        steps: int = PAPER_STEPS,
-        batch_size: int = 16,
-        num_examples: int | None = 100,
-        skip: int = 1,
-        split: str = "val",
-        weights: str = "last",
-        seed: int = 0,
-        resume: bool = False,
-        certifier: str = "segcertify",
-    ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed, resume)
-        super().__init__(certifier, sigma, output_dir, *selection)
-        (radii,) = self.epsilons(radii)
-        require(len(radii) > 0, "attack.radii is empty: give l2 radii >= 0 in [0, 1] pixel units")
-        self.radii, self.steps = sorted(set(radii)), check_count(steps, "attack.steps")
-        self.settings = {"attack": "seg_pgd", "steps": self.steps, "radii": self.radii}
+    settings_type = SegAttackSettings
+    selection = {"batch_size": 16, "num_examples": 100, "split": "val"}
+
+    def __init__(self, sigma: float, output_dir: str, **settings: Any) -> None:
+        super().__init__(sigma, output_dir, **settings)
+        self.settings = self.config.header()
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         scale = {"scale": self.certifier.scale, "flip": self.certifier.flip}
@@ -93,13 +80,15 @@ class SegmentationAttack(AttackCallback):
         record = SegAttackRecord(idx, tuple(self.radii), tuple(correct), int(valid[0].sum()))
         return {"seg_attack": record}
 
-    def report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def build_report(self, pl_module: LightningModule) -> Report:
         radii, certified = segcertify_curve(self.certifier.taus, self.certifier.rows)
-        self.summary, attacked = seg_attack_summary(self.records, self.radii, (radii, certified))
+        summary, attacked = seg_attack_summary(self.records, self.radii, (radii, certified))
         curves = {"certified (SegCertify)": (radii, certified)}
         curves[f"base model under PGD ({self.steps} steps)"] = (self.radii, attacked)
         title = f"Certified vs attacked pixel accuracy, sigma={self.sigma}"
-        table = ", ".join(f"{k}={v:.4f}" for k, v in self.summary.items())
-        columns = ("attacked", "radius", "pixel_acc")
-        line = f"segmentation attack: {table}"
-        self.publish(trainer, "certified_vs_attack", columns, "pixel accuracy", curves, title, line)
+        table = ", ".join(f"{k}={v:.4f}" for k, v in summary.items())
+        columns, line = ("attacked", "radius", "pixel_acc"), f"segmentation attack: {table}"
+        section = attack_section(
+            "certified_vs_attack", columns, "pixel accuracy", curves, title, summary, line
+        )
+        return Report([section])

@@ -1,6 +1,8 @@
 """The one certification loop: selection, weights, the checks in ``setup``, sharding, streaming,
 gather, merge, resume, reporting hooks and the final barrier. A certifier supplies only how to
-certify one example, its record schemas, its header settings and its report."""
+certify one example, its record schemas, its header settings and its report; what it smooths
+with and what its record headers say are in ``callbacks.certification.header`` (``Described``),
+how it takes its settings in ``callbacks.certification.settings`` (``Configured``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import contextlib
 import itertools
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,17 +21,14 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-import smoothcert
 from callbacks.certification.checks import (
-    certify_noise,
     check_batch_size,
-    check_perturbation,
     check_task,
-    norm_prefix,
     number_or_list,
     sigma_levels,
     trained_sigma,
 )
+from callbacks.certification.header import Described
 from callbacks.certification.interrupt import interrupted_message, run_overrides
 from callbacks.distributed import gather_packed
 from callbacks.reporting import check_keys, log_records, publish
@@ -45,7 +44,7 @@ SUMMARY_FILE = "certification_summary.json"  # written by rank 0 next to the rec
 Item = tuple[int, Any, Sequence[str]]
 
 
-class CertificationCallback(Callback):
+class CertificationCallback(Described, Callback):
     """Certifies ``num_examples`` examples of ``split`` (every ``skip``-th) with the ``last``
     weights or the ``best`` checkpoint, at the end of fitting (``on_train_end``) or testing
     (``on_test_end``, how certify.py certifies a checkpoint).
@@ -125,37 +124,6 @@ class CertificationCallback(Callback):
         self.perturbation = ADDITIVE  # how noise meets the input (use_perturbation changes it)
         self.samples_per_batch = self.batch_size  # "auto" is resolved by choose_batch_size
         self.certifying: str | None = None  # the checkpoint being certified, while certifying
-
-    def use_noise(self, noise: Noise | None, norm: str | None) -> None:
-        """Certifies with ``noise`` (None: Gaussian) at ``sigma`` in ``norm`` (None: its natural
-        norm): sets ``noise``, ``norm`` and ``prefix`` (the summary keys' ``cert/`` or
-        ``cert/<norm>/``); the record headers then state the noise, its own scale and the norm."""
-        self.noise, self.norm = certify_noise(self.sigma, noise, norm)
-        self.prefix = norm_prefix(self.norm, self.sound)
-
-    def use_perturbation(
-        self, perturbation: Any, sound: bool | None = None, kind: type | None = None
-    ) -> None:
-        """Smooths over ``perturbation``'s parameters (a transformation: brightness, gamma,
-        rotation...; ``check_perturbation`` refuses one of another ``kind`` or noise level): its
-        noise draws them, radii are in its units and the keys under ``cert/<name>/``, or, for one
-        that does not compose (``certified`` False, e.g. BaseSPT over rotations) and unless
-        ``sound`` says otherwise, ``heuristic/<name>/``. ``check_selection`` checks the examples
-        fit it."""
-        check_perturbation(self.option, self.sigma, perturbation, kind)
-        self.perturbation, self.noise = perturbation, perturbation.noise
-        self.norm = perturbation.name
-        self.sound = perturbation.certified if sound is None else sound
-        self.prefix = norm_prefix(self.norm, self.sound)
-
-    def perturbation_settings(self) -> dict[str, object]:
-        """What a record header says about the perturbation (nothing for additive noise): its
-        name, its units (marked as a heuristic's when not ``sound``) and its own settings."""
-        p = self.perturbation
-        if not is_parametric(p):
-            return {}
-        units = p.units + ("" if self.sound else " (heuristic: not a certificate)")
-        return {"perturbation": p.name, "units": units, **p.header_settings()}
 
     # What a certifier supplies.
 
@@ -400,50 +368,6 @@ class CertificationCallback(Callback):
         }
         path.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
         return path
-
-    def header(
-        self,
-        pl_module: LightningModule,
-        checkpoint: str,
-        certifier: str,
-        settings: Mapping[str, object],
-        model_keys: Iterable[str] = (),
-    ) -> dict[str, object]:
-        """The ``#`` metadata of a record file: version, certifier, sigma (and the training sigma),
-        the certifier's ``settings``, the example selection, the dataset, the hyperparameters
-        ``model_keys`` of the model, the checkpoint and the model's input normalization."""
-        h = pl_module.hparams
-        return {
-            "smoothcert": smoothcert.__version__,
-            "certifier": certifier,
-            "sigma": self.sigma,
-            "train_sigma": trained_sigma(pl_module),
-            **self.noise_settings(),
-            **settings,
-            "seed": self.seed,
-            "split": self.split,
-            "skip": self.skip,
-            "num_examples": self.num_examples,
-            "dataset": h.get("dataset"),
-            **{key: h.get(key) for key in model_keys},
-            "checkpoint": checkpoint,
-            "inputs": "pixels in [0, 1], normalized inside the model",
-            "normalization": f"mean={list(h.get('mean', []))} std={list(h.get('std', []))}",
-        }
-
-    def protocol_text(self, pl_module: LightningModule, examples: int, **settings: object) -> str:
-        """What a plot's title states besides the certifier: ``digits test, 200 examples, n0=100,
-        n=10000, alpha=0.001`` (the dataset, the split, the number of examples, ``settings``)."""
-        dataset = (getattr(pl_module, "hparams", None) or {}).get("dataset")
-        words = [f"{dataset} {self.split}" if dataset else self.split, f"{examples} {self.noun}"]
-        words += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()]
-        return ", ".join(words)
-
-    def noise_settings(self) -> dict[str, object]:
-        """The header's noise, its own scale and the norm of the radii (empty before use_noise)."""
-        if self.noise is None:
-            return {}
-        return {"noise": self.noise.name, "noise_scale": self.noise.scale, "norm": self.norm}
 
     def choose_batch_size(
         self, trainer: Trainer, choose: Callable[..., Any], candidates: Sequence[int], per: int

@@ -12,6 +12,7 @@ from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback, Item
 from callbacks.certification.parts import Part
+from callbacks.certification.settings import Configured
 from smoothcert.certifiers.classification import Smooth
 from smoothcert.certifiers.examples import MAX_GROUP, auto_batch_candidates, group_size
 from smoothcert.metrics.certified import radius_grid
@@ -22,7 +23,7 @@ from smoothcert.report.classification import certified_section
 from smoothcert.report.parts import Report
 
 
-class ClassificationCertification(CertificationCallback):
+class ClassificationCertification(Configured, CertificationCallback):
     """A certifier of classifiers writing Cohen's columns (``idx label predict radius correct
     time``) to the record file ``key`` (``schema``), with ``parts`` composed onto it: their
     record files beside it (header: the certifier's ``settings`` and the part's), their checks
@@ -34,7 +35,8 @@ class ClassificationCertification(CertificationCallback):
     "estimated"); a subclass gives ``title(pl_module)`` (the figure's title, with the protocol)
     and may set ``x_label`` (default: the perturbation's axis or the norm's radius), ``said`` and
     ``unit``. Its objective is ``<prefix>acr``. ``smoothed`` builds the smoothed classifier from
-    the contract, ``inputs`` a group's inputs and ``(seed, index)`` generators."""
+    the contract, ``inputs`` a group's inputs and ``(seed, index)`` generators. A subclass takes
+    its settings as ``Configured`` says (``settings_type``, ``takes``, ``selection``)."""
 
     key, schema = "", None  # the certificate's record file
     said, stem, unit = "certified", "certified_accuracy", ""

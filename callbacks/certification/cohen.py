@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Literal
+from typing import Any
 
 from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks.certification.base import Item
-from callbacks.certification.checks import check_radii, check_sample_sizes
+from callbacks.certification.checks import check_radii
 from callbacks.certification.classification import ClassificationCertification
 from callbacks.certification.parts import classification_parts
+from callbacks.certification.settings import TAKES
+from callbacks.certification.settings.classification import CohenSettings
 from smoothcert.certifiers.examples import certify_group
-from smoothcert.errors import check_alpha, check_count
-from smoothcert.noise import Noise
-from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
+from smoothcert.perturbation import is_parametric
 from smoothcert.records import COHEN_SCHEMA, CohenRecord
 from smoothcert.report.classification import certify_title
 
@@ -54,45 +53,15 @@ class CohenCertification(ClassificationCertification):
     option, tasks = "cohen", ("classification", "denoised_classification")
     auto_batch_size = True
     key, schema = "cohen", COHEN_SCHEMA
+    settings_type, takes = CohenSettings, (*TAKES, "norm", "perturbation")
+    selection = {"batch_size": "auto", "num_examples": 500, "split": "test"}
 
-    def __init__(
-        self,
-        sigma: float,
-        output_dir: str,
-        n0: int = 100,
-        n: int = 100_000,
-        alpha: float = 0.001,
-        batch_size: int | Literal["auto"] = "auto",
-        num_examples: int | None = 500,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
-        radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-        seed: int = 0,
-        bf16: bool = False,
-        channels_last: bool = False,
-        resume: bool = False,
-        crash_after: int | None = None,
-        noise: Noise | None = None,
-        norm: str | None = None,
-        topk: Sequence[int] | None = None,
-        perturbation: Perturbation = ADDITIVE,
-        gammas: Sequence[float] | None = None,
-    ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
-        if is_parametric(perturbation):  # its noise draws the parameters; radii in its units
-            self.use_perturbation(perturbation)
-        else:
-            self.use_noise(noise, norm)
-        self.n0, self.n = check_count(n0, "certify.n0"), check_count(n, "certify.n")
-        self.alpha, self.radii = check_alpha(alpha, "certify.alpha"), check_radii(radii, self.norm)
-        if swapped := check_sample_sizes(self.n0, self.n, self.alpha):
-            rank_zero_warn(swapped)
-        self.channels_last, self.protocol_line = channels_last, ""
+    def __init__(self, sigma: float, output_dir: str, **settings: Any) -> None:
+        super().__init__(sigma, output_dir, **settings)
+        self.radii, self.protocol_line = check_radii(self.radii, self.norm), ""
         settings = {"n0": self.n0, "n": self.n, "alpha": self.alpha}
         self.settings = {**settings, **self.perturbation_settings()}
-        self.parts = classification_parts(self, topk, gammas)
+        self.parts = classification_parts(self, self.topk, self.gammas)
         self.in_range = any(part.key == "in_range" for part in self.parts)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:

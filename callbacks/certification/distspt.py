@@ -10,10 +10,10 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import Item
-from callbacks.certification.checks import check_alphas, check_counts, check_radii
 from callbacks.certification.classification import ClassificationCertification
+from callbacks.certification.settings import PLAIN
+from callbacks.certification.settings.classification import DistSPTSettings
 from smoothcert.certifiers.distspt import DistSPT
-from smoothcert.errors import ConfigError
 from smoothcert.records import COHEN_SCHEMA, CohenRecord, RecordSchema
 from smoothcert.transforms.rotation import Rotation
 
@@ -34,50 +34,22 @@ class DistSPTCertification(ClassificationCertification):
     key, schema, unit = "distspt", DISTSPT_SCHEMA, " deg"
     x_label = "rotation radius (degrees), DistSPT certificate"
     said = "certified (rotation, degrees)"
+    settings_type, takes = DistSPTSettings, (*PLAIN, "crash_after")
+    selection = {"batch_size": 1000, "num_examples": 100, "split": "test"}
 
-    def __init__(
-        self,
-        sigma: float,
-        output_dir: str,
-        perturbation: Rotation,
-        gamma: Sequence[float] = (-30.0, 30.0),
-        error_bound: float = 0.45,
-        sigma_eps: float = 0.25,
-        n0: int = 10,
-        n0_eps: int = 20,
-        n_gamma: int = 100,
-        n_eps: int = 500,
-        n_error: int = 100,
-        alpha_gamma: float = 0.004,
-        alpha_eps: float = 0.005,
-        alpha_error: float = 0.001,
-        splits: int = 32,
-        refinements: int = 4,
-        batch_size: int = 1000,
-        num_examples: int | None = 100,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
-        radii: Sequence[float] = (0.0, 10.0, 20.0, 30.0),
-        seed: int = 0,
-        resume: bool = False,
-        crash_after: int | None = None,
-    ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, False, resume, crash_after)
+    def __init__(self, sigma: float, output_dir: str, perturbation: Rotation, **settings) -> None:
+        super().__init__(sigma, output_dir, perturbation=perturbation, **settings)
+        self.certifier_args, c = self.config.certifier_args(), self.config
+        DistSPT(torch.nn.Identity(), 2, perturbation, *self.certifier_args)  # validates them
+        self.counts, self.alphas = tuple(c.counts().values()), tuple(c.alphas().values())
+        self.settings = {**self.perturbation_settings(), "gamma": list(c.gamma)}  # degrees
+        self.settings.update(error_bound=c.error_bound, sigma_eps=c.sigma_eps, **c.counts())
+        self.settings.update(**c.alphas(), alpha=sum(self.alphas))
+        self.settings.update(pipeline=repr(perturbation.pipeline))
+
+    def smooth_with(self, perturbation: Rotation, **_: object) -> None:
         self.use_perturbation(perturbation, sound=True, kind=Rotation)  # BaseSPT does not certify
         self.rotation, self.noise = perturbation, None  # it draws angles itself; no noise header
-        if len(gamma) != 2:
-            raise ConfigError(f"certify.gamma={list(gamma)} must be [low, high] degrees")
-        counts = check_counts(n0=n0, n0_eps=n0_eps, n_gamma=n_gamma, n_eps=n_eps, n_error=n_error)
-        alphas = check_alphas(alpha_gamma=alpha_gamma, alpha_eps=alpha_eps, alpha_error=alpha_error)
-        self.counts, self.alphas = tuple(counts.values()), tuple(alphas.values())
-        self.certifier_args = (tuple(gamma), error_bound, sigma_eps, splits, refinements)
-        DistSPT(torch.nn.Identity(), 2, perturbation, *self.certifier_args)  # validates them
-        self.radii = check_radii(radii, "rotation (degrees)")
-        self.settings = {**self.perturbation_settings(), "gamma": list(gamma)}  # degrees
-        self.settings.update(error_bound=error_bound, sigma_eps=sigma_eps, **counts, **alphas)
-        self.settings.update(alpha=sum(self.alphas), pipeline=repr(perturbation.pipeline))
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         contract, self.device = pl_module.contract(), pl_module.device

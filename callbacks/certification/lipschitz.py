@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.certification.base import Item
-from callbacks.certification.checks import check_radii
 from callbacks.certification.classification import ClassificationCertification
+from callbacks.certification.settings import PLAIN
+from callbacks.certification.settings.classification import LipschitzSettings
 from smoothcert.certifiers.lipschitz import LipschitzBound, lipschitz_bound, lipschitz_radius
 from smoothcert.records import CohenRecord, RecordSchema
 from smoothcert.records.cohen import RESUME_KEYS, parse_cohen
@@ -46,24 +48,11 @@ class LipschitzCertification(ClassificationCertification):
     option, tasks = "lipschitz", ("classification",)
     objective, objective_mode = "cert/lipschitz/acr", "max"
     key, schema = "lipschitz", LIPSCHITZ_SCHEMA
+    settings_type, takes = LipschitzSettings, PLAIN
+    selection = {"batch_size": 256, "num_examples": 500, "split": "test"}
 
-    def __init__(
-        self,
-        sigma: float,
-        output_dir: str,
-        batch_size: int = 256,
-        num_examples: int | None = 500,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
-        radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-        seed: int = 0,
-        compare_with: str | None = "auto",
-        resume: bool = False,
-    ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, False, resume)
-        self.radii, self.compare_with = check_radii(radii, "l2"), compare_with
+    def __init__(self, sigma: float, output_dir: str, **settings: Any) -> None:
+        super().__init__(sigma, output_dir, **settings)
         self.group_size = int(self.batch_size)
         self.bound: LipschitzBound | None = None
 

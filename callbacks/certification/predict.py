@@ -6,20 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback, Item
+from callbacks.certification.settings import Configured
+from callbacks.certification.settings.classification import PredictSettings
 from smoothcert.certifiers.classification import ABSTAIN, Smooth
-from smoothcert.errors import check_alpha, check_count
-from smoothcert.noise import Noise, example_generator
+from smoothcert.noise import example_generator
 from smoothcert.records.predict import PREDICT_SCHEMA, PredictRecord
 from smoothcert.report.classification import predict_section
 from smoothcert.report.parts import Report
 
 
-class PredictCertification(CertificationCallback):
+class PredictCertification(Configured, CertificationCallback):
     """PREDICT(n, alpha) of each example with ``noise`` (None: Gaussian) at ``sigma``, its noise
     seeded by ``(seed, index)``: the top class of n noisy samples, or abstain unless a two-sided
     binomial test of the top two counts rejects a tie at level alpha (so each answer differs from
@@ -30,28 +32,11 @@ class PredictCertification(CertificationCallback):
 
     option, tasks = "predict", ("classification", "denoised_classification")
     objective, objective_mode, progress = "predict/acc", "max", "predict"
+    settings_type = PredictSettings
+    selection = {"batch_size": 1000, "num_examples": 500, "split": "test"}
 
-    def __init__(
-        self,
-        sigma: float,
-        output_dir: str,
-        n: int = 100_000,
-        alpha: float = 0.001,
-        batch_size: int = 1000,
-        num_examples: int | None = 500,
-        skip: int = 1,
-        split: str = "test",
-        weights: str = "last",
-        seed: int = 0,
-        bf16: bool = False,
-        resume: bool = False,
-        crash_after: int | None = None,
-        noise: Noise | None = None,
-    ) -> None:
-        selection = (batch_size, num_examples, skip, split, weights, seed)
-        super().__init__(sigma, output_dir, *selection, bf16, resume, crash_after)
-        self.use_noise(noise, None)
-        self.n, self.alpha = check_count(n, "certify.n"), check_alpha(alpha, "certify.alpha")
+    def __init__(self, sigma: float, output_dir: str, **settings: Any) -> None:
+        super().__init__(sigma, output_dir, **settings)
         self.settings = {"n": self.n, "alpha": self.alpha}
         self.records: list[PredictRecord] = []
 

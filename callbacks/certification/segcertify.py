@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback
-from callbacks.certification.settings import Configured, contract_of
+from callbacks.certification.settings import TAKES, Configured, contract_of
 from callbacks.certification.settings.segcertify import SegCertifySettings
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.certifiers.segmentation import score_segmentation, segmentation_radius
@@ -40,7 +40,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
 
     option, tasks, noun, progress = "segcertify", ("segmentation",), "images", "segcertify"
     objective, objective_mode = "cert/miou", "max"  # certified mIoU at the first tau
-    settings_type, radius_norms = SegCertifySettings, True
+    settings_type, takes = SegCertifySettings, (*TAKES, "norm")
     selection = {"batch_size": 16, "num_examples": 100, "split": "val"}
 
     def check_model(self, pl_module: LightningModule) -> None:
