@@ -54,6 +54,17 @@ SEED, CLASSES, SIDE = 7, 3, 8
 UNTIMED = {"time", "seconds", "elapsed"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Pins are bit for bit, and a multi-threaded CPU kernel may sum in another order (the
+    segmentation attack's gradients differ in the last bits at 2 threads): every pin is computed
+    on one thread, whatever the machine or OMP_NUM_THREADS."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- encoding and comparison -------------------------------------------------------------------
 
 
