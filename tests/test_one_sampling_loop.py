@@ -27,9 +27,8 @@ LOOP_CALLS = {"take", "noisy_outputs", "noisy_batches"}
 RANDOM_CALLS = {"randn", "rand", "randn_like", "rand_like"}
 STREAM_CALLS = {"stream", "NoiseStream"}
 
-TO_CONVERT = "still samples by hand; the 'structured' helper moves it onto sampling.sample"
 ALLOWED: dict[tuple[str, str, str], str] = {
-    # Certifiers not yet converted (issue 22): delete each entry with its loop.
+    # CC-Cert's parameters are not smoothing noise of a Noise: uniform on the user's range.
     ("src/smoothcert/certifiers/cccert.py", "CCCert.sample_parameters", "torch.rand"): (
         "CC-Cert's parameters, uniform on the user's range in the transformation's units (the "
         "paper's sampling, kept bit for bit: no Noise draws U[low, high]); the transformed images "
