@@ -35,7 +35,7 @@ def test_each_regime_config_names_its_own_option(path):
 
 
 def test_the_regimes_that_fit_each_output_kind():
-    assert regimes_for(CLASS_LOGITS) == ["gaussian", "consistency", "smoothadv"]
+    assert regimes_for(CLASS_LOGITS) == ["gaussian", "consistency", "smoothadv", "smoothmix"]
     assert regimes_for(LABEL_MAP) == ["gaussian", "seg_consistency"]
     assert regimes_for("image") == []
 

@@ -3,7 +3,8 @@
 ``GaussianAugmentation`` (Cohen et al.), ``ConsistencyRegularization`` (Jeong & Shin), its
 per-pixel ``SegmentationConsistency`` and ``SmoothAdv`` (Salman et al.), each a
 ``TrainingObjective`` that draws from the noise it is given and states its contract (noise,
-augmentation, the model output kinds it trains: ``regimes/base.py``).
+augmentation, the model output kinds it trains: ``regimes/base.py``). ``SmoothMix``: Jeong et al.
+2021.
 """
 
 from smoothcert.regimes.augmentation import (
@@ -16,6 +17,7 @@ from smoothcert.regimes.augmentation import (
 from smoothcert.regimes.base import RegimeContract, regimes_for
 from smoothcert.regimes.segmentation import SegmentationConsistency
 from smoothcert.regimes.smoothadv import SmoothAdv, smoothed_nll, smoothed_pgd_l2
+from smoothcert.regimes.smoothmix import SmoothMix, smoothmix_loss, smoothmix_pgd
 
 __all__ = [
     "ConsistencyRegularization",
@@ -23,10 +25,13 @@ __all__ = [
     "RegimeContract",
     "SegmentationConsistency",
     "SmoothAdv",
+    "SmoothMix",
     "TrainingObjective",
     "check_weight",
     "consistency_loss",
     "regimes_for",
     "smoothed_nll",
     "smoothed_pgd_l2",
+    "smoothmix_loss",
+    "smoothmix_pgd",
 ]
