@@ -241,3 +241,38 @@ def test_the_config_builds_the_paper_defaults(make_cfg):
     assert (regime.m, regime.steps, regime.alpha, regime.eta) == (2, 4, 1.0, 5.0)
     assert (regime.warmup_epochs, regime.mix_step, regime.detach_target) == (10, 0, False)
     assert (CONF / "regime" / "smoothmix.yaml").exists()
+
+
+def test_one_step_matches_art_smoothmix_with_a_real_step_size():
+    """ART 1.20's PyTorchSmoothMix (a copy of the reference loop) as the oracle, when installed
+    (the optional extra ``art``): with the same initialization, data order, noise and lambda
+    draws, and ART's ``alpha`` set to a real step size, one chunked ART batch equals two of our
+    steps on the chunks (we take one step per batch; the reference one per chunk of B / m)."""
+    smoothing = pytest.importorskip("art.estimators.certification.randomized_smoothing")
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(10, (8,))
+
+    def run(use_art: bool) -> list[Tensor]:
+        model = digits_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        torch.manual_seed(1)
+        if use_art:
+            art = smoothing.PyTorchSmoothMix(
+                model, nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer, clip_values=(0.0, 1.0),
+                device_type="cpu", scale=0.25, eta=5.0, num_noise_vec=2, num_steps=3, warmup=1,
+            )  # fmt: skip
+            art.alpha = 0.5  # ART's step size is its alpha
+            art.fit(x.numpy(), y.numpy(), batch_size=8, nb_epochs=1)
+        else:
+            regime = SmoothMix(GaussianNoise(0.25), m=2, steps=3, eta=5.0, warmup_epochs=1)
+            (order,) = torch.utils.data.DataLoader(range(8), batch_size=8, shuffle=True)
+            model.train()
+            for chunk in order.view(2, 4):
+                noises = [0.25 * torch.randn(4, 1, 8, 8) for _ in range(2)]
+                regime.draw_noise = lambda _, noises=noises: torch.stack(noises)
+                optimizer.zero_grad()
+                regime(model, x[chunk], y[chunk]).backward()
+                optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for ours, theirs in zip(run(False), run(True), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
