@@ -42,6 +42,7 @@ def test_the_regimes_that_fit_each_output_kind():
         "consistency",
         "macer",
         "smoothadv",
+        "smoothmix",
         "stability",
     ]
     assert regimes_for(LABEL_MAP) == ["gaussian", "seg_consistency"]

@@ -4,7 +4,8 @@
 per-pixel ``SegmentationConsistency``, ``SmoothAdv`` (Salman et al.), ``MACER`` (Zhai et al.) and
 ``StabilityTraining`` (Li et al.), each a
 ``TrainingObjective`` that draws from the noise it is given and states its contract (noise,
-augmentation, the model output kinds it trains: ``regimes/base.py``).
+augmentation, the model output kinds it trains: ``regimes/base.py``). ``SmoothMix``: Jeong et al.
+2021.
 """
 
 from smoothcert.regimes.augmentation import (
@@ -18,6 +19,7 @@ from smoothcert.regimes.base import RegimeContract, regimes_for
 from smoothcert.regimes.macer import MACER
 from smoothcert.regimes.segmentation import SegmentationConsistency
 from smoothcert.regimes.smoothadv import SmoothAdv, smoothed_nll, smoothed_pgd_l2
+from smoothcert.regimes.smoothmix import SmoothMix, smoothmix_loss, smoothmix_pgd
 from smoothcert.regimes.stability import StabilityTraining, stability_loss
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "RegimeContract",
     "SegmentationConsistency",
     "SmoothAdv",
+    "SmoothMix",
     "StabilityTraining",
     "TrainingObjective",
     "check_weight",
@@ -34,5 +37,7 @@ __all__ = [
     "regimes_for",
     "smoothed_nll",
     "smoothed_pgd_l2",
+    "smoothmix_loss",
+    "smoothmix_pgd",
     "stability_loss",
 ]
