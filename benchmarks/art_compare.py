@@ -26,7 +26,8 @@ Rows (``--rows``):
   (ours, or ART's ``certify``) adds sigma in pixel units before it.
 - ``art-macer``: ART's ``PyTorchMACER`` with its defaults (k 16, beta 16, gamma 8, lambda 12) and
   ``scale`` = sigma.
-- ``macer``: smoothcert ``regime=macer`` (only when the ``macer`` regime exists in this tree).
+- ``macer``: smoothcert ``regime=macer`` with its defaults (the reference's: lambda 12 at sigma
+  0.25, 4 above; ART keeps 12).
 
 ART gets the model with its normalization inside and ``preprocessing=(0, 1)``, so its training
 noise is added in [0, 1] pixel space as in certification (ART adds training noise after its
@@ -159,9 +160,9 @@ def trainer_for(row: str, args) -> Callable[[Tensor, Tensor], nn.Module]:
         regime = SmoothMix(noise, m=2, steps=4, eta=5.0, warmup_epochs=10)
         return lambda x, y: train_ours(regime, x, y, args, 64 // regime.m)
     if row == "macer":
-        from smoothcert.regimes import macer  # noqa: F401  (only on trees with regime=macer)
+        from smoothcert.regimes.macer import MACER  # only on trees with regime=macer
 
-        regime = macer.MACER(noise)  # the regime's own (paper) defaults
+        regime = MACER(noise)  # its defaults: k 16, beta 16, gamma 8, lbd 12 (sigma <= 0.25) or 4
         return lambda x, y: train_ours(regime, x, y, args, 64)
     return lambda x, y: train_art(row, x, y, args)
 
