@@ -2,12 +2,11 @@
 given radii (l2, l1 or linf), then ask PREDICT (n, alpha) at each adversarial point.
 
 Two attacks: ``smoothed_pgd`` (PGD on the smoothed soft classifier with m noise draws, Salman et
-al. 2019; in l1 with Foolbox's sparse l1 step and projection) and ``base`` (Foolbox's PGD on the
-base classifier, the attack a user of an undefended model would run: ``L2PGD``, ``LinfPGD``, and
-for l1 ``SparseL1DescentAttack`` with an exact l1-ball projection, since Foolbox's ``L1PGD``
-steps along the dense gradient and rescales instead of projecting, a weak l1 attack, Tramer &
-Boneh 2019). Neither is a
-certificate: an attack that fails proves nothing.
+al. 2019; in l1 with Foolbox's sparse l1 step and an exact l1-ball projection) and ``base``
+(Foolbox's PGD on the base classifier, the attack a user of an undefended model would run:
+``L2PGD``, ``LinfPGD``, and for l1 ``SparseL1DescentAttack`` with that projection, since
+Foolbox's ``L1PGD`` steps along the dense gradient and rescales instead of projecting, a weak l1
+attack, Tramer & Boneh 2019). Neither is a certificate: an attack that fails proves nothing.
 """
 
 from __future__ import annotations
