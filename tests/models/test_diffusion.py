@@ -3,7 +3,6 @@ the one-shot formula, loading a local diffusers DDPM, and the composition with a
 
 from __future__ import annotations
 
-import json
 import math
 import socket
 from pathlib import Path
@@ -230,21 +229,20 @@ def test_a_missing_model_folder_fails_before_the_classifier_is_read(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_certifies_the_composition_and_trains_nothing(tmp_path):
+def test_end_to_end_certifies_the_composition_trains_nothing_and_certify_py_repeats_it(tmp_path):
     clean = tmp_path / "clean"
     run = build_run(compose_config(["+experiment=digits_clean", *TINY, "certify=none"], clean))
     run.trainer.fit(run.module, datamodule=run.datamodule)
     ckpt = clean / "checkpoints" / "last.ckpt"
     folder = save_pipeline(tmp_path / "ddpm", tiny_unet())
     out = tmp_path / "diffusion"
-    cfg = diffusion_cfg(
-        out,
-        f"classifier_ckpt={ckpt}",
+    cfg_overrides = [
         f"model.pretrained_dir={folder}",
         "certify.n0=20",
         "certify.n=200",
         "certify.num_examples=3",
-    )
+    ]
+    cfg = diffusion_cfg(out, f"classifier_ckpt={ckpt}", *cfg_overrides)
     run = build_run(cfg)
     module = run.module
     before = {k: v.clone() for k, v in module.state_dict().items()}
@@ -256,5 +254,19 @@ def test_end_to_end_certifies_the_composition_and_trains_nothing(tmp_path):
     metadata, records = read_records(out / "certify.tsv")
     assert len(records) == 3 and metadata["sigma"] == "0.25"
     assert metadata["normalization"].startswith("mean=[0.3053]")
-    saved = json.loads(json.dumps(torch.load(out / "checkpoints" / "last.ckpt")["smoothcert"]))
+    saved = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["smoothcert"]
     assert saved["task"] == "denoised_classification" and saved["diffusion_timestep"] == 145
+    # certify.py rebuilds the module from the checkpoint's config and certifies the same records
+    again = tmp_path / "again"
+    cfg = compose_config(
+        ["+experiment=digits_diffusion_denoiser", *TINY, f"classifier_ckpt={ckpt}", *cfg_overrides]
+        + [f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"],
+        again,
+        config_name="certify_checkpoint",
+    )
+    run = build_run(cfg, fitting=False)
+    run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+    _, repeated = read_records(again / "certify.tsv")
+    assert [(r.idx, r.predict, r.radius) for r in repeated] == [
+        (r.idx, r.predict, r.radius) for r in records
+    ]
