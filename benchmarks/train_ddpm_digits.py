@@ -7,8 +7,8 @@ The diffusion model of the digits rows of diffusion denoised smoothing (Carlini 
 MSE on ``eps``) on the TRAINING split of ``data=digits`` at ``seed`` (the classifier's split: the
 test images certified later are never seen). Images are mapped to [-1, 1], as diffusion models
 expect. It is a generic DDPM, not tuned to one sigma: the one-shot denoiser reads it at the
-timestep each sigma needs. One thread; the defaults take about 4 CPU minutes on an idle core
-(docs/results.md gives the measured time).
+timestep each sigma needs. One thread; the defaults took 2 min 12 s of CPU time (24 min wall on
+a CPU shared with other jobs; docs/results.md).
 
 Writes a pipeline folder: ``OUT/unet`` (``config.json``, ``diffusion_pytorch_model.safetensors``),
 ``OUT/scheduler`` (``scheduler_config.json``) and ``OUT/training.json`` (the settings, the last
