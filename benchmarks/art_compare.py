@@ -20,9 +20,14 @@ Rows (``--rows``):
 - ``art-smoothmix-fixed``: the same with ``alpha`` = 2 sigma while training (reset to 0.001
   afterwards; we certify with our certifier, so ART's use of alpha as the failure probability does
   not enter): ART's loop with a corrected step, which should match ``smoothmix``.
+- ``art-smoothmix-preprocessing``: ``art-smoothmix-fixed`` used as ART's docs suggest, the
+  normalization given as ART's ``preprocessing=(mean, std)`` instead of inside the model: ART then
+  adds its training noise after normalizing, i.e. sigma * std in pixel units, while the certificate
+  (ours, or ART's ``certify``) adds sigma in pixel units before it.
 - ``art-macer``: ART's ``PyTorchMACER`` with its defaults (k 16, beta 16, gamma 8, lambda 12) and
   ``scale`` = sigma.
-- ``macer``: smoothcert ``regime=macer`` (only when the ``macer`` regime exists in this tree).
+- ``macer``: smoothcert ``regime=macer`` with its defaults (the reference's: lambda 12 at sigma
+  0.25, 4 above; ART keeps 12).
 
 ART gets the model with its normalization inside and ``preprocessing=(0, 1)``, so its training
 noise is added in [0, 1] pixel space as in certification (ART adds training noise after its
@@ -68,6 +73,7 @@ ROWS = [
     "art-smoothmix-shipped",
     "art-smoothmix-paper",
     "art-smoothmix-fixed",
+    "art-smoothmix-preprocessing",
     "art-macer",
     "macer",
 ]
@@ -115,6 +121,11 @@ def train_art(kind: str, x: Tensor, y: Tensor, args) -> nn.Module:
     from art.estimators.certification.randomized_smoothing import PyTorchMACER, PyTorchSmoothMix
 
     model = fresh_model(args.seed).train()
+    trained = model
+    preprocessing = (0.0, 1.0)  # the model normalizes; see the module docstring
+    if kind == "art-smoothmix-preprocessing":  # the same weights, normalized by ART instead
+        model = NormalizedClassifier(model.net, [0.0], [1.0])
+        preprocessing = (np.float32(MEAN[0]), np.float32(STD[0]))
     optimizer, schedule = optimizer_and_schedule(model, args.epochs)
     common = dict(
         model=model,
@@ -123,7 +134,7 @@ def train_art(kind: str, x: Tensor, y: Tensor, args) -> nn.Module:
         nb_classes=CLASSES,
         optimizer=optimizer,
         clip_values=(0.0, 1.0),
-        preprocessing=(0.0, 1.0),  # the model normalizes; see the module docstring
+        preprocessing=preprocessing,
         device_type="cpu",
         scale=args.sigma,
     )
@@ -134,11 +145,11 @@ def train_art(kind: str, x: Tensor, y: Tensor, args) -> nn.Module:
     else:
         paper = dict(eta=5.0, num_noise_vec=2, num_steps=4, warmup=10, mix_step=0)
         estimator = PyTorchSmoothMix(**common, **paper)
-        if kind == "art-smoothmix-fixed":
+        if kind in ("art-smoothmix-fixed", "art-smoothmix-preprocessing"):
             estimator.alpha = 2 * args.sigma  # the step size; ART also reads it as certify's alpha
     estimator.fit(x.numpy(), y.numpy(), batch_size=64, nb_epochs=args.epochs, scheduler=schedule)
     estimator.alpha = 0.001
-    return model.eval()
+    return trained.eval()
 
 
 def trainer_for(row: str, args) -> Callable[[Tensor, Tensor], nn.Module]:
@@ -149,9 +160,9 @@ def trainer_for(row: str, args) -> Callable[[Tensor, Tensor], nn.Module]:
         regime = SmoothMix(noise, m=2, steps=4, eta=5.0, warmup_epochs=10)
         return lambda x, y: train_ours(regime, x, y, args, 64 // regime.m)
     if row == "macer":
-        from smoothcert.regimes import macer  # noqa: F401  (only on trees with regime=macer)
+        from smoothcert.regimes.macer import MACER  # only on trees with regime=macer
 
-        regime = macer.MACER(noise)  # the regime's own (paper) defaults
+        regime = MACER(noise)  # its defaults: k 16, beta 16, gamma 8, lbd 12 (sigma <= 0.25) or 4
         return lambda x, y: train_ours(regime, x, y, args, 64)
     return lambda x, y: train_art(row, x, y, args)
 
