@@ -8,6 +8,12 @@ One step = ``zero_grad``, the objective's loss (every forward pass it needs, att
 - ``smoothadv``: Salman et al., ``steps`` PGD passes on m copies in eval mode, then training on the
   m copies (expected about m * (steps + 1); the attack's backward passes compute no weight
   gradients, so the measured ratio is usually below that).
+- ``macer``: Zhai et al., k noisy copies in one forward pass, soft smoothed CE + radius hinge
+  (expected about k; the paper's k is 16).
+- ``smoothmix``: Jeong et al. 2021, ``steps`` PGD passes on m copies of the soft smoothed
+  classifier (eval mode), then CE on m copies of x and KL on m copies of the mixed input (expected
+  about m * (steps + 2) in forward passes; the attack computes no weight gradients).
+- ``stability``: Li et al., the clean and one noisy copy in one forward pass (expected about 2).
 - ``denoiser-mse`` / ``denoiser-stability``: denoised smoothing, a DnCNN trained in front of the
   frozen base model (full access). A different trainable model, so the ratio is only indicative.
 
@@ -39,7 +45,13 @@ from smoothcert.models.denoisers import (
     denoiser_loss_terms,
 )
 from smoothcert.noise import GaussianNoise
-from smoothcert.regimes import ConsistencyRegularization, GaussianAugmentation
+from smoothcert.regimes import (
+    MACER,
+    ConsistencyRegularization,
+    GaussianAugmentation,
+    SmoothMix,
+    StabilityTraining,
+)
 from smoothcert.regimes.smoothadv import SmoothAdv
 
 SIGMA = 0.25
@@ -99,6 +111,11 @@ def regimes(args: argparse.Namespace, name: str) -> list[tuple[str, str, float, 
     for steps in args.steps:
         smoothadv = SmoothAdv(noise, epsilon=0.25, steps=steps, m=m, warmup_epochs=0)
         rows.append(("smoothadv", f"m={m} steps={steps}", m * (steps + 1.0), on_model(smoothadv)))
+    macer = MACER(noise, k=args.macer_k)
+    rows.append(("macer", f"k={args.macer_k}", float(args.macer_k), on_model(macer)))
+    smoothmix = SmoothMix(noise, m=m, steps=4, warmup_epochs=0)
+    rows.append(("smoothmix", f"m={m} steps=4", m * (4 + 2.0), on_model(smoothmix)))
+    rows.append(("stability", "clean + 1 copy", 2.0, on_model(StabilityTraining(noise))))
     depth, width = DNCNN[name]
     for objective in ("mse", "stability"):
         settings = f"DnCNN {depth}x{width}"
@@ -164,6 +181,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", default="4,10", help="SmoothAdv PGD steps, comma-separated (digits, paper)"
     )
+    parser.add_argument("--macer-k", type=int, default=16, help="MACER noise copies (paper: 16)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps-per-repeat", type=int, default=5)
     parser.add_argument(

@@ -54,6 +54,10 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("src/smoothcert/transforms/rotation.py", "Rotation.forward", "torch.randn"): (
         "training augmentation (pixel noise after the rotation), not certification"
     ),
+    ("src/smoothcert/regimes/smoothmix.py", "SmoothMix.draw_lambda", "torch.rand"): (
+        "SmoothMix's mixing weights lam ~ U[0, 1/2) (training mixup, not a smoothing draw; its "
+        "noise comes from the regime's Noise)"
+    ),
 }
 
 

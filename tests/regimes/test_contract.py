@@ -14,10 +14,12 @@ from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise
 from smoothcert.perturbation import ADDITIVE
 from smoothcert.regimes import (
+    MACER,
     ConsistencyRegularization,
     GaussianAugmentation,
     SegmentationConsistency,
     SmoothAdv,
+    StabilityTraining,
     TrainingObjective,
     regimes_for,
 )
@@ -35,7 +37,14 @@ def test_each_regime_config_names_its_own_option(path):
 
 
 def test_the_regimes_that_fit_each_output_kind():
-    assert regimes_for(CLASS_LOGITS) == ["gaussian", "consistency", "smoothadv"]
+    assert regimes_for(CLASS_LOGITS) == [
+        "gaussian",
+        "consistency",
+        "macer",
+        "smoothadv",
+        "smoothmix",
+        "stability",
+    ]
     assert regimes_for(LABEL_MAP) == ["gaussian", "seg_consistency"]
     assert regimes_for("image") == []
 
@@ -47,6 +56,8 @@ def test_the_regimes_that_fit_each_output_kind():
         (ConsistencyRegularization, (CLASS_LOGITS,)),
         (SegmentationConsistency, (LABEL_MAP,)),
         (SmoothAdv, (CLASS_LOGITS,)),
+        (MACER, (CLASS_LOGITS,)),
+        (StabilityTraining, (CLASS_LOGITS,)),
     ],
 )
 def test_the_contract_states_noise_augmentation_and_kinds(regime, kinds):

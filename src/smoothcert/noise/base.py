@@ -237,6 +237,44 @@ class Noise(nn.Module):
         """The radius formula, applied everywhere (``radius`` zeroes the uncertified entries)."""
         raise NotImplementedError
 
+    def radius_torch(
+        self,
+        p_lower: Tensor,
+        norm: str | None = None,
+        dim: int | None = None,
+        p_upper: Tensor | None = None,
+    ) -> Tensor:
+        """The certificate's radius formula in torch, differentiable in ``p_lower`` (and
+        ``p_upper``): for training losses on the soft smoothed classifier (MACER).
+
+        Equals :meth:`radius` where that certifies (p_lower > 1/2, or > p_upper); elsewhere it is
+        the same formula continued (<= 0 where ``radius`` gives 0), not clipped, so a loss keeps a
+        gradient there; ``radius_torch(p).clamp(min=0)`` is ``radius(p)``. At p_lower = 1 (or
+        p_upper = 0) it is inf: a loss decides what to do with non-finite values. Not a
+        certificate by itself: it is a certified radius only when fed a lower confidence bound.
+
+        Raises:
+            ConfigError: (one line) for a norm this noise does not certify, a noise without an
+                additive radius (rayleigh), a list of noise levels, linf without ``dim``, or
+                ``p_upper`` for a noise without a two-class radius.
+        """
+        norm = self.check_norm(norm)
+        if norm == "linf":
+            if dim is None:
+                raise ConfigError(f"the linf radius of {self.name} noise needs the input dim")
+            dim = check_count(dim, "dim")
+        if p_upper is not None and not self.two_class:
+            raise ConfigError(
+                f"p_upper: only gaussian noise has a two-class radius, not {self.name}"
+            )
+        return self._radius_torch(p_lower, norm, dim, p_upper, self.certified_sigma)
+
+    def _radius_torch(
+        self, p: Tensor, norm: str, dim: int | None, q: Tensor | None, sigma: float
+    ) -> Tensor:
+        """``_radius`` in torch (differentiable); subclasses with a radius implement it."""
+        raise ConfigError(f"{self.name} noise has no differentiable radius (radius_torch)")
+
     def worst_case_mass_lower(self, p: ArrayLike, r: ArrayLike) -> ArrayLike:
         """Neyman-Pearson P_lower(p, r): the least mass a set of mass ``p`` at x keeps at any
         x + delta with ||delta||_2 <= r. Only Gaussian noise has it."""

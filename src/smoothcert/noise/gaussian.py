@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.stats import norm as normal
@@ -52,6 +54,14 @@ class GaussianNoise(Noise):
         if norm == "linf":
             return l2 / np.sqrt(dim)
         return l2  # l2, and l1 through ||delta||_2 <= ||delta||_1
+
+    def _radius_torch(
+        self, p: Tensor, norm: str, dim: int | None, q: Tensor | None, sigma: float
+    ) -> Tensor:
+        # the same formula with Phi^-1 = torch.special.ndtri (differentiable)
+        quantile = torch.special.ndtri(p)
+        l2 = sigma * quantile if q is None else sigma / 2 * (quantile - torch.special.ndtri(q))
+        return l2 / math.sqrt(dim) if norm == "linf" else l2
 
     def _mass_arguments(self, p: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         probability = _as_probability(p, "p")

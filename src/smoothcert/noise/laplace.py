@@ -47,3 +47,8 @@ class LaplaceNoise(Noise):
         self, p: np.ndarray, norm: str, dim: int | None, q: np.ndarray | None, sigma: float
     ) -> np.ndarray:
         return -self.scale_of(sigma) * np.log(2 * (1 - p))
+
+    def _radius_torch(
+        self, p: Tensor, norm: str, dim: int | None, q: Tensor | None, sigma: float
+    ) -> Tensor:
+        return -self.scale_of(sigma) * torch.log(2 * (1 - p))

@@ -46,3 +46,11 @@ class UniformNoise(Noise):
         if norm == "linf":
             return 2 * lam * (1 - np.power(1.5 - p, 1.0 / dim))
         return 2 * lam * (p - 0.5)
+
+    def _radius_torch(
+        self, p: Tensor, norm: str, dim: int | None, q: Tensor | None, sigma: float
+    ) -> Tensor:
+        lam = self.scale_of(sigma)
+        if norm == "linf":
+            return 2 * lam * (1 - torch.pow(1.5 - p, 1.0 / dim))
+        return 2 * lam * (p - 0.5)
