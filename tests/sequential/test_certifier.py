@@ -138,8 +138,7 @@ def test_top_k_from_sequential_counts_uses_anytime_bounds():
 def test_sequential_records_round_trip(tmp_path):
     record = SequentialRecord(3, 1, 1, 0.25, 1, 0.5, 2272, 2100, 0.75, "decided", 0.25)
     path = tmp_path / "certify.tsv"
-    path.write_text(
-        "# certifier: cohen\n" + "\t".join(SEQUENTIAL_SCHEMA.columns) + "\n" + record.to_row() + "\n"
-    )
+    header = "# certifier: cohen\n" + "\t".join(SEQUENTIAL_SCHEMA.columns)
+    path.write_text(f"{header}\n{record.to_row()}\n")
     _, (back,) = SEQUENTIAL_SCHEMA.read(path)
     assert back == record

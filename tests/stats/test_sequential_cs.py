@@ -28,7 +28,10 @@ def test_all_successes_stop_at_the_reference_sample_counts():
     assert stops == [14, 46, 100, 1165]
 
 
-@pytest.mark.parametrize(("s", "t", "p"), [(3, 10, 0.2), (40, 50, 0.6), (95, 100, 0.9), (0, 7, 0.3)])
+CASES = [(3, 10, 0.2), (40, 50, 0.6), (95, 100, 0.9), (0, 7, 0.3)]
+
+
+@pytest.mark.parametrize(("s", "t", "p"), CASES)
 def test_the_closed_form_is_the_mixture_integral(s, t, p):
     a, b = PRIOR
 
