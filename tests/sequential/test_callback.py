@@ -63,8 +63,8 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     tmp_path, uninterrupted, monkeypatch
 ):
     # SIGTERM as Lightning reports it (trainer.received_sigterm), here at the 21st check of the
-    # run (the second example's 7th): its record is written with its bound at that check ("interrupted"), the
-    # run stops, and resume certifies it again from scratch.
+    # run (the second example's 7th): its record is written with its bound at that check (stop
+    # "interrupted"), the run stops, and resume certifies it again from scratch.
     start = SequentialRun.start
     checks = iter(range(1000))
 
