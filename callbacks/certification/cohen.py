@@ -83,6 +83,7 @@ class CohenCertification(ClassificationCertification):
         self.smooth = self.smoothed(pl_module, channels_last=self.channels_last)
         self.choose_groups(trainer, self.smooth, self.n0, self.n)
         if self.sequential:
+            self.group_size = self.run.group_size(self.samples_per_batch)
             mine = len(range(trainer.global_rank, self.todo, self.world))
             self.run.start(mine, self.world, lambda: bool(getattr(trainer, "received_sigterm", 0)))
         return super().start(trainer, pl_module)

@@ -37,7 +37,7 @@ def certify(out: Path, *overrides: str):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[tuple]:
     out = tmp_path_factory.mktemp("sequential")
-    callback = certify(out, "certify.batch_size=300")
+    callback = certify(out, "certify.batch_size=20")
     assert callback.group_size == 1
     metadata, records = SEQUENTIAL_SCHEMA.read(out / "certify.tsv")
     assert metadata["sequential"] == "True" and len(records) == 6
@@ -47,15 +47,15 @@ def uninterrupted(tmp_path_factory) -> list[tuple]:
 
 
 def test_records_do_not_depend_on_the_batch_size_or_the_grouping(tmp_path, uninterrupted):
-    callback = certify(tmp_path, "certify.batch_size=9000")
-    assert callback.group_size == 4  # examples certified together, sharing forward passes
+    callback = certify(tmp_path, "certify.batch_size=80")
+    assert callback.group_size == 5  # examples certified together, sharing forward passes
     assert table_rows(tmp_path / "certify.tsv", COLUMNS) == uninterrupted
 
 
 def test_a_crash_then_resume_gives_the_uninterrupted_records(tmp_path, uninterrupted):
     with pytest.raises(RuntimeError, match="simulated crash"):
-        certify(tmp_path, "certify.batch_size=300", "certify.crash_after=2")
-    certify(tmp_path, "certify.batch_size=300", "certify.resume=true")
+        certify(tmp_path, "certify.batch_size=20", "certify.crash_after=2")
+    certify(tmp_path, "certify.batch_size=20", "certify.resume=true")
     assert table_rows(tmp_path / "certify.tsv", COLUMNS) == uninterrupted
 
 
@@ -74,7 +74,7 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     monkeypatch.setattr(SequentialRun, "start", flagged)
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown after KeyboardInterrupt
-            certify(tmp_path, "certify.batch_size=300")
+            certify(tmp_path, "certify.batch_size=20")
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT then
     shards = list(tmp_path.glob("certify*.tsv"))
@@ -85,7 +85,7 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     before = {row[0]: row for row in uninterrupted}[str(written.idx)]
     assert written.p_lower <= float(before[COLUMNS.index("p_lower")]) or written.radius == 0.0
     monkeypatch.setattr(SequentialRun, "start", start)
-    certify(tmp_path, "certify.batch_size=300", "certify.resume=true")
+    certify(tmp_path, "certify.batch_size=20", "certify.resume=true")
     assert table_rows(tmp_path / "certify.tsv", COLUMNS) == uninterrupted
 
 

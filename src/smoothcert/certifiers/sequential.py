@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from smoothcert.certifiers.classification import Smooth
+from smoothcert.certifiers.examples import MAX_GROUP
 from smoothcert.certifiers.topk import topk_records_sequential
 from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.outcomes import ABSTAIN
@@ -337,14 +338,14 @@ class SharedBudget:
 
     def __init__(self, samples: int | None, seconds: float | None, n0: int, n: int) -> None:
         self.samples, self.seconds, self.n0, self.n = samples, seconds, n0, n
-        self.left_examples, self.began = 0, time.perf_counter()
+        self.total, self.left_examples, self.began = samples, 0, time.perf_counter()
 
     def start(self, examples: int, world: int) -> None:
         """This process certifies ``examples``; its share of the budget is 1 / ``world``."""
         self.left_examples = max(1, examples)
         self.began = time.perf_counter()
-        if self.samples is not None:
-            self.samples //= world
+        if self.total is not None:
+            self.samples = self.total // world
 
     def plan(self, group: int) -> tuple[tuple[int, ...] | None, float | None]:
         """The caps and deadline of the next ``group`` examples."""
@@ -377,6 +378,13 @@ class SequentialRun:
         self.header = sequential_header(self.radii, budget)
         self.budget = SharedBudget(*parse_budget(budget), n0, n)
         self.interrupted: Callable[[], bool] | None = None
+
+    @staticmethod
+    def group_size(batch_size: int) -> int:
+        """Examples certified together: as many as fill a batch at the first check (at most
+        ``MAX_GROUP``). Rounds then share forward passes, which matters for a small model, where
+        a round's fixed cost would otherwise dominate; the records do not depend on it."""
+        return max(1, min(MAX_GROUP, batch_size // FIRST_CHECK))
 
     def start(self, examples: int, world: int, interrupted: Callable[[], bool] | None) -> None:
         """This process certifies ``examples`` of the run (on ``world`` processes);
