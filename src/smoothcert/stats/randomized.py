@@ -26,7 +26,7 @@ def randomized_cp_lower(x: int, n: int, alpha: float, u: float) -> float:
         raise ValueError(f"need alpha in (0, 1) and u in [0, 1], got alpha={alpha}, u={u}")
 
     def excess(p: float) -> float:
-        return binom.sf(x, n, p) + u * 0.5 * binom.pmf(x, n, p) - alpha
+        return binom.sf(x, n, p) + u * binom.pmf(x, n, p) - alpha
 
     if excess(0.0) >= 0:  # x = 0 with u >= alpha: nothing excluded
         return 0.0
