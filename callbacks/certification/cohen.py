@@ -38,6 +38,15 @@ class CohenCertification(ClassificationCertification):
     counts (Jia et al.): ``topk.tsv`` beside ``certify.tsv`` (whose columns stay Cohen's), the
     ``certified_topk_accuracy`` curves and ``cert/top<k>/acc@<r>``.
 
+    ``sequential=true`` (issue 23, ``smoothcert.certifiers.sequential``): after the n0 selection
+    samples, sampling runs in rounds to fixed check times until every radius of ``radii`` is
+    certified, ruled out or out of reach (an anytime-valid confidence sequence; ``n`` is the
+    cap); ``certify.tsv`` adds ``samples count p_lower stop grid_radius``, the radius being the
+    certificate at the final lower bound (ACR as usual from it). ``budget`` shares forward passes
+    or time over the run (``SharedBudget``). An interrupt (Ctrl-C, or SIGTERM as Lightning
+    reports it) writes the examples in progress with their bound at the last check (stop
+    "interrupted") and stops; ``resume`` certifies those again from scratch, on the same stream.
+
     ``batch_size="auto"`` times the first example at batch sizes up to the memory cap and
     certifies with the fastest; when whole certifications (``n0 + n`` samples) fit a batch at
     least twice, examples are certified in groups sharing forward passes. Records do not change.
