@@ -23,6 +23,16 @@ reason, the record's radius is the noise's certificate at the final lower bound,
 (1 - alpha) lower bound on p_A at ANY stopping time (see ``smoothcert.stats.sequential``): every
 record is a valid certificate. The thresholds are never inverted by hand: the decisions compare
 the noise's (or the perturbation's) own radius of a bound with the grid.
+
+Interrupts and resume: an example an interrupt stops keeps its bound at the last check (valid,
+as at any stopping time) and is written with stop "interrupted". Resume certifies such examples
+(and those never written) again from scratch: the example's noise comes from its ``(seed, index)``
+stream and the check times are fixed, so the restart replays the same draws and gives exactly
+the record of an uninterrupted run. That is what makes it valid: there is one outcome per
+example, never a choice among several tries (re-running with fresh noise until certified would
+spend alpha again at every try). Continuing the interrupted sequence would be valid too (the
+confidence sequence holds at all times), but needs its counts saved; the replay is simpler and
+identical. With a budget the shares after a resume differ, so records may differ; each is valid.
 """
 
 from __future__ import annotations
