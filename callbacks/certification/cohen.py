@@ -13,18 +13,13 @@ from callbacks.certification.checks import check_radii
 from callbacks.certification.classification import ClassificationCertification
 from callbacks.certification.parts import classification_parts
 from callbacks.certification.settings import TAKES
-from callbacks.certification.settings.classification import CohenSettings
+from callbacks.certification.settings.classification import IN_RANGE_REFUSED, CohenSettings
 from smoothcert.certifiers.examples import certify_group
-from smoothcert.certifiers.sequential import SequentialRun
+from smoothcert.certifiers.randomized import certify_group_randomized
 from smoothcert.errors import require
 from smoothcert.perturbation import is_parametric
-from smoothcert.records import COHEN_SCHEMA, SEQUENTIAL_SCHEMA, CohenRecord, without_interrupted
+from smoothcert.records import COHEN_SCHEMA, CohenRecord, without_interrupted
 from smoothcert.report.classification import certify_title
-
-IN_RANGE_REFUSED = (
-    "the in-range restriction of this perturbation draws its own samples; use certify.topk or "
-    "an additive noise, or certify.sequential=false"
-)
 
 
 class CohenCertification(ClassificationCertification):
@@ -79,10 +74,9 @@ class CohenCertification(ClassificationCertification):
         self.settings = {**settings, **self.perturbation_settings()}
         self.parts = classification_parts(self, self.topk, self.gammas)
         self.in_range = any(part.key == "in_range" for part in self.parts)
-        if self.sequential:  # issue 23: smoothcert.certifiers.sequential
-            require(not self.in_range, f"certify.sequential=true: {IN_RANGE_REFUSED}")
-            self.run = SequentialRun(self.n0, self.n, self.alpha, self.radii, self.budget)
-            self.schema, self.settings = SEQUENTIAL_SCHEMA, {**self.settings, **self.run.header}
+        require(not (self.in_range and (self.sequential or self.bound != "cp")), IN_RANGE_REFUSED)
+        schema, extra, self.run = self.config.record_mode(self.radii)  # sequential, bound
+        self.schema, self.settings = schema or self.schema, {**self.settings, **extra}
 
     def describe(self, todo: int, total: int, world: int) -> str:
         self.todo, self.world = todo, world  # this rank's share of the budget
@@ -106,7 +100,10 @@ class CohenCertification(ClassificationCertification):
             if stopped:
                 raise KeyboardInterrupt("sequential certification interrupted (SIGINT/SIGTERM)")
             return
-        if drawing := next((part for part in self.parts if part.key), None):  # top-k, in-range
+        if self.bound == "randomized_cp":
+            records = certify_group_randomized(self.smooth, *group, *settings, self.seed)
+            yield from ({"cohen": r} for r in records)
+        elif drawing := next((part for part in self.parts if part.key), None):  # top-k, in-range
             pairs = drawing.draw(self.smooth, *group, settings)
             yield from ({"cohen": record, drawing.key: extra} for record, extra in pairs)
         else:

@@ -14,9 +14,10 @@ import torch
 from callbacks.certification.cohen import CohenCertification
 from conftest import ROOT, TINY, compose_config, table_rows
 from lightning_modules.run.runner import build_run
+from smoothcert.certifiers.randomized import example_uniform
 from smoothcert.certifiers.sequential import SequentialRun
 from smoothcert.errors import ConfigError
-from smoothcert.records import SEQUENTIAL_COLUMNS, SEQUENTIAL_SCHEMA
+from smoothcert.records import RANDOMIZED_SCHEMA, SEQUENTIAL_COLUMNS, SEQUENTIAL_SCHEMA
 
 FIXTURE = ROOT / "tests" / "fixtures" / "pre_move"
 SETTINGS = ["certify.n=2000", "certify.n0=50", "certify.num_examples=6", "ckpt_path=none"]
@@ -94,9 +95,19 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     [
         ({"budget": "10m"}, "certify.budget='10m' needs certify.sequential=true"),
         ({"sequential": True, "budget": "soon"}, "certify.budget='soon' must be a number"),
+        ({"sequential": True, "bound": "randomized_cp"}, "and cp with certify.sequential=true"),
+        ({"bound": "wilson"}, "certify.bound='wilson' must be cp or randomized_cp"),
+        ({"bound": "randomized_cp", "topk": [1, 2]}, "certify.topk=null"),
     ],
 )
 def test_bad_sequential_settings_are_one_line(tmp_path, settings, message):
     with pytest.raises(ConfigError) as info:
         CohenCertification(0.25, str(tmp_path), **settings)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_randomized_bound_records_its_draw(tmp_path):
+    certify(tmp_path, "certify.sequential=false", "certify.bound=randomized_cp")
+    metadata, records = RANDOMIZED_SCHEMA.read(tmp_path / "certify.tsv")
+    assert metadata["bound"] == "randomized_cp" and len(records) == 6
+    assert [r.u for r in records] == [example_uniform(0, i) for i in range(6)]
