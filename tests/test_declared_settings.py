@@ -29,9 +29,7 @@ from lightning_modules.settings import DeclaredSettings  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hparams_before_settings.json"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
-MODELS = sorted(
-    p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("denoiser")
-)
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if "denoiser" not in p.stem)
 EXPERIMENTS = sorted(
     p.stem for p in (CONF / "experiment").glob("*.yaml") if "denoiser" not in p.stem
 )

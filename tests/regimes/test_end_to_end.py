@@ -38,6 +38,13 @@ def test_regime_trains_and_certifies(make_cfg, tmp_path, experiment, objective, 
 
 
 @pytest.mark.slow
+def test_macer_trains_and_certifies(make_cfg, tmp_path):
+    run = fit(make_cfg("regime=macer", "regime.k=2", *TINY))
+    assert run.module.objective.option == "macer" and run.module.objective.k == 2
+    assert len(read_records(tmp_path / "certify.tsv")[1]) == 6
+
+
+@pytest.mark.slow
 def test_smoothadv_through_train_py(tmp_path):
     result = run_script(
         "train.py",
@@ -59,6 +66,13 @@ def test_smoothadv_through_train_py(tmp_path):
         (["regime=smoothadv", "regime.epsilon=-0.5"], "regime.epsilon=-0.5"),
         (["regime=smoothadv", "regime.steps=0"], "regime.steps=0"),
         (["regime=smoothadv", "regime.m=0"], "regime.m=0"),
+        (["regime=macer", "regime.k=0"], "regime.k=0"),
+        (["regime=macer", "regime.gamma=-1"], "regime.gamma=-1.0"),
+        (["regime=macer", "noise=rayleigh"], "regime=macer trains on the noise's radius: rayleigh"),
+        (["regime=macer", "sigma=[0.25,0.5]", "certify=none"], "regime=macer trains on the noise"),
+        (["regime=stability", "regime.lbd=-1"], "regime.lbd=-1.0"),
+        (["+experiment=shapes_seg", "regime=macer"], "regime=macer trains class_logits models"),
+        (["+experiment=shapes_seg", "regime=stability"], "regime=stability trains class_logits"),
     ],
 )
 def test_bad_regime_settings_fail_before_training(make_cfg, tmp_path, overrides, setting):
