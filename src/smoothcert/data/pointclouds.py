@@ -426,8 +426,9 @@ def build_pointcloud_splits(
 ) -> PointSplits:
     """The three splits of ``shapes3d`` (sizes as given) or ``shapenet_part`` (the official
     split files; a size, if given, keeps the first examples of that split's list).
-    ``part_groups`` and ``num_categories`` (the config's copies, which the model reads to restrict its predictions to a
-    category's parts) must be the dataset's: a one-line ConfigError otherwise."""
+    ``part_groups`` and ``num_categories`` (the config's copies, which the model reads to
+    restrict its predictions to a category's parts) must be the dataset's: a one-line
+    ConfigError otherwise."""
     check_pointcloud_dataset(name, data_dir)
     sizes = {"train": train_size, "val": val_size, "test": test_size}
     if name == "shapes3d":
