@@ -20,6 +20,7 @@ from smoothcert.report.parts import Report
 from smoothcert.report.segcertify import save_overlays, segcertify_section
 
 LINF_RADII = "per image: the l2 radius / sqrt(channels x pixels)"  # the header's linf radius
+MODEL_KEYS = ("num_classes", "ignore_index")  # the model's settings in the header
 
 
 class SegCertifyCertification(Configured, CertificationCallback):
@@ -59,8 +60,8 @@ class SegCertifyCertification(Configured, CertificationCallback):
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         radii = LINF_RADII if self.norm == "linf" else [self.radius(t) for t in self.taus]
-        settings, model_keys = self.config.header(radii), ("num_classes", "ignore_index")
-        return self.header(pl_module, checkpoint, "segcertify", settings, model_keys)
+        settings = {**self.config.header(radii), **self.perturbation_settings()}  # points: xyz
+        return self.header(pl_module, checkpoint, "segcertify", settings, MODEL_KEYS)
 
     def describe(self, todo: int, total: int, world: int) -> str:
         return (
