@@ -292,7 +292,9 @@ def save_cloud_overlay(
         ax = fig.add_subplot(1, 3, i, projection="3d")
         ax.scatter(xyz[0], xyz[2], xyz[1], c=paint(labels), s=4, depthshade=False)
         ax.set_title(title)
-        ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+        reach = float(abs(xyz).max()) or 1.0
+        ax.set_xlim(-reach, reach), ax.set_ylim(-reach, reach), ax.set_zlim(-reach, reach)
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)
         ax.view_init(elev=20, azim=-60)
         ax.set_axis_off()
     entries = class_legend([mask, base, certified], num_classes, ignore, class_names)
