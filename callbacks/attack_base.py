@@ -26,9 +26,11 @@ class AttackCallback(Configured, CertificationCallback):
     """Attacks the examples that its certifier (``certifier``: the ``certify=`` option of a
     certification callback of the run, e.g. ``cohen``) certified, after it, with the same example
     selection. In ``setup``, before training, a one-line ConfigError says that the named certifier
-    is not in the run, is not one the attack fits (``fits``), certifies radii in another norm than
-    l2, or selects other examples. Wherever the attack's callback stands in ``trainer.callbacks``,
-    it runs after its certifier (``setup`` moves it right behind it if it stood before).
+    is not in the run, is not one the attack fits (``fits``), certifies radii in a norm the attack
+    does not attack in (``norms``) or in another than the attack's ``norm`` (None: the
+    certifier's), or selects other examples. Wherever the attack's callback stands in
+    ``trainer.callbacks``, it runs after its certifier (``setup`` moves it right behind it if it
+    stood before).
 
     A subclass sets ``tasks``, ``fits``, ``key`` and ``schema`` (its one record file),
     ``header_name``, ``settings`` (``settings["attack"]`` names it in ``empirical_summary.json``),
@@ -46,6 +48,8 @@ class AttackCallback(Configured, CertificationCallback):
     targets = ""  # what it attacks ("classifiers"), for messages
     instead = ""  # the fix for a model of another task ("use attack=seg_pgd for segmentation")
     needs = ""  # why it needs its certifier ("attacks at multiples of Cohen's certified radii")
+    norms: tuple[str, ...] = ("l2",)  # the norms it attacks in
+    norm: str | None = None  # the one it attacks in (None: its certifier's; bound in setup)
 
     takes = PLAIN  # no autocast (attacks need full-precision gradients), no simulated crash
 
@@ -78,10 +82,17 @@ class AttackCallback(Configured, CertificationCallback):
             f"not certify={name}: set attack.certifier={fits} and certify={fits}",
         )
         require(
-            certifier.norm == "l2",
-            f"{self.option} attacks in l2, but certify.norm={certifier.norm}: use "
-            "certify.norm=null with noise=gaussian",
+            certifier.norm in self.norms,
+            f"{self.option} attacks in {'/'.join(self.norms)}, but certify.norm={certifier.norm}: "
+            "use certify.norm=null with noise=gaussian",
         )
+        require(
+            self.norm in (None, certifier.norm),
+            f"attack.norm={self.norm} differs from the norm of certify={name}'s radii "
+            f"({certifier.norm}): leave attack.norm=null (the certificate's norm) or set "
+            f"certify.norm={self.norm}",
+        )
+        self.norm = certifier.norm
         mine = (self.split, self.skip, self.num_examples)
         theirs = (certifier.split, certifier.skip, certifier.num_examples)
         require(

@@ -29,16 +29,18 @@ def attack_section(
     title: str,
     scalars: dict[str, float],
     line: str,
+    x_label: str = "radius",
 ) -> Section:
     """The certified curve beside the attacked one (``curves``, certified first): ``stem.tsv``
     (``columns``: 0 for the certified curve, 1 for the attacked one, the radius and the value)
-    and ``stem.png`` against the radius, the ``attack/*`` ``scalars``, and ``line`` said."""
+    and ``stem.png`` against the radius (axis ``x_label``), the ``attack/*`` ``scalars``, and
+    ``line`` said."""
     rows = [
         [float(i), x, y]
         for i, (xs, ys) in enumerate(curves.values())
         for x, y in zip(xs, ys, strict=True)
     ]
-    points = Points(stem, columns, rows, curves, title, "radius", y_label)
+    points = Points(stem, columns, rows, curves, title, x_label, y_label)
     return Section(scalars, points, [line])
 
 

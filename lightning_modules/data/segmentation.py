@@ -16,7 +16,8 @@ from smoothcert.data.segmentation import (
 
 
 class SegmentationDataModule(SplitsDataModule):
-    """Train/val/test loaders for ``shapes`` (generated) or ``cityscapes`` (official layout).
+    """Train/val/test loaders for ``shapes`` (generated), ``cityscapes`` or ``pascal_context``
+    (official layouts).
 
     A missing dataset is a one-line ConfigError when the module is built (before any training);
     when it is set up, the first examples of each split are checked: pixels in [0, 1] and labels in

@@ -1,8 +1,9 @@
 """Segmentation datasets as ``(image [3, H, W] in [0, 1], mask [H, W] int64)`` pairs.
 
 ``shapes`` is generated (see ``smoothcert.data.shapes``); ``cityscapes`` reads the official layout
-through torchvision and maps the label ids to the 19 train ids, 255 elsewhere. Nothing normalizes
-and nothing downloads.
+through torchvision and maps the label ids to the 19 train ids, 255 elsewhere; ``pascal_context``
+reads VOC2010 with the 59-class context labels (``smoothcert.data.pascal_context``). Nothing
+normalizes and nothing downloads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from smoothcert.data.classification import Splits
+from smoothcert.data.pascal_context import PascalContextSegmentation, pascal_context_layout
 from smoothcert.data.shapes import ShapesDataset
 from smoothcert.errors import ConfigError
 
@@ -147,9 +149,12 @@ def check_segmentation_dataset(name: str, data_dir: str | Path) -> None:
     """Cheap presence check (folders only) that runs before anything is built."""
     if name == "cityscapes":
         cityscapes_root(data_dir)
+    elif name == "pascal_context":
+        pascal_context_layout(data_dir)
     elif name != "shapes":
         raise ConfigError(
-            f"data.name={name!r} is unknown for segmentation: use shapes or cityscapes"
+            f"data.name={name!r} is unknown for segmentation: use shapes, cityscapes or "
+            "pascal_context"
         )
 
 
@@ -168,10 +173,11 @@ def build_segmentation_splits(
     scale_range: Sequence[float] | None = None,
     flip: bool = True,
 ) -> Splits:
-    """Train, val and test datasets of ``shapes`` or ``cityscapes``.
+    """Train, val and test datasets of ``shapes``, ``cityscapes`` or ``pascal_context``.
 
-    Cityscapes' test labels are not public, so its test split is the official val split; the
-    augmentation (``crop_size``, ``scale_range``, ``flip``) applies to its training split only.
+    The test labels of Cityscapes and PASCAL-Context are not public, so their test split is the
+    official val split; the augmentation (``crop_size``, ``scale_range``, ``flip``) applies to
+    their training split only.
     """
     check_segmentation_dataset(name, data_dir)
     if name == "shapes":
@@ -182,7 +188,11 @@ def build_segmentation_splits(
             ShapesDataset(val_size, "val", **kw),
             ShapesDataset(test_size, "test", **kw),
         )
-    root = cityscapes_root(data_dir)
     augment = PairedAugment(crop_size, scale_range, flip, ignore_index)
+    if name == "pascal_context":
+        val = PascalContextSegmentation(data_dir, "val", ignore_index=ignore_index)
+        train = PascalContextSegmentation(data_dir, "train", augment, ignore_index)
+        return Splits(train, val, val)
+    root = cityscapes_root(data_dir)
     val = CityscapesSegmentation(root, "val")
     return Splits(CityscapesSegmentation(root, "train", augment), val, val)

@@ -44,15 +44,27 @@ class HRNetV2Head(nn.Module):
 
 
 class EncoderHeadSegmenter(nn.Module):
-    """``encoder`` (a list of feature maps) -> ``head`` -> logits upsampled to the input size."""
+    """``encoder`` (a list of feature maps) -> ``head`` -> logits upsampled to the input size.
+
+    An input whose sides are not multiples of the encoder's largest stride (HRNet's branches fuse
+    only at exact multiples; PASCAL-Context's images have any size) is zero-padded at the bottom
+    and right (the mean pixel, as HRNet pads at test time) and the logits cropped back; other
+    inputs run unchanged."""
 
     def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.encoder, self.head = encoder, head
+        info = getattr(encoder, "feature_info", None)
+        self.stride = int(info.reduction()[-1]) if info is not None else 1
 
     def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        pad_h, pad_w = (-s % self.stride for s in size)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         logits = self.head(self.encoder(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., : size[0], : size[1]]
 
 
 def local_pretrained_file(model_name: str) -> str:
