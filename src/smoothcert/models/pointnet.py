@@ -1,10 +1,11 @@
 """A PointNet part segmenter (Qi et al., 2017) in plain PyTorch, sized for CPUs.
 
-There is no maintained pip package with PointNet++ that builds without CUDA (the common PyTorch
+No maintained pip package ships a PointNet++ part segmenter as plain Python (the common PyTorch
 ports, e.g. yanx27/Pointnet_Pointnet2_pytorch, are repositories, not packages; torch-points3d is
-archived; PyG's PointNet++ layers need torch-cluster for their sampling); so the base model here is
-PointNet, written out. Paper 003 uses PointNet++ (MSG); PointNet is its simpler predecessor with
-the same input, output and category-as-input contract.
+archived; PyTorch Geometric has the layers and an example, and its sampling needs the compiled
+torch-cluster; see docs/pointclouds.md); so the base model here is PointNet, written out. Paper
+003 uses PointNet++ (MSG); PointNet is its simpler predecessor with the same input, output and
+category-as-input contract.
 
 Contract: ``model(x)`` with ``x [B, C, N]``: ``xyz`` (3 channels), the unit normals (3, if
 ``normals``) and a one-hot category code (``num_categories`` channels, the same on every point;
