@@ -71,15 +71,19 @@ def describe(override: str, tmp_path: Path) -> dict[str, Any]:
     """The data module's (and, but for ``data=``, the task module's) hparams and signature for
     the config ``override`` gives; datasets are not looked for (their checks are patched)."""
     import lightning_modules.data.classification as classification
+    import lightning_modules.data.pointclouds as pointclouds
     import lightning_modules.data.segmentation as segmentation
 
     cfg = compose_config([override], tmp_path)
     saved = classification.check_dataset, segmentation.check_segmentation_dataset
+    saved_points = pointclouds.check_pointcloud_dataset
     classification.check_dataset = segmentation.check_segmentation_dataset = lambda *a: None
+    pointclouds.check_pointcloud_dataset = lambda *a: None
     try:
         described = {"data": _described(hydra.utils.instantiate(cfg.data, _convert_="object"))}
     finally:
         classification.check_dataset, segmentation.check_segmentation_dataset = saved
+        pointclouds.check_pointcloud_dataset = saved_points
     if not override.startswith("data="):  # the network itself is no hyper-parameter
         # (a cifar_stem needs the real ResNet, whose stem it replaces)
         tiny = {} if cfg.model.get("cifar_stem") else {"net": nn.Identity()}

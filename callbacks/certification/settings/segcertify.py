@@ -13,11 +13,14 @@ from smoothcert.certifiers.segmentation import (
     check_tau,
     guarantee,
     segcertify,
+    segmentation_radius,
     tau_alpha,
     tau_scope,
 )
-from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.errors import ConfigError, check_alpha, check_count, require
 from smoothcert.models.segmenters import check_scales
+from smoothcert.noise import Certificate
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.stats.multiple_testing import FDR, check_correction
 
 
@@ -55,9 +58,20 @@ class SegCertifySettings:
         self.scale, self.flip = (scales[0] if len(scales) == 1 else list(scales)), bool(self.flip)
         self.num_overlays = check_count(self.num_overlays, "certify.num_overlays", minimum=0)
 
-    def certifier(self, sigma: float, batch_size: int, noise: object, norm: str) -> Callable:
-        """``segcertify`` with these settings, in ``noise`` at ``sigma`` with radii in ``norm``:
-        ``certifier(model, x, generator=...)`` gives every tau's classes and radii."""
+    def certifier(
+        self,
+        sigma: float,
+        batch_size: int,
+        noise: object,
+        norm: str,
+        perturbation: Perturbation = ADDITIVE,
+    ) -> Callable:
+        """``segcertify`` with these settings, in ``noise`` at ``sigma`` with radii in ``norm``,
+        or over a parameter ``perturbation``'s parameters (its own noise and units, e.g. the
+        coordinates of point clouds): ``certifier(model, x, generator=...)`` gives every tau's
+        classes and radii."""
+        if is_parametric(perturbation):
+            noise, norm = None, None
         return partial(
             segcertify,
             sigma=sigma,
@@ -71,7 +85,23 @@ class SegCertifySettings:
             joint=self.joint,
             noise=noise,
             norm=norm,
+            perturbation=perturbation,
         )
+
+    @staticmethod
+    def radius(
+        tau: float, noise: object, norm: str, perturbation: Perturbation, dim: int | None = None
+    ) -> float:
+        """The certified radius at ``tau``: in a parameter ``perturbation``'s units, else of
+        ``noise`` in ``norm`` (linf: for ``dim`` inputs)."""
+        radii = perturbation if is_parametric(perturbation) else Certificate(noise, norm, dim)
+        return segmentation_radius(radii, tau)
+
+    @staticmethod
+    def check_model(contract: object) -> None:
+        """A one-line ConfigError unless the model's contract gives per-element logits."""
+        if getattr(contract, "logits_at", None) is None:
+            raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
 
     def header(self, radii: object) -> dict[str, object]:
         """The settings in a record file's header (``radii``: the radius at each tau)."""
