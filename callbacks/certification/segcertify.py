@@ -11,11 +11,11 @@ from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback
 from callbacks.certification.settings import TAKES, Configured, contract_of
-from callbacks.certification.settings.segcertify import SegCertifySettings
+from callbacks.certification.settings.segcertify import SegCertifySettings, radii_of, smoothing_of
 from smoothcert.certifiers.classification import eval_mode
 from smoothcert.certifiers.segmentation import score_segmentation, segmentation_radius
 from smoothcert.errors import ConfigError
-from smoothcert.noise import Certificate, example_generator
+from smoothcert.noise import example_generator
 from smoothcert.records import BASE, SEG_BASE_SCHEMA, SEG_SCHEMA, RecordSchema, Row, SegImage
 from smoothcert.report.parts import Report
 from smoothcert.report.segcertify import save_overlays, segcertify_section
@@ -40,7 +40,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
 
     option, tasks, noun, progress = "segcertify", ("segmentation",), "images", "segcertify"
     objective, objective_mode = "cert/miou", "max"  # certified mIoU at the first tau
-    settings_type, takes = SegCertifySettings, (*TAKES, "norm")
+    settings_type, takes = SegCertifySettings, (*TAKES, "norm", "perturbation")
     selection = {"batch_size": 16, "num_examples": 100, "split": "val"}
 
     def check_model(self, pl_module: LightningModule) -> None:
@@ -49,7 +49,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
         super().check_model(pl_module)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.config.warn()
+        self.objective = self.config.prepare(self.prefix)  # heuristic/miou for a heuristic
 
     def schemas(self) -> dict[str, RecordSchema]:
         """The certified rows (``segcertify.tsv``) and the base model's rows."""
@@ -57,11 +57,11 @@ class SegCertifyCertification(Configured, CertificationCallback):
 
     def radius(self, tau: float, dim: int | None = None) -> float:
         """The certified radius at ``tau`` in this noise and norm (linf: for ``dim`` inputs)."""
-        return segmentation_radius(Certificate(self.noise, self.norm, dim), tau)
+        return segmentation_radius(radii_of(self, dim), tau)
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         radii = LINF_RADII if self.norm == "linf" else [self.radius(t) for t in self.taus]
-        settings, model_keys = self.config.header(radii), ("num_classes", "ignore_index")
+        settings, model_keys = self.config.header(radii, self), ("num_classes", "ignore_index")
         return self.header(pl_module, checkpoint, "segcertify", settings, model_keys)
 
     def describe(self, todo: int, total: int, world: int) -> str:
@@ -75,7 +75,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
         self.contract, self.overlays = contract_of(pl_module, self.option), []
         self.model, self.device = self.contract.logits_at(self.scale, self.flip), pl_module.device
         self.ignore = self.contract.ignore_index  # the label of unlabelled pixels
-        self.segcertify = self.config.certifier(self.sigma, self.batch_size, self.noise, self.norm)
+        self.segcertify = self.config.certifier(self.sigma, self.batch_size, *smoothing_of(self))
         return super().start(trainer, pl_module)
 
     def certify_one(self, idx: int, example: tuple, needed: Sequence[str]) -> dict[str, SegImage]:
@@ -115,4 +115,4 @@ class SegCertifyCertification(Configured, CertificationCallback):
         overlays = save_overlays(self.output_dir / "overlays", self.overlays, *classes)
         section = segcertify_section(self.rows, self.taus, self.prefix, self.norm, title)
         records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
-        return Report([section], {"cert/overlays": overlays}, records)
+        return Report([section], {self.prefix.split("/")[0] + "/overlays": overlays}, records)

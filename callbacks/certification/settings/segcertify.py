@@ -18,6 +18,8 @@ from smoothcert.certifiers.segmentation import (
 )
 from smoothcert.errors import check_alpha, check_count, require
 from smoothcert.models.segmenters import check_scales
+from smoothcert.noise import Certificate
+from smoothcert.perturbation import ADDITIVE, is_parametric
 from smoothcert.stats.multiple_testing import FDR, check_correction
 
 
@@ -55,9 +57,20 @@ class SegCertifySettings:
         self.scale, self.flip = (scales[0] if len(scales) == 1 else list(scales)), bool(self.flip)
         self.num_overlays = check_count(self.num_overlays, "certify.num_overlays", minimum=0)
 
-    def certifier(self, sigma: float, batch_size: int, noise: object, norm: str) -> Callable:
-        """``segcertify`` with these settings, in ``noise`` at ``sigma`` with radii in ``norm``:
-        ``certifier(model, x, generator=...)`` gives every tau's classes and radii."""
+    def certifier(
+        self,
+        sigma: float,
+        batch_size: int,
+        noise: object,
+        norm: str,
+        perturbation: object = ADDITIVE,
+    ) -> Callable:
+        """``segcertify`` with these settings, in ``noise`` at ``sigma`` with radii in ``norm``,
+        or over a parameter ``perturbation``'s parameters (its own noise and units; ``noise`` and
+        ``norm`` are then ignored): ``certifier(model, x, generator=...)`` gives every tau's
+        classes and radii."""
+        if is_parametric(perturbation):
+            noise, norm = None, None  # the perturbation brings both
         return partial(
             segcertify,
             sigma=sigma,
@@ -71,10 +84,13 @@ class SegCertifySettings:
             joint=self.joint,
             noise=noise,
             norm=norm,
+            perturbation=perturbation,
         )
 
-    def header(self, radii: object) -> dict[str, object]:
-        """The settings in a record file's header (``radii``: the radius at each tau)."""
+    def header(self, radii: object, owner: object = None) -> dict[str, object]:
+        """The settings in a record file's header (``radii``: the radius at each tau), then what
+        the callback ``owner`` says about its perturbation (``perturbation_settings``: nothing
+        for additive noise; a transformation's name, units and settings)."""
         return {
             "guarantee": guarantee(self.correction, self.budget, len(self.taus), self.joint),
             "n0": self.n0,
@@ -88,7 +104,15 @@ class SegCertifySettings:
             "budget": self.budget,
             "scale": self.scale,
             "flip": self.flip,
+            **(owner.perturbation_settings() if owner is not None else {}),
         }
+
+    def prepare(self, prefix: str) -> str:
+        """Warns (``warn``) and returns the summary key a sweeper optimizes: ``cert/miou``, or
+        ``heuristic/miou`` when the keys' ``prefix`` is a heuristic's (a perturbation that does
+        not compose, e.g. rotation3d_heuristic)."""
+        self.warn()
+        return f"{prefix.split('/')[0]}/miou"
 
     def describe(self) -> str:
         """``n0=10 n=100 tau=[0.75] alpha=0.001 (single tau) holm``, for the opening line."""
@@ -121,3 +145,16 @@ class SegCertifySettings:
         scope = tau_scope(len(self.taus), self.joint)
         head = f"SegCertify {self.correction}, {noise} sigma={sigma:g}"
         return f"{head}\n{protocol}\n{kind}{scope}, {level}"
+
+
+def radii_of(owner: object, dim: int | None = None) -> Certificate | object:
+    """What a SegCertify callback's radii come from: its parameter perturbation (radii in its
+    units), else its noise in its norm (linf: for ``dim`` inputs)."""
+    if is_parametric(owner.perturbation):
+        return owner.perturbation
+    return Certificate(owner.noise, owner.norm, dim)
+
+
+def smoothing_of(owner: object) -> tuple[object, str | None, object]:
+    """``(noise, norm, perturbation)`` of a SegCertify callback, for ``certifier``."""
+    return owner.noise, owner.norm, owner.perturbation

@@ -108,15 +108,16 @@ class SegCertifySummary:
         """``cert/pixel_acc``, ``cert/miou``, ``cert/abstain`` and ``<prefix>radius`` at the
         first tau, the seconds per image, the base model's scores and every tau's scores."""
         first, pooled, seconds = self.taus[0], self.pooled, self.seconds
-        summary = {f"cert/{name}": value for name, value in pooled[first].items()}
+        root = prefix.split("/")[0]  # cert, or heuristic for a prefix heuristic/... (no cert/)
+        summary = {f"{root}/{name}": value for name, value in pooled[first].items()}
         summary[f"{prefix}radius"] = self.radius[first]
-        summary["cert/time_per_image"] = seconds[first]
+        summary[f"{root}/time_per_image"] = seconds[first]
         for name in ("pixel_acc", "miou"):
-            summary[f"cert/base_{name}"] = pooled[BASE][name]
-        summary["cert/base_time_per_image"] = seconds[BASE]
+            summary[f"{root}/base_{name}"] = pooled[BASE][name]
+        summary[f"{root}/base_time_per_image"] = seconds[BASE]
         for tau in self.taus:
-            summary.update({f"cert/{k}@tau{tau:g}": v for k, v in pooled[tau].items()})
-        summary["cert/num_examples"] = float(self.images)
+            summary.update({f"{root}/{k}@tau{tau:g}": v for k, v in pooled[tau].items()})
+        summary[f"{root}/num_examples"] = float(self.images)
         return summary
 
     def curve(self) -> tuple[list[float], list[float], dict[str, object]]:
