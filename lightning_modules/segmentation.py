@@ -12,6 +12,7 @@ from typing_extensions import override
 
 from lightning_modules.base import RegimeModel, SmoothcertModule, Trailing
 from smoothcert.data.segmentation import check_label_map
+from smoothcert.errors import ConfigError
 from smoothcert.models.segmenters import IGNORE, NormalizedSegmenter, ScaledInference, check_scales
 
 
@@ -130,3 +131,58 @@ class SegmentationModule(SmoothcertModule):
     def checkpoint_fields(self) -> dict[str, Any]:
         h = self.hparams
         return {"num_classes": int(h.num_classes), "ignore_index": int(h.ignore_index)}
+
+
+class PointSegmentationModule(SegmentationModule):
+    """Part segmentation of point clouds: ``net`` maps clouds ``[B, C, N]`` (xyz, normals, a
+    category code; normalized to the unit ball by the data) to part logits ``[B, K, N]``, and is
+    the base function as it is: there is no per-channel normalization layer (``mean`` 0 and
+    ``std`` 1 are recorded) and no scale or flip (``scale`` must be 1). Training noise goes
+    through the regime's perturbation (``perturbation=xyz``: coordinates only); so does
+    ``val/pixel_acc_noisy`` (the per-point accuracy on noisy clouds). Everything else (metrics
+    over points, checkpoints, the contract that SegCertify reads) is ``SegmentationModule``'s."""
+
+    @override
+    def plain_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        plain = super().plain_settings(settings)
+        if plain["scale"] != 1.0 or settings["flip"]:
+            raise ConfigError("model.scale and model.flip: point clouds have no scale; use 1.0")
+        return plain
+
+    @override
+    def build_model(self, settings: dict[str, Any]) -> nn.Module:
+        return settings["net"]
+
+    @override
+    def inference_model(
+        self, scale: float | Sequence[float] | None = None, flip: bool | None = None
+    ) -> nn.Module:
+        """The base model: the net itself (``scale`` 1 and no ``flip`` only)."""
+        if (scale is not None and check_scales(scale) != (1.0,)) or flip:
+            raise ConfigError("certify.scale and certify.flip: point clouds have no scale; use 1")
+        return self.model
+
+    def noisy(self, x: Tensor) -> Tensor:
+        """One draw of the training distribution per cloud (the regime's perturbation)."""
+        augment = getattr(self.objective, "augment", None)
+        return augment(x) if augment is not None else self.noise(x)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0 and self.current_epoch == 0:  # the unit ball, not [0, 1]
+            reach = float(batch[0][:, :3].norm(dim=1).max())
+            if reach > 1 + 1e-4:
+                raise ConfigError(f"training clouds reach norm {reach:.4g} > 1: normalize them")
+            self.check_first_batch(batch)
+
+    @override
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self.model(x)
+        metrics = self.eval_metrics[stage]
+        metrics["pixel_acc"](logits, y)
+        metrics["miou"](logits, y)
+        metrics["pixel_acc_noisy"](self.model(self.noisy(x)), y)
+        loss = nn.functional.cross_entropy(logits, self._targets(y), ignore_index=IGNORE)
+        self.log(f"{stage}/loss", loss, sync_dist=True)
+        self.log_metrics(stage, metrics, quiet="pixel_acc_noisy")

@@ -11,10 +11,9 @@ from pytorch_lightning import LightningModule, Trainer
 
 from callbacks.certification.base import CertificationCallback
 from callbacks.certification.settings import TAKES, Configured, contract_of
-from callbacks.certification.settings.segcertify import SegCertifySettings, radii_of, smoothing_of
+from callbacks.certification.settings.segcertify import SegCertifySettings
 from smoothcert.certifiers.classification import eval_mode
-from smoothcert.certifiers.segmentation import score_segmentation, segmentation_radius
-from smoothcert.errors import ConfigError
+from smoothcert.certifiers.segmentation import score_segmentation
 from smoothcert.noise import example_generator
 from smoothcert.records import BASE, SEG_BASE_SCHEMA, SEG_SCHEMA, RecordSchema, Row, SegImage
 from smoothcert.report.parts import Report
@@ -44,8 +43,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
     selection = {"batch_size": 16, "num_examples": 100, "split": "val"}
 
     def check_model(self, pl_module: LightningModule) -> None:
-        if contract_of(pl_module, self.option).logits_at is None:
-            raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
+        self.config.check_model(contract_of(pl_module, self.option))
         super().check_model(pl_module)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -57,7 +55,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
 
     def radius(self, tau: float, dim: int | None = None) -> float:
         """The certified radius at ``tau`` in this noise and norm (linf: for ``dim`` inputs)."""
-        return segmentation_radius(radii_of(self, dim), tau)
+        return self.config.radius(tau, self.noise, self.norm, self.perturbation, dim)
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         radii = LINF_RADII if self.norm == "linf" else [self.radius(t) for t in self.taus]
@@ -75,7 +73,8 @@ class SegCertifyCertification(Configured, CertificationCallback):
         self.contract, self.overlays = contract_of(pl_module, self.option), []
         self.model, self.device = self.contract.logits_at(self.scale, self.flip), pl_module.device
         self.ignore = self.contract.ignore_index  # the label of unlabelled pixels
-        self.segcertify = self.config.certifier(self.sigma, self.batch_size, *smoothing_of(self))
+        smoothing = (self.noise, self.norm, self.perturbation)
+        self.segcertify = self.config.certifier(self.sigma, self.batch_size, *smoothing)
         return super().start(trainer, pl_module)
 
     def certify_one(self, idx: int, example: tuple, needed: Sequence[str]) -> dict[str, SegImage]:
@@ -110,9 +109,9 @@ class SegCertifyCertification(Configured, CertificationCallback):
             protocol = self.protocol_text(pl_module, images, n0=self.n0, n=self.n)
             return self.config.title(self.noise.name, self.sigma, protocol)
 
-        names = getattr(pl_module.trainer.datamodule.dataset(self.split), "classes", None)
-        classes = (self.contract.num_classes, self.ignore, names)
+        dataset = pl_module.trainer.datamodule.dataset(self.split)  # names, parts (point clouds)
+        classes = (self.contract.num_classes, self.ignore, getattr(dataset, "classes", None))
         overlays = save_overlays(self.output_dir / "overlays", self.overlays, *classes)
-        section = segcertify_section(self.rows, self.taus, self.prefix, self.norm, title)
+        section = segcertify_section(self.rows, self.taus, self.prefix, self.norm, title, dataset)
         records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
         return Report([section], {self.prefix.split("/")[0] + "/overlays": overlays}, records)

@@ -199,10 +199,10 @@ def test_segcertify_report_of_a_heuristic_has_no_cert_keys():
     labels = torch.tensor([0, 1, ABSTAIN, 1])
     scores = score_segmentation(labels, torch.tensor([0, 1, 1, 0]), 2)
     rows = [Row(TAU, 0, RADIUS, 1.0, scores), Row(BASE, 0, 0.0, 0.1, scores)]
-    section = segcertify_section(rows, [TAU], "heuristic/rotation3d_heuristic/", "r", str)
+    section = segcertify_section(rows, [TAU], "heuristic/rotation3d_heuristic_radians/", "r", str)
     assert section.scalars["heuristic/pixel_acc"] == pytest.approx(0.5)
-    assert section.scalars["heuristic/rotation3d_heuristic/radius"] == pytest.approx(RADIUS)
+    assert section.scalars["heuristic/rotation3d_heuristic_radians/radius"] == pytest.approx(RADIUS)
     check_keys(section.scalars, sound=False)  # raises for any cert/ key
     certified = segcertify_section(rows, [TAU], "cert/", "l2", str).scalars
-    renamed = {k.replace("rotation3d_heuristic/", "") for k in section.scalars}
+    renamed = {k.replace("rotation3d_heuristic_radians/", "") for k in section.scalars}
     assert {k.replace("heuristic/", "cert/") for k in renamed} == set(certified)

@@ -13,13 +13,14 @@ from smoothcert.certifiers.segmentation import (
     check_tau,
     guarantee,
     segcertify,
+    segmentation_radius,
     tau_alpha,
     tau_scope,
 )
-from smoothcert.errors import check_alpha, check_count, require
+from smoothcert.errors import ConfigError, check_alpha, check_count, require
 from smoothcert.models.segmenters import check_scales
 from smoothcert.noise import Certificate
-from smoothcert.perturbation import ADDITIVE, is_parametric
+from smoothcert.perturbation import ADDITIVE, Perturbation, is_parametric
 from smoothcert.stats.multiple_testing import FDR, check_correction
 
 
@@ -63,14 +64,14 @@ class SegCertifySettings:
         batch_size: int,
         noise: object,
         norm: str,
-        perturbation: object = ADDITIVE,
+        perturbation: Perturbation = ADDITIVE,
     ) -> Callable:
         """``segcertify`` with these settings, in ``noise`` at ``sigma`` with radii in ``norm``,
-        or over a parameter ``perturbation``'s parameters (its own noise and units; ``noise`` and
-        ``norm`` are then ignored): ``certifier(model, x, generator=...)`` gives every tau's
+        or over a parameter ``perturbation``'s parameters (its own noise and units, e.g. the
+        coordinates of point clouds): ``certifier(model, x, generator=...)`` gives every tau's
         classes and radii."""
         if is_parametric(perturbation):
-            noise, norm = None, None  # the perturbation brings both
+            noise, norm = None, None
         return partial(
             segcertify,
             sigma=sigma,
@@ -86,6 +87,21 @@ class SegCertifySettings:
             norm=norm,
             perturbation=perturbation,
         )
+
+    @staticmethod
+    def radius(
+        tau: float, noise: object, norm: str, perturbation: Perturbation, dim: int | None = None
+    ) -> float:
+        """The certified radius at ``tau``: in a parameter ``perturbation``'s units, else of
+        ``noise`` in ``norm`` (linf: for ``dim`` inputs)."""
+        radii = perturbation if is_parametric(perturbation) else Certificate(noise, norm, dim)
+        return segmentation_radius(radii, tau)
+
+    @staticmethod
+    def check_model(contract: object) -> None:
+        """A one-line ConfigError unless the model's contract gives per-element logits."""
+        if getattr(contract, "logits_at", None) is None:
+            raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
 
     def header(self, radii: object, owner: object = None) -> dict[str, object]:
         """The settings in a record file's header (``radii``: the radius at each tau), then what
@@ -145,16 +161,3 @@ class SegCertifySettings:
         scope = tau_scope(len(self.taus), self.joint)
         head = f"SegCertify {self.correction}, {noise} sigma={sigma:g}"
         return f"{head}\n{protocol}\n{kind}{scope}, {level}"
-
-
-def radii_of(owner: object, dim: int | None = None) -> Certificate | object:
-    """What a SegCertify callback's radii come from: its parameter perturbation (radii in its
-    units), else its noise in its norm (linf: for ``dim`` inputs)."""
-    if is_parametric(owner.perturbation):
-        return owner.perturbation
-    return Certificate(owner.noise, owner.norm, dim)
-
-
-def smoothing_of(owner: object) -> tuple[object, str | None, object]:
-    """``(noise, norm, perturbation)`` of a SegCertify callback, for ``certifier``."""
-    return owner.noise, owner.norm, owner.perturbation

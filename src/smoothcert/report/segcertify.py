@@ -1,6 +1,7 @@
 """What SegCertify reports, without Lightning or wandb: the pooled scores of its rows (per tau and
 for the base model), its summary scalars, curve and lines, and the overlays of an image, its
-ground truth and both predictions."""
+ground truth and both predictions. Point clouds (examples ``[C, N]``) get 3-D scatter overlays
+and, with their dataset's part groups, the ShapeNet-part instance and class mIoU."""
 
 from __future__ import annotations
 
@@ -151,16 +152,96 @@ class SegCertifySummary:
 
 
 def segcertify_section(
-    rows: Sequence[Row], taus: Sequence[float], prefix: str, norm: str, title: Callable[[int], str]
+    rows: Sequence[Row],
+    taus: Sequence[float],
+    prefix: str,
+    norm: str,
+    title: Callable[[int], str],
+    dataset: object = None,
 ) -> Section:
     """SegCertify's report section: the scalars of ``SegCertifySummary.scalars``, the curve
     ``certified_pixel_accuracy`` against the ``norm`` radius (titled ``title(images)``) and one
-    line per tau, then the base model's."""
+    line per tau, then the base model's. For part segmentation (a ``dataset`` with part
+    ``groups`` and ``category_of``, see :func:`part_protocol`) also the ShapeNet-part mIoUs."""
     pooled = SegCertifySummary.of(rows, taus)
     xs, ys, drawing = pooled.curve()
     curve = Curve(CURVE, "radius", xs, {CURVE: ys}, title(pooled.images), f"{norm} radius")
     curve.drawing = drawing
-    return Section(pooled.scalars(prefix), curve, pooled.lines(norm))
+    scalars, lines = pooled.scalars(prefix), pooled.lines(norm)
+    protocol = part_protocol(dataset)
+    if protocol is not None:
+        extra, said = protocol.section(rows, taus, prefix.split("/")[0])
+        scalars.update(extra)
+        lines += said
+    return Section(scalars, curve, lines)
+
+
+@dataclass(frozen=True)
+class PartProtocol:
+    """The ShapeNet-part evaluation (PointNet's ``test_partseg``): each cloud's shape IoU is the
+    mean over its category's parts of intersection / union, a part absent from both the ground
+    truth and the prediction counting 1; abstained points count as errors (in the union, in no
+    intersection). Instance mIoU is the mean over clouds, class mIoU the mean over the
+    categories that occur among them of their clouds' mean (categories without a cloud are left
+    out, not counted as 0). The restriction of predictions to the category's parts is the base
+    model's (``smoothcert.models.pointnet``)."""
+
+    names: tuple[str, ...]
+    groups: tuple[tuple[int, ...], ...]
+    category_of: Callable[[int], int]
+
+    def shape_iou(self, row: Row) -> float:
+        scores = row.scores.double()
+        k = (scores.numel() - 4) // 2
+        parts = list(self.groups[self.category_of(row.idx)])
+        inter, union = scores[4 : 4 + k][parts], scores[4 + k :][parts]
+        ious = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        return float(ious.mean())
+
+    def mious(self, rows: Sequence[Row], kind: float) -> dict[str, float]:
+        """``instance_miou``, ``class_miou`` and ``miou/<category>`` of the rows of ``kind``."""
+        by_category: dict[int, list[float]] = {}
+        for row in rows:
+            if row.kind == kind:
+                by_category.setdefault(self.category_of(row.idx), []).append(self.shape_iou(row))
+        every = [iou for ious in by_category.values() for iou in ious]
+        means = {c: sum(v) / len(v) for c, v in sorted(by_category.items())}
+        result = {"instance_miou": sum(every) / len(every), "class_miou": 0.0}
+        result["class_miou"] = sum(means.values()) / len(means)
+        result.update({f"miou/{self.names[c]}": m for c, m in means.items()})
+        return result
+
+    def section(
+        self, rows: Sequence[Row], taus: Sequence[float], root: str = "cert"
+    ) -> tuple[dict, list[str]]:
+        """The scalars (``cert/instance_miou``, ``cert/class_miou``, per category at the first
+        tau; every tau's as ``...@tau``; the base model's as ``cert/base_...``; ``root`` in place
+        of ``cert`` for a heuristic) and lines."""
+        scalars, lines = {}, []
+        for kind in (*taus, BASE):
+            found = self.mious(rows, kind)
+            name = "base model" if kind == BASE else f"tau={kind:g}"
+            lines.append(
+                f"{name}: instance mIoU {found['instance_miou']:.4f}, class mIoU "
+                f"{found['class_miou']:.4f} (ShapeNet-part protocol)"
+            )
+            if kind == BASE:
+                scalars.update({f"{root}/base_{k}": v for k, v in found.items() if "/" not in k})
+                continue
+            scalars.update({f"{root}/{k}@tau{kind:g}": v for k, v in found.items() if "/" not in k})
+            if kind == taus[0]:
+                scalars.update({f"{root}/{k}": v for k, v in found.items()})
+        return scalars, lines
+
+
+def part_protocol(dataset: object) -> PartProtocol | None:
+    """The part-segmentation protocol of ``dataset`` (point clouds: its ``groups`` of parts per
+    category and ``category_of(index)``), or None (images)."""
+    groups, category_of = getattr(dataset, "groups", None), getattr(dataset, "category_of", None)
+    if groups is None or category_of is None:
+        return None
+    names = tuple(g.category for g in groups)
+    return PartProtocol(names, tuple(tuple(g.parts) for g in groups), category_of)
 
 
 def save_overlays(
@@ -177,5 +258,53 @@ def save_overlays(
     for idx, x, mask, base, certified in overlays:
         path = folder / f"segcertify_{idx:05d}.png"
         maps = (mask, base, certified, num_classes, ignore)
-        paths.append(save_overlay(path, x, *maps, class_names=names))
+        draw = save_cloud_overlay if x.dim() == 2 else save_overlay  # [C, N]: a point cloud
+        paths.append(draw(path, x, *maps, class_names=names))
     return paths
+
+
+def save_cloud_overlay(
+    path: Path,
+    cloud,
+    mask,
+    base,
+    certified,
+    num_classes: int,
+    ignore: int,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """A point cloud ``[C, N]`` (xyz first, y up) three times, as 3-D scatter plots: ground truth,
+    base prediction and certified prediction, points coloured by part, abstained points grey,
+    with a legend of the parts shown."""
+    colours = palette(num_classes).numpy()
+    xyz = cloud[:3].float().numpy()
+
+    def paint(labels: torch.Tensor):
+        index = labels.clamp(0, num_classes - 1).numpy()
+        painted = colours[index].copy()
+        painted[(labels == -1).numpy()] = (0.6, 0.6, 0.6)
+        painted[(labels == ignore).numpy()] = (0.0, 0.0, 0.0)
+        return painted
+
+    fig = plt.figure(figsize=(12, 4.2), dpi=100)
+    panels = (
+        ("ground truth", mask),
+        ("base model", base),
+        ("certified (grey: abstain)", certified),
+    )
+    for i, (title, labels) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, 3, i, projection="3d")
+        ax.scatter(xyz[0], xyz[2], xyz[1], c=paint(labels), s=4, depthshade=False)
+        ax.set_title(title)
+        ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+        ax.view_init(elev=20, azim=-60)
+        ax.set_axis_off()
+    entries = class_legend([mask, base, certified], num_classes, ignore, class_names)
+    for entry in entries:
+        if entry.get_label() == "abstain":
+            entry.set_facecolor((0.6, 0.6, 0.6))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles=entries, loc="lower center", ncol=min(len(entries), 8), frameon=False)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path

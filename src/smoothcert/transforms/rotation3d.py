@@ -5,15 +5,17 @@ channels 3-5 when present (``normals``), any further channel (colour, a category
 ``psi_R(x)``: the coordinates ``c + R (p - c)`` (about the ``center`` ``c``, default the origin:
 the clouds are centred before smoothing) and the normals ``R n``. No clipping, no interpolation.
 
-- :class:`AxisRotation3D` (``rotation3d``): ``R = R_axis(theta)``, a rotation by ``theta``
-  RADIANS about one fixed axis (default ``y``, ShapeNet's up axis). These compose exactly,
+- :class:`AxisRotation3D` (``perturbation=rotation3d``; keys ``cert/rotation3d_radians/``):
+  ``R = R_axis(theta)``, a rotation by ``theta`` RADIANS about one fixed axis (default ``y``,
+  ShapeNet's up axis). These compose exactly,
   ``R_a(s) R_a(t) = R_a(s + t)``, so ``psi_s . psi_t = psi_(s+t)`` and Cohen's theorem applied to
   ``h(t) = f(psi_t(x))`` certifies (Fischer et al. 2020, Theorem 3.2 with exact composition): with
   ``theta ~ N(0, sigma^2)``, a class of probability ``p_A`` keeps probability above 1/2 at
   ``psi_t(x)`` for every ``|t| < sigma Phi^-1(p_A)`` (radians; since ``R_a`` has period 2 pi,
   every ``t`` congruent to such an angle too). SegCertify per point with this perturbation is
   therefore a certificate per point, radius ``sigma Phi^-1(tau)`` radians.
-- :class:`AxisAngleRotation3D` (``rotation3d_heuristic``): ``R = exp([v]_x)`` for an axis-angle
+- :class:`AxisAngleRotation3D` (``perturbation=rotation3d_heuristic``; keys
+  ``heuristic/rotation3d_heuristic_radians/``): ``R = exp([v]_x)`` for an axis-angle
   vector ``v ~ N(0, sigma^2 I_3)`` (what the paper's code draws; Euler angles behave alike).
   Rotations about different axes do not commute: ``exp([u]_x) exp([v]_x) = exp([u + v + u x v / 2
   + ...]_x)`` (BCH), so ``psi_u . psi_v != psi_(u+v)`` and the theorem does not cover the attack
@@ -81,6 +83,7 @@ class CloudRotation(ParameterPerturbation):
     cloud has at least 6 channels); ``center``: the point rotated about (each coordinate)."""
 
     units: ClassVar[str] = "radians"
+    option: ClassVar[str] = ""  # the config's name (conf/perturbation); ``name`` (keys) says units
 
     def __init__(self, noise: Noise, normals: bool | None = None, center: float = 0.0) -> None:
         super().__init__(noise)
@@ -102,7 +105,7 @@ class CloudRotation(ParameterPerturbation):
     def check_input(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 2 or shape[0] < 3:
             raise ConfigError(
-                f"perturbation={self.name} rotates point clouds [C, N] (xyz in channels 0-2), "
+                f"perturbation={self.option} rotates point clouds [C, N] (xyz in channels 0-2), "
                 f"but the examples have shape {list(shape)}: use it with point-cloud data"
             )
         if self.normals and shape[0] < 6:
@@ -132,7 +135,7 @@ class AxisRotation3D(CloudRotation):
     """Rotation by ``theta ~ N(0, sigma^2)`` radians about one fixed ``axis`` (x, y or z): it
     composes exactly, so its radius ``sigma Phi^-1(p_A)`` (radians) is a certificate."""
 
-    name, num_params = "rotation3d", 1
+    name, option, num_params = "rotation3d_radians", "rotation3d", 1
 
     def __init__(
         self, noise: Noise, axis: str = "y", normals: bool | None = None, center: float = 0.0
@@ -153,7 +156,8 @@ class AxisAngleRotation3D(CloudRotation):
     """Rotation by an axis-angle vector ``v ~ N(0, sigma^2 I_3)`` (radians): rotations about
     three axes do not compose additively, so its radius is a heuristic, NOT a certificate."""
 
-    name, num_params, certified = "rotation3d_heuristic", 3, False
+    name, num_params, certified = "rotation3d_heuristic_radians", 3, False
+    option = "rotation3d_heuristic"
     units = "radians (l2 norm of the axis-angle vector)"
 
     def matrices(self, params: Tensor) -> Tensor:
