@@ -12,6 +12,7 @@ from scipy.stats import norm
 
 from callbacks.certification.segcertify import SegCertifyCertification
 from callbacks.reporting import check_keys
+from lightning_modules.run.config_checks import check_perturbation_used
 from smoothcert.certifiers.segmentation import score_segmentation, segcertify
 from smoothcert.errors import ConfigError
 from smoothcert.noise import GaussianNoise
@@ -206,3 +207,11 @@ def test_segcertify_report_of_a_heuristic_has_no_cert_keys():
     certified = segcertify_section(rows, [TAU], "cert/", "l2", str).scalars
     renamed = {k.replace("rotation3d_heuristic_radians/", "") for k in section.scalars}
     assert {k.replace("heuristic/", "cert/") for k in renamed} == set(certified)
+
+
+def test_a_certifier_with_its_own_perturbation_passes_the_config_check(make_cfg):
+    cfg = make_cfg("+experiment=shapes3d_rotation_seg")  # trains on xyz, certifies rotations
+    check_perturbation_used(cfg, {})
+    assert cfg.certify.perturbation.noise.sigma == cfg.certify.sigma
+    with pytest.raises(ConfigError, match="does not smooth over perturbation"):
+        check_perturbation_used(make_cfg("+experiment=shapes3d_seg", "~certify.perturbation"), {})
