@@ -204,6 +204,9 @@ def test_segcertify_report_of_a_heuristic_has_no_cert_keys():
     assert section.scalars["heuristic/pixel_acc"] == pytest.approx(0.5)
     assert section.scalars["heuristic/rotation3d_heuristic_radians/radius"] == pytest.approx(RADIUS)
     check_keys(section.scalars, sound=False)  # raises for any cert/ key
+    assert section.curve.stem == "heuristic_pixel_accuracy"
+    assert "not a certificate" in section.curve.x_label
+    assert "NOT certified" in section.lines[0] and "certified pixel" not in " ".join(section.lines)
     certified = segcertify_section(rows, [TAU], "cert/", "l2", str).scalars
     renamed = {k.replace("rotation3d_heuristic_radians/", "") for k in section.scalars}
     assert {k.replace("heuristic/", "cert/") for k in renamed} == set(certified)

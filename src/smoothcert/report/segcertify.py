@@ -18,6 +18,7 @@ from smoothcert.report.plots import palette, plt
 
 TITLES = ("input", "ground truth", "base model", "certified (white: abstain)")
 CURVE = "certified_pixel_accuracy"
+HEURISTIC_CURVE = "heuristic_pixel_accuracy"  # the same curve of a heuristic (not certified)
 
 
 def class_legend(
@@ -161,13 +162,18 @@ def segcertify_section(
 ) -> Section:
     """SegCertify's report section: the scalars of ``SegCertifySummary.scalars``, the curve
     ``certified_pixel_accuracy`` against the ``norm`` radius (titled ``title(images)``) and one
-    line per tau, then the base model's. For part segmentation (a ``dataset`` with part
-    ``groups`` and ``category_of``, see :func:`part_protocol`) also the ShapeNet-part mIoUs."""
-    pooled = SegCertifySummary.of(rows, taus)
+    line per tau, then the base model's; for a heuristic's ``prefix`` (``heuristic/...``) the
+    curve is ``heuristic_pixel_accuracy`` and the axis and lines say "not certified". For part
+    segmentation (a ``dataset`` with part ``groups`` and ``category_of``, see
+    :func:`part_protocol`) also the ShapeNet-part mIoUs."""
+    pooled, sound = SegCertifySummary.of(rows, taus), prefix.split("/")[0] == "cert"
     xs, ys, drawing = pooled.curve()
-    curve = Curve(CURVE, "radius", xs, {CURVE: ys}, title(pooled.images), f"{norm} radius")
+    name, label = (CURVE, "") if sound else (HEURISTIC_CURVE, ", heuristic: not a certificate")
+    curve = Curve(name, "radius", xs, {name: ys}, title(pooled.images), f"{norm} radius{label}")
     curve.drawing = drawing
     scalars, lines = pooled.scalars(prefix), pooled.lines(norm)
+    if not sound:  # a heuristic (prefix heuristic/...) certifies nothing: its lines say so
+        lines = [line.replace("certified", "heuristic (NOT certified)") for line in lines]
     protocol = part_protocol(dataset)
     if protocol is not None:
         extra, said = protocol.section(rows, taus, prefix.split("/")[0])
