@@ -48,7 +48,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
         super().check_model(pl_module)
 
     def prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.config.warn()
+        self.objective = self.config.prepare(self.prefix)  # heuristic/miou for a heuristic
 
     def schemas(self) -> dict[str, RecordSchema]:
         """The certified rows (``segcertify.tsv``) and the base model's rows."""
@@ -60,7 +60,7 @@ class SegCertifyCertification(Configured, CertificationCallback):
 
     def metadata(self, pl_module: LightningModule, checkpoint: str, key: str = "") -> dict:
         radii = LINF_RADII if self.norm == "linf" else [self.radius(t) for t in self.taus]
-        settings = {**self.config.header(radii), **self.perturbation_settings()}  # points: xyz
+        settings = self.config.header(radii, self)  # the perturbation's settings too (points: xyz)
         return self.header(pl_module, checkpoint, "segcertify", settings, MODEL_KEYS)
 
     def describe(self, todo: int, total: int, world: int) -> str:
@@ -115,4 +115,4 @@ class SegCertifyCertification(Configured, CertificationCallback):
         overlays = save_overlays(self.output_dir / "overlays", self.overlays, *classes)
         section = segcertify_section(self.rows, self.taus, self.prefix, self.norm, title, dataset)
         records = f"{self.output_dir / 'segcertify.tsv'} and segcertify_base.tsv"
-        return Report([section], {"cert/overlays": overlays}, records)
+        return Report([section], {self.prefix.split("/")[0] + "/overlays": overlays}, records)

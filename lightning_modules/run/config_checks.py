@@ -101,7 +101,8 @@ def check_perturbation_used(cfg: DictConfig, choices: Mapping[str, str]) -> None
         )
     if isinstance(certify, DictConfig) and certify.get("_target_"):
         certify_node = OmegaConf.to_container(certify, resolve=False)
-        if not _mentions(certify_node, "${perturbation"):
+        own = isinstance(certify_node.get("perturbation"), dict)  # its own, e.g. rotation3d
+        if not own and not _mentions(certify_node, "${perturbation"):
             raise ConfigError(
                 f"certify={choices.get('certify') or certify.get('_target_')} does not smooth over "
                 f"perturbation={name}: use certify=cohen (or perturbation=additive)"

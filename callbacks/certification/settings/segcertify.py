@@ -103,8 +103,10 @@ class SegCertifySettings:
         if getattr(contract, "logits_at", None) is None:
             raise ConfigError("certify=segcertify needs a segmentation model: use model=seg_small")
 
-    def header(self, radii: object) -> dict[str, object]:
-        """The settings in a record file's header (``radii``: the radius at each tau)."""
+    def header(self, radii: object, owner: object = None) -> dict[str, object]:
+        """The settings in a record file's header (``radii``: the radius at each tau), then what
+        the callback ``owner`` says about its perturbation (``perturbation_settings``: nothing
+        for additive noise; a transformation's name, units and settings)."""
         return {
             "guarantee": guarantee(self.correction, self.budget, len(self.taus), self.joint),
             "n0": self.n0,
@@ -118,7 +120,15 @@ class SegCertifySettings:
             "budget": self.budget,
             "scale": self.scale,
             "flip": self.flip,
+            **(owner.perturbation_settings() if owner is not None else {}),
         }
+
+    def prepare(self, prefix: str) -> str:
+        """Warns (``warn``) and returns the summary key a sweeper optimizes: ``cert/miou``, or
+        ``heuristic/miou`` when the keys' ``prefix`` is a heuristic's (a perturbation that does
+        not compose, e.g. rotation3d_heuristic)."""
+        self.warn()
+        return f"{prefix.split('/')[0]}/miou"
 
     def describe(self) -> str:
         """``n0=10 n=100 tau=[0.75] alpha=0.001 (single tau) holm``, for the opening line."""

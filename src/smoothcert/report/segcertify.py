@@ -18,6 +18,7 @@ from smoothcert.report.plots import palette, plt
 
 TITLES = ("input", "ground truth", "base model", "certified (white: abstain)")
 CURVE = "certified_pixel_accuracy"
+HEURISTIC_CURVE = "heuristic_pixel_accuracy"  # the same curve of a heuristic (not certified)
 
 
 def class_legend(
@@ -109,15 +110,16 @@ class SegCertifySummary:
         """``cert/pixel_acc``, ``cert/miou``, ``cert/abstain`` and ``<prefix>radius`` at the
         first tau, the seconds per image, the base model's scores and every tau's scores."""
         first, pooled, seconds = self.taus[0], self.pooled, self.seconds
-        summary = {f"cert/{name}": value for name, value in pooled[first].items()}
+        root = prefix.split("/")[0]  # cert, or heuristic for a prefix heuristic/... (no cert/)
+        summary = {f"{root}/{name}": value for name, value in pooled[first].items()}
         summary[f"{prefix}radius"] = self.radius[first]
-        summary["cert/time_per_image"] = seconds[first]
+        summary[f"{root}/time_per_image"] = seconds[first]
         for name in ("pixel_acc", "miou"):
-            summary[f"cert/base_{name}"] = pooled[BASE][name]
-        summary["cert/base_time_per_image"] = seconds[BASE]
+            summary[f"{root}/base_{name}"] = pooled[BASE][name]
+        summary[f"{root}/base_time_per_image"] = seconds[BASE]
         for tau in self.taus:
-            summary.update({f"cert/{k}@tau{tau:g}": v for k, v in pooled[tau].items()})
-        summary["cert/num_examples"] = float(self.images)
+            summary.update({f"{root}/{k}@tau{tau:g}": v for k, v in pooled[tau].items()})
+        summary[f"{root}/num_examples"] = float(self.images)
         return summary
 
     def curve(self) -> tuple[list[float], list[float], dict[str, object]]:
@@ -160,16 +162,21 @@ def segcertify_section(
 ) -> Section:
     """SegCertify's report section: the scalars of ``SegCertifySummary.scalars``, the curve
     ``certified_pixel_accuracy`` against the ``norm`` radius (titled ``title(images)``) and one
-    line per tau, then the base model's. For part segmentation (a ``dataset`` with part
-    ``groups`` and ``category_of``, see :func:`part_protocol`) also the ShapeNet-part mIoUs."""
-    pooled = SegCertifySummary.of(rows, taus)
+    line per tau, then the base model's; for a heuristic's ``prefix`` (``heuristic/...``) the
+    curve is ``heuristic_pixel_accuracy`` and the axis and lines say "not certified". For part
+    segmentation (a ``dataset`` with part ``groups`` and ``category_of``, see
+    :func:`part_protocol`) also the ShapeNet-part mIoUs."""
+    pooled, sound = SegCertifySummary.of(rows, taus), prefix.split("/")[0] == "cert"
     xs, ys, drawing = pooled.curve()
-    curve = Curve(CURVE, "radius", xs, {CURVE: ys}, title(pooled.images), f"{norm} radius")
+    name, label = (CURVE, "") if sound else (HEURISTIC_CURVE, ", heuristic: not a certificate")
+    curve = Curve(name, "radius", xs, {name: ys}, title(pooled.images), f"{norm} radius{label}")
     curve.drawing = drawing
     scalars, lines = pooled.scalars(prefix), pooled.lines(norm)
+    if not sound:  # a heuristic (prefix heuristic/...) certifies nothing: its lines say so
+        lines = [line.replace("certified", "heuristic (NOT certified)") for line in lines]
     protocol = part_protocol(dataset)
     if protocol is not None:
-        extra, said = protocol.section(rows, taus)
+        extra, said = protocol.section(rows, taus, prefix.split("/")[0])
         scalars.update(extra)
         lines += said
     return Section(scalars, curve, lines)
@@ -210,9 +217,12 @@ class PartProtocol:
         result.update({f"miou/{self.names[c]}": m for c, m in means.items()})
         return result
 
-    def section(self, rows: Sequence[Row], taus: Sequence[float]) -> tuple[dict, list[str]]:
+    def section(
+        self, rows: Sequence[Row], taus: Sequence[float], root: str = "cert"
+    ) -> tuple[dict, list[str]]:
         """The scalars (``cert/instance_miou``, ``cert/class_miou``, per category at the first
-        tau; every tau's as ``...@tau``; the base model's as ``cert/base_...``) and lines."""
+        tau; every tau's as ``...@tau``; the base model's as ``cert/base_...``; ``root`` in place
+        of ``cert`` for a heuristic) and lines."""
         scalars, lines = {}, []
         for kind in (*taus, BASE):
             found = self.mious(rows, kind)
@@ -222,11 +232,11 @@ class PartProtocol:
                 f"{found['class_miou']:.4f} (ShapeNet-part protocol)"
             )
             if kind == BASE:
-                scalars.update({f"cert/base_{k}": v for k, v in found.items() if "/" not in k})
+                scalars.update({f"{root}/base_{k}": v for k, v in found.items() if "/" not in k})
                 continue
-            scalars.update({f"cert/{k}@tau{kind:g}": v for k, v in found.items() if "/" not in k})
+            scalars.update({f"{root}/{k}@tau{kind:g}": v for k, v in found.items() if "/" not in k})
             if kind == taus[0]:
-                scalars.update({f"cert/{k}": v for k, v in found.items()})
+                scalars.update({f"{root}/{k}": v for k, v in found.items()})
         return scalars, lines
 
 
