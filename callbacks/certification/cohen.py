@@ -15,9 +15,16 @@ from callbacks.certification.parts import classification_parts
 from callbacks.certification.settings import TAKES
 from callbacks.certification.settings.classification import CohenSettings
 from smoothcert.certifiers.examples import certify_group
+from smoothcert.certifiers.sequential import SequentialRun
+from smoothcert.errors import require
 from smoothcert.perturbation import is_parametric
-from smoothcert.records import COHEN_SCHEMA, CohenRecord
+from smoothcert.records import COHEN_SCHEMA, SEQUENTIAL_SCHEMA, CohenRecord, without_interrupted
 from smoothcert.report.classification import certify_title
+
+IN_RANGE_REFUSED = (
+    "the in-range restriction of this perturbation draws its own samples; use certify.topk or "
+    "an additive noise, or certify.sequential=false"
+)
 
 
 class CohenCertification(ClassificationCertification):
@@ -63,19 +70,47 @@ class CohenCertification(ClassificationCertification):
         self.settings = {**settings, **self.perturbation_settings()}
         self.parts = classification_parts(self, self.topk, self.gammas)
         self.in_range = any(part.key == "in_range" for part in self.parts)
+        if self.sequential:  # issue 23: smoothcert.certifiers.sequential
+            require(not self.in_range, f"certify.sequential=true: {IN_RANGE_REFUSED}")
+            self.run = SequentialRun(self.n0, self.n, self.alpha, self.radii, self.budget)
+            self.schema, self.settings = SEQUENTIAL_SCHEMA, {**self.settings, **self.run.header}
+
+    def describe(self, todo: int, total: int, world: int) -> str:
+        self.todo, self.world = todo, world  # this rank's share of the budget
+        return super().describe(todo, total, world)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> AbstractContextManager:
         self.smooth = self.smoothed(pl_module, channels_last=self.channels_last)
         self.choose_groups(trainer, self.smooth, self.n0, self.n)
+        if self.sequential:
+            mine = len(range(trainer.global_rank, self.todo, self.world))
+            self.run.start(mine, self.world, lambda: bool(getattr(trainer, "received_sigterm", 0)))
         return super().start(trainer, pl_module)
 
     def certify_group(self, items: Sequence[Item]) -> Iterator[dict[str, CohenRecord]]:
         group, settings = self.inputs(items), (self.n0, self.n, self.alpha, self.samples_per_batch)
+        if self.sequential:  # after an interrupt, the records at the last check, then a stop
+            ks = next((part.ks for part in self.parts if part.key == "topk"), None)
+            pairs, stopped = self.run.group(self.smooth, group, self.samples_per_batch, ks)
+            yield from ({"cohen": r, **({"topk": t} if t else {})} for r, t in pairs)
+            if stopped:
+                raise KeyboardInterrupt("sequential certification interrupted (SIGINT/SIGTERM)")
+            return
         if drawing := next((part for part in self.parts if part.key), None):  # top-k, in-range
             pairs = drawing.draw(self.smooth, *group, settings)
             yield from ({"cohen": record, drawing.key: extra} for record, extra in pairs)
         else:
             yield from ({"cohen": r} for r in certify_group(self.smooth, *group, *settings))
+
+    def _previous(self, trainer: Trainer, stores: dict) -> dict[str, list]:
+        """Resume: also certifies again (from scratch, on the same stream, so as without the
+        interrupt) the examples an interrupt stopped early."""
+        previous, redo = without_interrupted(super()._previous(trainer, stores), self.key)
+        if redo:
+            for key, store in stores.items() if trainer.global_rank == 0 else ():
+                store.merge(previous[key])
+            trainer.strategy.barrier("sequential_redo")
+        return previous
 
     def title(self, pl_module: LightningModule) -> str:
         name = self.perturbation.name if is_parametric(self.perturbation) else None

@@ -15,6 +15,7 @@ from callbacks.certification.checks import (
     check_radii,
     check_sample_sizes,
 )
+from smoothcert.certifiers.sequential import parse_budget
 from smoothcert.errors import ConfigError, check_alpha, check_count
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)  # l2 radii of the certified curve's summary
@@ -33,10 +34,24 @@ class CohenSettings:
     channels_last: bool = False
     topk: Sequence[int] | None = None
     gammas: Sequence[float] | None = None
+    # Sequential CERTIFY (issue 23; smoothcert.certifiers.sequential): sample until every radius
+    # of ``radii`` is decided, n being the cap; ``budget`` (forward passes, or a time "10m")
+    # is shared over the run's examples (SharedBudget). The radius column is the certificate at
+    # the final lower bound of the confidence sequence, so ACR (cert/acr) is computed from it as
+    # in fixed-n mode: the mean radius of correct examples, abstentions 0. It is lower than a
+    # fixed-n ACR, since an example stops once its grid radii are decided.
+    sequential: bool = False
+    budget: int | str | None = None
 
     def __post_init__(self) -> None:
         self.n0, self.n = check_count(self.n0, "certify.n0"), check_count(self.n, "certify.n")
         self.alpha = check_alpha(self.alpha, "certify.alpha")
+        parse_budget(self.budget)
+        if self.budget is not None and not self.sequential:
+            raise ConfigError(
+                f"certify.budget={self.budget!r} needs certify.sequential=true (fixed-n CERTIFY "
+                "draws n samples per example): set both, or certify.budget=null"
+            )
         if swapped := check_sample_sizes(self.n0, self.n, self.alpha):
             rank_zero_warn(swapped)
 

@@ -4,7 +4,7 @@ the Gaussian-smoothed classifier within an l2 radius, from the class counts of n
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,16 @@ from smoothcert.certifiers.examples import certify_group_details
 from smoothcert.errors import ConfigError, check_alpha, check_sigma
 from smoothcert.records import CohenRecord
 from smoothcert.records.topk import TopKRecord
+from smoothcert.stats.sequential import confidence_sequence
 
-__all__ = ["certify_group_topk", "check_topk", "simultaneous_bounds", "topk_radius"]
+__all__ = [
+    "anytime_simultaneous_bounds",
+    "certify_group_topk",
+    "check_topk",
+    "simultaneous_bounds",
+    "topk_radius",
+    "topk_records_sequential",
+]
 
 
 def check_topk(ks: Sequence[int], num_classes: int, name: str = "certify.topk") -> list[int]:
@@ -47,8 +55,25 @@ def simultaneous_bounds(counts: Sequence[int], alpha: float) -> tuple[np.ndarray
     return lower, upper
 
 
+def anytime_simultaneous_bounds(
+    counts: Sequence[int], alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`simultaneous_bounds` for counts taken up to a stopping time (sequential CERTIFY):
+    each class's two-sided beta-binomial confidence sequence (``smoothcert.stats.sequential``) at
+    level ``alpha / K``, so with probability at least ``1 - alpha`` every lower and upper bound
+    holds at once, at every time, hence at the (data-dependent) time sampling stopped."""
+    k = np.asarray(counts, dtype=np.int64)
+    return confidence_sequence(k, np.full_like(k, int(k.sum())), alpha / len(k))
+
+
 def topk_radius(
-    counts: Sequence[int], label: int, k: int, sigma: float, alpha: float
+    counts: Sequence[int],
+    label: int,
+    k: int,
+    sigma: float,
+    alpha: float,
+    *,
+    bounds: Callable[[Sequence[int], float], tuple[np.ndarray, np.ndarray]] = simultaneous_bounds,
 ) -> float | None:
     """The l2 radius within which ``label`` is among the top ``k`` classes of the smoothed
     classifier g(x) = argmax_c P(f(x + eps) = c), eps ~ N(0, sigma^2 I), or None if not certified.
@@ -65,7 +90,9 @@ def topk_radius(
     ``p_St = min(sum of their upper bounds, 1 - p_lower)``; R_t solves
     ``Phi(Phi^-1(p_lower) - R/sigma) = Phi(Phi^-1(p_St) + R/sigma) / t`` (R_t = 0 if
     ``p_lower <= p_St / t``) and R = max_t R_t, found by Brent's method on a bracket that doubles
-    until it holds the root (no cap). For k = 1 this is Cohen et al.'s two-class radius
+    until it holds the root (no cap). ``bounds`` gives the simultaneous bounds (default
+    Clopper-Pearson for n fixed in advance; :func:`anytime_simultaneous_bounds` after sequential
+    sampling). For k = 1 this is Cohen et al.'s two-class radius
     ``sigma / 2 (Phi^-1(p_lower) - Phi^-1(p_B))`` with ``p_B = min(b_1, 1 - p_lower)``; for k = K
     every label is in the top K and the radius is ``inf``.
     """
@@ -79,7 +106,7 @@ def topk_radius(
     sigma, alpha = check_sigma(sigma), check_alpha(alpha)
     if k == num_classes:
         return math.inf
-    lower, upper = simultaneous_bounds(counts, alpha)
+    lower, upper = bounds(counts, alpha)
     p_lower = float(lower[label])
     others = np.sort(np.delete(upper, label))[::-1][:k]  # the k largest upper bounds, decreasing
     radii = []
@@ -123,4 +150,25 @@ def certify_group_topk(
     for record, row in zip(records, counts.tolist(), strict=True):
         radii = tuple(topk_radius(row, record.label, k, smooth.sigma, alpha) for k in ks)
         out.append((record, TopKRecord(record.idx, record.label, tuple(ks), radii)))
+    return out
+
+
+def topk_records_sequential(
+    records: Sequence[CohenRecord], counts: Sequence[Sequence[int]], ks: Sequence[int],
+    sigma: float, alpha: float,
+) -> list[TopKRecord]:  # fmt: skip
+    """The top-k records of sequentially certified examples from the class counts of their
+    estimation samples (drawn up to a data-dependent stopping time, so the bounds are
+    :func:`anytime_simultaneous_bounds`; each certificate holds with probability >= 1 - alpha)."""
+    out = []
+    for record, row in zip(records, counts, strict=True):
+        row = [int(c) for c in row]
+        if sum(row) == 0:  # no estimation sample (a budget of 0): nothing certified
+            radii = tuple(math.inf if k == len(row) else None for k in ks)
+        else:
+            radii = tuple(
+                topk_radius(row, record.label, k, sigma, alpha, bounds=anytime_simultaneous_bounds)
+                for k in ks
+            )
+        out.append(TopKRecord(record.idx, record.label, tuple(ks), radii))
     return out

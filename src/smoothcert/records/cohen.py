@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,13 @@ from smoothcert.records.tsv import COHEN_COLUMNS, parse_time
 __all__ = [
     "COHEN_SCHEMA",
     "RESUME_KEYS",
+    "SEQUENTIAL_COLUMNS",
+    "SEQUENTIAL_SCHEMA",
+    "STOP_REASONS",
     "CohenRecord",
+    "SequentialRecord",
+    "parse_sequential",
+    "without_interrupted",
     "parse_cohen",
     "read_records",
     "records_to_columns",
@@ -89,3 +96,69 @@ def records_to_columns(records: Iterable[CohenRecord]) -> dict[str, list]:
         for name in fields:
             out[name].append(getattr(record, name))
     return out
+
+
+# ----- sequential CERTIFY (certify.sequential=true, issue 23) ------------------------------------
+
+# Cohen's columns, then: estimation samples used, count of the selected class among them, the
+# final lower bound on p_A (of the confidence sequence), why sampling stopped, and the largest
+# grid radius certified (nan: none). ``radius`` is the noise's certificate at ``p_lower``.
+SEQUENTIAL_COLUMNS = (*COHEN_COLUMNS, "samples", "count", "p_lower", "stop", "grid_radius")
+STOP_REASONS = ("decided", "cap", "budget", "interrupted")
+SEQUENTIAL_RESUME_KEYS = resume_keys(
+    "sigma", "noise", "norm", "n0", "n", "alpha", "sequential", "radii", "budget",
+    "confidence_sequence", "checks",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SequentialRecord(CohenRecord):
+    """A sequential CERTIFY record: Cohen's, plus ``samples`` (estimation samples drawn after the
+    n0 selection ones), ``count`` (of the selected class among them), ``p_lower`` (the final
+    lower bound of the confidence sequence, valid at the stopping time), ``stop`` (one of
+    ``STOP_REASONS``) and ``grid_radius`` (the largest certified radius of the grid; nan: none)."""
+
+    samples: int = 0
+    count: int = 0
+    p_lower: float = 0.0
+    stop: str = "decided"
+    grid_radius: float = math.nan
+
+    def to_row(self) -> str:
+        extra = [str(self.samples), str(self.count), repr(float(self.p_lower)), self.stop]
+        return "\t".join([super().to_row(), *extra, repr(float(self.grid_radius))])
+
+
+def parse_sequential(
+    metadata: Mapping[str, str], rows: Sequence[Mapping[str, str]]
+) -> list[SequentialRecord]:
+    """One sequential record per row."""
+    cohen = parse_cohen(metadata, rows)
+    return [
+        SequentialRecord(
+            *dataclasses.astuple(record),
+            samples=int(row["samples"]),
+            count=int(row["count"]),
+            p_lower=float(row["p_lower"]),
+            stop=row["stop"],
+            grid_radius=float(row["grid_radius"]),
+        )
+        for record, row in zip(cohen, rows, strict=True)
+    ]
+
+
+SEQUENTIAL_SCHEMA: RecordSchema[SequentialRecord] = RecordSchema(
+    "certify.tsv",
+    SEQUENTIAL_COLUMNS,
+    SEQUENTIAL_RESUME_KEYS,
+    parse_sequential,
+    "sequential CERTIFY",
+)
+
+
+def without_interrupted(previous: Mapping[str, list], key: str) -> tuple[dict[str, list], set[int]]:
+    """Resume's view of a sequential run: every file's records (``previous``, by file key) but
+    those of the examples whose ``key`` record an interrupt stopped (stop "interrupted"), and
+    their indices (to certify again from scratch)."""
+    redo = {r.idx for r in previous[key] if getattr(r, "stop", "") == "interrupted"}
+    return {k: [r for r in rs if r.idx not in redo] for k, rs in previous.items()}, redo
