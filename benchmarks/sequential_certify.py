@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +74,10 @@ class Rows:
         self.path = out / f"{label}.{method}.tsv"
         self.file = self.path.open("w", newline="")
         self.file.write(f"# {NAMES[method]}; {settings}\n")
-        self.columns = ["idx", "label", "predict", "radius", "passes", "passes_sum", "time"]
-        self.columns += ["p_label"] + grid_columns(radii, "cert") + grid_columns(radii, "draws")
+        self.columns = ["idx", "label", "predict", "radius", "passes", "passes_sum", "time", "cpu"]
+        self.columns += (
+            ["p_label", "stop"] + grid_columns(radii, "cert") + grid_columns(radii, "draws")
+        )
         self.writer = csv.DictWriter(self.file, self.columns, delimiter="\t", restval="")
         self.writer.writeheader()
 
@@ -84,17 +86,34 @@ class Rows:
         self.file.flush()
 
 
+class Clock:
+    """Wall and process CPU seconds of a block (the CPU time is the fairer ratio on a shared
+    machine, where the wall time also counts waiting for a core)."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def into(self, row: dict) -> dict:
+        row.update(time=self.wall, cpu=self.cpu)
+        return row
+
+
 def run_fixed(smooth, x, label, idx, args, radii) -> dict:
     generator = example_generator(args.seed, idx, x.device)
-    start = time.perf_counter()
-    results, _, counts = smooth.certify_many_with_predictions(
-        [x], args.n0, args.n, args.alpha, args.batch_size, [generator]
-    )
-    elapsed = time.perf_counter() - start
+    with Clock() as clock:
+        results, _, counts = smooth.certify_many_with_predictions(
+            [x], args.n0, args.n, args.alpha, args.batch_size, [generator]
+        )
     prediction, radius = results[0]
     correct = prediction == label
     row = {"idx": idx, "label": label, "predict": prediction, "radius": radius}
-    row.update(passes=args.n0 + args.n, time=elapsed, p_label=int(counts[0, label]) / args.n)
+    row.update(passes=args.n0 + args.n, p_label=int(counts[0, label]) / args.n)
+    clock.into(row)
     for r, col in zip(radii, grid_columns(radii, "cert"), strict=True):
         row[col] = int(correct and radius >= r)
     return row
@@ -108,7 +127,7 @@ def run_voracek(model, noise, thresholds, x, label, idx, args, radii) -> dict:
     decisions: dict[float, tuple[int, int]] = {}
     kept: list[np.ndarray] = []
     drawn, size = 0, args.first_batch
-    start = time.perf_counter()
+    clock = Clock().__enter__()
     while len(decisions) < len(radii) and drawn < cap:
         m = min(size, cap - drawn)
         got = sample(model, [x], [m], [stream], right, batch_size=args.batch_size).result()[0]
@@ -121,18 +140,34 @@ def run_voracek(model, noise, thresholds, x, label, idx, args, radii) -> dict:
                 decision, used = thresholds[r].decide(path)
                 if decision != -1 or drawn == cap:
                     decisions[r] = (int(decision), int(used))
-    elapsed = time.perf_counter() - start
+    clock.__exit__()
     certified = [r for r in radii if decisions[r][0] == ROBUST]
     row = {"idx": idx, "label": label, "predict": label if certified else -1}
-    row.update(radius=max(certified) if certified else 0.0, passes=drawn, time=elapsed)
+    row.update(radius=max(certified) if certified else 0.0, passes=drawn)
+    clock.into(row)
     row["passes_sum"] = sum(used for _, used in decisions.values())
-    for r, c, d in zip(radii, grid_columns(radii, "cert"), grid_columns(radii, "draws"), strict=True):
+    for r, c, d in zip(
+        radii, grid_columns(radii, "cert"), grid_columns(radii, "draws"), strict=True
+    ):
         row[c], row[d] = int(decisions[r][0] == ROBUST), decisions[r][1]
     return row
 
 
-def run_sequential(model, num_classes, sigma, x, label, idx, args, radii) -> dict:
-    raise NotImplementedError("certify.sequential is not in this smoothcert")
+def run_sequential(smooth, x, label, idx, args, radii) -> dict:
+    from smoothcert.certifiers.sequential import certify_sequential_many
+
+    generator = example_generator(args.seed, idx, x.device)
+    with Clock() as clock:
+        outcome = certify_sequential_many(
+            smooth, [x], args.n0, args.n, args.alpha, args.batch_size, [generator], radii
+        )[0]
+    correct = outcome.predict == label
+    row = {"idx": idx, "label": label, "predict": outcome.predict, "radius": outcome.radius}
+    row.update(passes=args.n0 + outcome.samples, stop=outcome.stop)
+    clock.into(row)
+    for r, col in zip(radii, grid_columns(radii, "cert"), strict=True):
+        row[col] = int(correct and outcome.radius >= r)
+    return row
 
 
 def certify(args) -> None:
@@ -166,7 +201,7 @@ def certify(args) -> None:
             elif method == "voracek":
                 row = run_voracek(model, smooth.noise, thresholds, x, label, idx, args, radii)
             else:
-                row = run_sequential(model, num_classes, sigma, x, label, idx, args, radii)
+                row = run_sequential(smooth, x, label, idx, args, radii)
             files[method].write(row)
             line.append(f"{method} {row['passes']} passes {row['time']:.2f}s r={row['radius']:.3f}")
         print("; ".join(line), flush=True)
@@ -181,10 +216,22 @@ def read_rows(path: Path) -> list[dict]:
     return list(csv.DictReader(lines, delimiter="\t"))
 
 
+def setting(path: Path, key: str) -> str:
+    """A setting from a TSV's header line (``key=value``)."""
+    header = path.open().readline()
+    return next(word.split("=", 1)[1] for word in header.split() if word.startswith(key + "="))
+
+
 def summarize(out: Path, label: str) -> tuple[list[str], dict[str, list[dict]]]:
-    found = {m: read_rows(out / f"{label}.{m}.tsv") for m in METHODS if (out / f"{label}.{m}.tsv").exists()}
+    found = {
+        m: read_rows(out / f"{label}.{m}.tsv")
+        for m in METHODS
+        if (out / f"{label}.{m}.tsv").exists()
+    }
     common = set.intersection(*({r["idx"] for r in rows} for rows in found.values()))
     found = {m: [r for r in rows if r["idx"] in common] for m, rows in found.items()}
+    if not common:
+        raise SystemExit(f"{label}: no example has rows of every method yet in {out}")
     radii = [c.split("@")[1] for c in next(iter(found.values()))[0] if c.startswith("cert@")]
     return radii, found
 
@@ -194,25 +241,47 @@ def table(out: Path, labels: list[str]) -> str:
     for label in labels:
         radii, found = summarize(out, label)
         fixed_time = sum(float(r["time"]) for r in found["fixed"])
+        fixed_cpu = sum(float(r["cpu"]) for r in found["fixed"])
         fixed_passes = sum(float(r["passes"]) for r in found["fixed"])
         examples = len(found["fixed"])
         lines.append(f"\n**{label}** ({examples} examples)\n")
         head = ["method", *[f"acc@{r}" for r in radii], "mean passes", "median passes"]
-        head += ["passes / fixed", "wall time / fixed"]
+        head += ["passes / fixed", "wall time / fixed", "CPU time / fixed"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
+        notes = []
         for method, rows in found.items():
             acc = [np.mean([int(r[f"cert@{g}"]) for r in rows]) for g in radii]
             passes = np.array([float(r["passes"]) for r in rows])
             wall = sum(float(r["time"]) for r in rows) / fixed_time
+            cpu = sum(float(r["cpu"]) for r in rows) / fixed_cpu
             cells = [NAMES[method], *[f"{a:.3f}" for a in acc]]
             cells += [f"{passes.mean():,.0f}", f"{np.median(passes):,.0f}"]
-            cells += [f"1/{fixed_passes / passes.sum():.1f}", f"1/{1 / wall:.1f}"]
+            cells += [
+                f"1/{fixed_passes / passes.sum():.1f}",
+                f"1/{1 / wall:.1f}",
+                f"1/{1 / cpu:.1f}",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
+            if method == "sequential":
+                fixed = [np.mean([int(r[f"cert@{g}"]) for r in found["fixed"]]) for g in radii]
+                gaps = 100 * np.abs(np.array(acc) - np.array(fixed))
+                worst = radii[int(np.argmax(gaps))]
+                ratio = fixed_passes / passes.sum()
+                verdict = "met" if gaps.max() <= 1.0 and ratio >= 10 else "NOT met"
+                notes.append(
+                    f"- acceptance (sequential): largest gap to fixed-n {gaps.max():.1f} points "
+                    f"(at r={worst}), {ratio:.1f}x fewer forward passes: {verdict}"
+                )
+                stops = Counter(r.get("stop", "") for r in rows)
+                notes.append(f"- sequential stop reasons: {dict(stops)}")
             if method == "voracek":
                 total = np.array([float(r["passes_sum"]) for r in rows])
-                note = f"  (one run per radius: mean {total.mean():,.0f}, median"
-                lines.append(f"{note} {np.median(total):,.0f}, 1/{fixed_passes / total.sum():.1f})")
+                notes.append(
+                    f"- Voráček, one run per radius: mean {total.mean():,.0f}, median "
+                    f"{np.median(total):,.0f} draws, 1/{fixed_passes / total.sum():.1f} of fixed-n"
+                )
+        lines += ["", *notes]
     return "\n".join(lines)
 
 
@@ -223,19 +292,41 @@ def plot(out: Path, labels: list[str], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4.2), squeeze=False)
-    markers = {"fixed": ("s", "tab:gray"), "sequential": ("o", "tab:blue"), "voracek": ("^", "tab:orange")}
+    markers = {
+        "fixed": ("s", "tab:gray"),
+        "sequential": ("o", "tab:blue"),
+        "voracek": ("^", "tab:orange"),
+    }
     for ax, label in zip(axes[0], labels, strict=True):
-        _, found = summarize(out, label)
-        p = {r["idx"]: float(r["p_label"]) for r in found["fixed"]}
+        radii, found = summarize(out, label)
+        n = float(setting(out / f"{label}.fixed.tsv", "n"))
+        sigma = float(setting(out / f"{label}.fixed.tsv", "sigma"))
+        # p_hat in [1 / (2n), 1 - 1 / (2n)]: the logit axis has no 0 or 1
+        p = {r["idx"]: min(max(float(r["p_label"]), 0.5 / n), 1 - 0.5 / n) for r in found["fixed"]}
+        for g in radii:
+            p_star = target_probability(float(g), sigma)
+            ax.axvline(p_star, color="k", lw=0.6, ls=":")
+            ax.text(p_star, 0.98, f" p* at r={g}", transform=ax.get_xaxis_transform(), fontsize=7,
+                    rotation=90, va="top", ha="right")  # fmt: skip
         for method, rows in found.items():
             marker, color = markers[method]
             xs = [p[r["idx"]] for r in rows]
             ys = [float(r["passes"]) for r in rows]
-            ax.scatter(xs, ys, marker=marker, color=color, s=22, alpha=0.7, label=NAMES[method].split(" (")[0])
+            ax.scatter(
+                xs,
+                ys,
+                marker=marker,
+                color=color,
+                s=22,
+                alpha=0.7,
+                label=NAMES[method].split(" (")[0],
+            )
         ax.set_yscale("log")
-        ax.set_xlabel("p_A estimate (true label, fixed-n's 100,000 draws)")
+        ax.set_xscale("logit")
+        ax.set_xlabel("p_A estimate (true label's share of fixed-n's n draws)")
         ax.set_ylabel("forward passes for the example")
-        ax.set_title(f"{label} ({len(found['fixed'])} examples)")
+        cap = n + float(setting(out / f"{label}.fixed.tsv", "n0"))
+        ax.set_title(f"{label} ({len(found['fixed'])} examples; n0 + n = {cap:,.0f})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -246,7 +337,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", help="a smoothcert classification checkpoint (.ckpt)")
     parser.add_argument("--label", default="digits", help="names the output files")
-    parser.add_argument("--methods", default="fixed,voracek", help=f"some of {METHODS}")
+    parser.add_argument("--methods", default="fixed,sequential,voracek", help=f"some of {METHODS}")
     parser.add_argument("--num-examples", type=int, default=60)
     parser.add_argument("--skip", type=int, default=1)
     parser.add_argument("--n0", type=int, default=100)
