@@ -16,8 +16,9 @@ p_A at every time at once), and each grid radius r is
 - unreachable: even if every sample up to the example's cap were c_hat, the lower bound at the cap
   could not certify r (a futility stop: it only loses power).
 
-Sampling stops when every radius is decided ("decided"), at the cap ``n`` ("cap"), at a cap or
-deadline the run's budget set lower ("budget"), or at an interrupt ("interrupted"). Whatever the
+Sampling stops when every radius is certified or ruled out ("decided"); when the others are out
+of reach by the cap ``n`` or it is reached ("cap"); the same for a cap the run's budget set lower,
+or at its deadline ("budget"); or at an interrupt ("interrupted"). Whatever the
 reason, the record's radius is the noise's certificate at the final lower bound, which is a
 (1 - alpha) lower bound on p_A at ANY stopping time (see ``smoothcert.stats.sequential``): every
 record is a valid certificate. The thresholds are never inverted by hand: the decisions compare
@@ -185,9 +186,9 @@ def certify_sequential_many(
             late = deadline is not None and time.perf_counter() > deadline
             stop_now = interrupted is not None and interrupted()
             for row, e in enumerate(active):
-                if settled[row].all() or (decided[row].all() and drawn[e] < caps[e]):
+                if settled[row].all():
                     stops[e] = DECIDED
-                elif drawn[e] >= caps[e]:
+                elif decided[row].all() or drawn[e] >= caps[e]:  # out of reach, or at the cap
                     stops[e] = CAP if caps[e] >= n else BUDGET
                 elif late:
                     stops[e] = BUDGET
