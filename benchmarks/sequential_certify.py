@@ -186,11 +186,12 @@ def certify(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = (
         f"checkpoint={args.checkpoint} sigma={sigma} n0={args.n0} n={args.n} alpha={args.alpha} "
-        f"seed={args.seed} skip={args.skip} batch_size={args.batch_size} threads={args.threads}"
+        f"seed={args.seed} start={args.start} skip={args.skip} batch_size={args.batch_size} "
+        f"threads={args.threads}"
     )
     methods = args.methods.split(",")
     files = {m: Rows(out, args.label, m, radii, settings) for m in methods}
-    indices = list(range(0, len(dataset), args.skip))[: args.num_examples]
+    indices = list(range(args.start, len(dataset), args.skip))[: args.num_examples]
     for count, idx in enumerate(indices, 1):
         x, label = dataset[idx]
         x, label = torch.as_tensor(x).to(device), int(label)
@@ -340,6 +341,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--methods", default="fixed,sequential,voracek", help=f"some of {METHODS}")
     parser.add_argument("--num-examples", type=int, default=60)
     parser.add_argument("--skip", type=int, default=1)
+    parser.add_argument("--start", type=int, default=0, help="first index (shards: 0, 1, ...)")
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--alpha", type=float, default=0.001)
