@@ -13,18 +13,13 @@ from callbacks.certification.checks import check_radii
 from callbacks.certification.classification import ClassificationCertification
 from callbacks.certification.parts import classification_parts
 from callbacks.certification.settings import TAKES
-from callbacks.certification.settings.classification import CohenSettings
+from callbacks.certification.settings.classification import IN_RANGE_REFUSED, CohenSettings
 from smoothcert.certifiers.examples import certify_group
-from smoothcert.certifiers.sequential import SequentialRun
+from smoothcert.certifiers.randomized import certify_group_randomized
 from smoothcert.errors import require
 from smoothcert.perturbation import is_parametric
-from smoothcert.records import COHEN_SCHEMA, SEQUENTIAL_SCHEMA, CohenRecord, without_interrupted
+from smoothcert.records import COHEN_SCHEMA, CohenRecord, without_interrupted
 from smoothcert.report.classification import certify_title
-
-IN_RANGE_REFUSED = (
-    "the in-range restriction of this perturbation draws its own samples; use certify.topk or "
-    "an additive noise, or certify.sequential=false"
-)
 
 
 class CohenCertification(ClassificationCertification):
@@ -37,6 +32,15 @@ class CohenCertification(ClassificationCertification):
     ``topk`` (e.g. ``[1, 3, 5]``) also certifies each true label among the top k from the same n
     counts (Jia et al.): ``topk.tsv`` beside ``certify.tsv`` (whose columns stay Cohen's), the
     ``certified_topk_accuracy`` curves and ``cert/top<k>/acc@<r>``.
+
+    ``sequential=true`` (issue 23, ``smoothcert.certifiers.sequential``): after the n0 selection
+    samples, sampling runs in rounds to fixed check times until every radius of ``radii`` is
+    certified, ruled out or out of reach (an anytime-valid confidence sequence; ``n`` is the
+    cap); ``certify.tsv`` adds ``samples count p_lower stop grid_radius``, the radius being the
+    certificate at the final lower bound (ACR as usual from it). ``budget`` shares forward passes
+    or time over the run (``SharedBudget``). An interrupt (Ctrl-C, or SIGTERM as Lightning
+    reports it) writes the examples in progress with their bound at the last check (stop
+    "interrupted") and stops; ``resume`` certifies those again from scratch, on the same stream.
 
     ``batch_size="auto"`` times the first example at batch sizes up to the memory cap and
     certifies with the fastest; when whole certifications (``n0 + n`` samples) fit a batch at
@@ -70,10 +74,9 @@ class CohenCertification(ClassificationCertification):
         self.settings = {**settings, **self.perturbation_settings()}
         self.parts = classification_parts(self, self.topk, self.gammas)
         self.in_range = any(part.key == "in_range" for part in self.parts)
-        if self.sequential:  # issue 23: smoothcert.certifiers.sequential
-            require(not self.in_range, f"certify.sequential=true: {IN_RANGE_REFUSED}")
-            self.run = SequentialRun(self.n0, self.n, self.alpha, self.radii, self.budget)
-            self.schema, self.settings = SEQUENTIAL_SCHEMA, {**self.settings, **self.run.header}
+        require(not (self.in_range and (self.sequential or self.bound != "cp")), IN_RANGE_REFUSED)
+        schema, extra, self.run = self.config.record_mode(self.radii)  # sequential, bound
+        self.schema, self.settings = schema or self.schema, {**self.settings, **extra}
 
     def describe(self, todo: int, total: int, world: int) -> str:
         self.todo, self.world = todo, world  # this rank's share of the budget
@@ -83,6 +86,7 @@ class CohenCertification(ClassificationCertification):
         self.smooth = self.smoothed(pl_module, channels_last=self.channels_last)
         self.choose_groups(trainer, self.smooth, self.n0, self.n)
         if self.sequential:
+            self.group_size = self.run.group_size(self.samples_per_batch)
             mine = len(range(trainer.global_rank, self.todo, self.world))
             self.run.start(mine, self.world, lambda: bool(getattr(trainer, "received_sigterm", 0)))
         return super().start(trainer, pl_module)
@@ -96,7 +100,10 @@ class CohenCertification(ClassificationCertification):
             if stopped:
                 raise KeyboardInterrupt("sequential certification interrupted (SIGINT/SIGTERM)")
             return
-        if drawing := next((part for part in self.parts if part.key), None):  # top-k, in-range
+        if self.bound == "randomized_cp":
+            records = certify_group_randomized(self.smooth, *group, *settings, self.seed)
+            yield from ({"cohen": r} for r in records)
+        elif drawing := next((part for part in self.parts if part.key), None):  # top-k, in-range
             pairs = drawing.draw(self.smooth, *group, settings)
             yield from ({"cohen": record, drawing.key: extra} for record, extra in pairs)
         else:

@@ -14,9 +14,10 @@ import torch
 from callbacks.certification.cohen import CohenCertification
 from conftest import ROOT, TINY, compose_config, table_rows
 from lightning_modules.run.runner import build_run
+from smoothcert.certifiers.randomized import example_uniform
 from smoothcert.certifiers.sequential import SequentialRun
 from smoothcert.errors import ConfigError
-from smoothcert.records import SEQUENTIAL_COLUMNS, SEQUENTIAL_SCHEMA
+from smoothcert.records import RANDOMIZED_SCHEMA, SEQUENTIAL_COLUMNS, SEQUENTIAL_SCHEMA
 
 FIXTURE = ROOT / "tests" / "fixtures" / "pre_move"
 SETTINGS = ["certify.n=2000", "certify.n0=50", "certify.num_examples=6", "ckpt_path=none"]
@@ -37,7 +38,7 @@ def certify(out: Path, *overrides: str):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[tuple]:
     out = tmp_path_factory.mktemp("sequential")
-    callback = certify(out, "certify.batch_size=300")
+    callback = certify(out, "certify.batch_size=20")
     assert callback.group_size == 1
     metadata, records = SEQUENTIAL_SCHEMA.read(out / "certify.tsv")
     assert metadata["sequential"] == "True" and len(records) == 6
@@ -47,15 +48,15 @@ def uninterrupted(tmp_path_factory) -> list[tuple]:
 
 
 def test_records_do_not_depend_on_the_batch_size_or_the_grouping(tmp_path, uninterrupted):
-    callback = certify(tmp_path, "certify.batch_size=9000")
-    assert callback.group_size == 4  # examples certified together, sharing forward passes
+    callback = certify(tmp_path, "certify.batch_size=80")
+    assert callback.group_size == 5  # examples certified together, sharing forward passes
     assert table_rows(tmp_path / "certify.tsv", COLUMNS) == uninterrupted
 
 
 def test_a_crash_then_resume_gives_the_uninterrupted_records(tmp_path, uninterrupted):
     with pytest.raises(RuntimeError, match="simulated crash"):
-        certify(tmp_path, "certify.batch_size=300", "certify.crash_after=2")
-    certify(tmp_path, "certify.batch_size=300", "certify.resume=true")
+        certify(tmp_path, "certify.batch_size=20", "certify.crash_after=2")
+    certify(tmp_path, "certify.batch_size=20", "certify.resume=true")
     assert table_rows(tmp_path / "certify.tsv", COLUMNS) == uninterrupted
 
 
@@ -74,7 +75,7 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     monkeypatch.setattr(SequentialRun, "start", flagged)
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown after KeyboardInterrupt
-            certify(tmp_path, "certify.batch_size=300")
+            certify(tmp_path, "certify.batch_size=20")
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT then
     shards = list(tmp_path.glob("certify*.tsv"))
@@ -85,7 +86,7 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     before = {row[0]: row for row in uninterrupted}[str(written.idx)]
     assert written.p_lower <= float(before[COLUMNS.index("p_lower")]) or written.radius == 0.0
     monkeypatch.setattr(SequentialRun, "start", start)
-    certify(tmp_path, "certify.batch_size=300", "certify.resume=true")
+    certify(tmp_path, "certify.batch_size=20", "certify.resume=true")
     assert table_rows(tmp_path / "certify.tsv", COLUMNS) == uninterrupted
 
 
@@ -94,9 +95,19 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
     [
         ({"budget": "10m"}, "certify.budget='10m' needs certify.sequential=true"),
         ({"sequential": True, "budget": "soon"}, "certify.budget='soon' must be a number"),
+        ({"sequential": True, "bound": "randomized_cp"}, "and cp with certify.sequential=true"),
+        ({"bound": "wilson"}, "certify.bound='wilson' must be cp or randomized_cp"),
+        ({"bound": "randomized_cp", "topk": [1, 2]}, "certify.topk=null"),
     ],
 )
 def test_bad_sequential_settings_are_one_line(tmp_path, settings, message):
     with pytest.raises(ConfigError) as info:
         CohenCertification(0.25, str(tmp_path), **settings)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_randomized_bound_records_its_draw(tmp_path):
+    certify(tmp_path, "certify.sequential=false", "certify.bound=randomized_cp")
+    metadata, records = RANDOMIZED_SCHEMA.read(tmp_path / "certify.tsv")
+    assert metadata["bound"] == "randomized_cp" and len(records) == 6
+    assert [r.u for r in records] == [example_uniform(0, i) for i in range(6)]

@@ -15,10 +15,16 @@ from callbacks.certification.checks import (
     check_radii,
     check_sample_sizes,
 )
-from smoothcert.certifiers.sequential import parse_budget
+from smoothcert.certifiers.sequential import SequentialRun, parse_budget
 from smoothcert.errors import ConfigError, check_alpha, check_count
+from smoothcert.records import RANDOMIZED_SCHEMA, SEQUENTIAL_SCHEMA, RecordSchema
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)  # l2 radii of the certified curve's summary
+IN_RANGE_REFUSED = (
+    "certify.sequential=true and certify.bound=randomized_cp certify CERTIFY's records only, "
+    "but this perturbation's in-range restriction draws its own: use an additive noise, or "
+    "certify.sequential=false certify.bound=cp"
+)
 
 
 @dataclass
@@ -42,11 +48,24 @@ class CohenSettings:
     # fixed-n ACR, since an example stops once its grid radii are decided.
     sequential: bool = False
     budget: int | str | None = None
+    # cp: Clopper-Pearson; randomized_cp: the randomized Clopper-Pearson bound (fixed n only,
+    # exact level, never smaller), its uniform draw from (seed, index) in the records' u column.
+    bound: str = "cp"
 
     def __post_init__(self) -> None:
         self.n0, self.n = check_count(self.n0, "certify.n0"), check_count(self.n, "certify.n")
         self.alpha = check_alpha(self.alpha, "certify.alpha")
         parse_budget(self.budget)
+        if self.bound not in ("cp", "randomized_cp") or (self.bound != "cp" and self.sequential):
+            raise ConfigError(
+                f"certify.bound={self.bound!r} must be cp or randomized_cp, and cp with "
+                "certify.sequential=true (a fixed-n bound is not valid at a stopping time)"
+            )
+        if self.bound != "cp" and (self.topk or self.gammas):
+            raise ConfigError(
+                "certify.bound=randomized_cp certifies CERTIFY's records only: set "
+                "certify.topk=null and certify.gammas=null, or certify.bound=cp"
+            )
         if self.budget is not None and not self.sequential:
             raise ConfigError(
                 f"certify.budget={self.budget!r} needs certify.sequential=true (fixed-n CERTIFY "
@@ -54,6 +73,18 @@ class CohenSettings:
             )
         if swapped := check_sample_sizes(self.n0, self.n, self.alpha):
             rank_zero_warn(swapped)
+
+    def record_mode(
+        self, radii: Sequence[float]
+    ) -> tuple[RecordSchema | None, dict[str, object], SequentialRun | None]:
+        """What the mode changes: the record schema (None: Cohen's), the header settings it adds
+        and, for ``sequential``, the run (deciding the checked ``radii``)."""
+        if self.sequential:
+            run = SequentialRun(self.n0, self.n, self.alpha, radii, self.budget)
+            return SEQUENTIAL_SCHEMA, run.header, run
+        if self.bound != "cp":
+            return RANDOMIZED_SCHEMA, {"bound": self.bound}, None
+        return None, {}, None
 
 
 @dataclass

@@ -206,6 +206,27 @@ class Smooth:
         class counts. The prediction differs from the certificate's class only where a
         parametric certificate abstains on a radius of 0 (brightness_contrast: the class holds
         at ``x``, but not jointly with every contrast in range)."""
+        c_hats, counts = self.selected_counts(xs, n0, n, alpha, batch_size, generators)
+        selected = counts.gather(1, torch.tensor(c_hats, device=counts.device)[:, None])
+        certificates, predictions = [], []
+        for count, c_hat in zip(selected[:, 0].tolist(), c_hats, strict=True):
+            certificates.append(self.bound_to_certificate(count, n, alpha, c_hat, xs[0].numel()))
+            above = clopper_pearson_lower(count, n, alpha) > 0.5
+            predictions.append(c_hat if above else ABSTAIN)
+        return certificates, predictions, counts.cpu()
+
+    def selected_counts(
+        self,
+        xs: Sequence[Tensor],
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generators: Sequence[torch.Generator | None],
+    ) -> tuple[list[int], Tensor]:
+        """CERTIFY's samples: the class ``c_hat`` each example's ``n0`` samples select and the
+        class counts ``[len(xs), K]`` of its ``n`` estimation samples (on the device), packed into
+        shared forward passes as ``certify_many_with_predictions`` says."""
         n0, n = check_count(n0, "n0"), check_count(n, "n")
         alpha, batch_size = check_alpha(alpha), check_count(batch_size, "batch_size")
         for name, value in (("xs", xs), ("generators", generators)):
@@ -222,14 +243,7 @@ class Smooth:
         with self._certification_mode(xs[0]):
             both = self._counts(each_twice, [n0, n] * len(xs), batch_size, streams_twice)
         counts0, counts = both[0::2], both[1::2]
-        c_hats = counts0.argmax(dim=1).tolist()
-        selected = counts.gather(1, torch.tensor(c_hats, device=counts.device)[:, None])
-        certificates, predictions = [], []
-        for count, c_hat in zip(selected[:, 0].tolist(), c_hats, strict=True):
-            certificates.append(self.bound_to_certificate(count, n, alpha, c_hat, xs[0].numel()))
-            above = clopper_pearson_lower(count, n, alpha) > 0.5
-            predictions.append(c_hat if above else ABSTAIN)
-        return certificates, predictions, counts.cpu()
+        return counts0.argmax(dim=1).tolist(), counts
 
     def bound_to_certificate(
         self, count: int, n: int, alpha: float, c_hat: int, dim: int | None = None
@@ -240,7 +254,13 @@ class Smooth:
         (brightness_contrast's radius holds jointly with every contrast in range, and 0 means
         that even a pure contrast change in range may flip the answer; TSS abstains there too).
         ``dim`` (the number of input coordinates) is needed for linf radii only."""
-        p_lower = clopper_pearson_lower(count, n, alpha)
+        return self.lower_bound_to_certificate(clopper_pearson_lower(count, n, alpha), c_hat, dim)
+
+    def lower_bound_to_certificate(
+        self, p_lower: float, c_hat: int, dim: int | None = None
+    ) -> tuple[int, float]:
+        """``bound_to_certificate`` from a lower bound ``p_lower`` on p_A given directly (e.g.
+        the randomized Clopper-Pearson bound)."""
         if p_lower <= 0.5:
             return ABSTAIN, 0.0
         if is_parametric(self.perturbation):

@@ -23,6 +23,16 @@ reason, the record's radius is the noise's certificate at the final lower bound,
 (1 - alpha) lower bound on p_A at ANY stopping time (see ``smoothcert.stats.sequential``): every
 record is a valid certificate. The thresholds are never inverted by hand: the decisions compare
 the noise's (or the perturbation's) own radius of a bound with the grid.
+
+Interrupts and resume: an example an interrupt stops keeps its bound at the last check (valid,
+as at any stopping time) and is written with stop "interrupted". Resume certifies such examples
+(and those never written) again from scratch: the example's noise comes from its ``(seed, index)``
+stream and the check times are fixed, so the restart replays the same draws and gives exactly
+the record of an uninterrupted run. That is what makes it valid: there is one outcome per
+example, never a choice among several tries (re-running with fresh noise until certified would
+spend alpha again at every try). Continuing the interrupted sequence would be valid too (the
+confidence sequence holds at all times), but needs its counts saved; the replay is simpler and
+identical. With a budget the shares after a resume differ, so records may differ; each is valid.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import torch
 from torch import Tensor
 
 from smoothcert.certifiers.classification import Smooth
+from smoothcert.certifiers.examples import MAX_GROUP
 from smoothcert.certifiers.topk import topk_records_sequential
 from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.outcomes import ABSTAIN
@@ -337,14 +348,14 @@ class SharedBudget:
 
     def __init__(self, samples: int | None, seconds: float | None, n0: int, n: int) -> None:
         self.samples, self.seconds, self.n0, self.n = samples, seconds, n0, n
-        self.left_examples, self.began = 0, time.perf_counter()
+        self.total, self.left_examples, self.began = samples, 0, time.perf_counter()
 
     def start(self, examples: int, world: int) -> None:
         """This process certifies ``examples``; its share of the budget is 1 / ``world``."""
         self.left_examples = max(1, examples)
         self.began = time.perf_counter()
-        if self.samples is not None:
-            self.samples //= world
+        if self.total is not None:
+            self.samples = self.total // world
 
     def plan(self, group: int) -> tuple[tuple[int, ...] | None, float | None]:
         """The caps and deadline of the next ``group`` examples."""
@@ -377,6 +388,13 @@ class SequentialRun:
         self.header = sequential_header(self.radii, budget)
         self.budget = SharedBudget(*parse_budget(budget), n0, n)
         self.interrupted: Callable[[], bool] | None = None
+
+    @staticmethod
+    def group_size(batch_size: int) -> int:
+        """Examples certified together: as many as fill a batch at the first check (at most
+        ``MAX_GROUP``). Rounds then share forward passes, which matters for a small model, where
+        a round's fixed cost would otherwise dominate; the records do not depend on it."""
+        return max(1, min(MAX_GROUP, batch_size // FIRST_CHECK))
 
     def start(self, examples: int, world: int, interrupted: Callable[[], bool] | None) -> None:
         """This process certifies ``examples`` of the run (on ``world`` processes);

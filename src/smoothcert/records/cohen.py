@@ -21,6 +21,8 @@ __all__ = [
     "CohenRecord",
     "SequentialRecord",
     "parse_sequential",
+    "RANDOMIZED_SCHEMA",
+    "RandomizedRecord",
     "without_interrupted",
     "parse_cohen",
     "read_records",
@@ -162,3 +164,37 @@ def without_interrupted(previous: Mapping[str, list], key: str) -> tuple[dict[st
     their indices (to certify again from scratch)."""
     redo = {r.idx for r in previous[key] if getattr(r, "stop", "") == "interrupted"}
     return {k: [r for r in rs if r.idx not in redo] for k, rs in previous.items()}, redo
+
+
+# ----- CERTIFY with the randomized Clopper-Pearson bound (certify.bound=randomized_cp) -----------
+
+
+@dataclass(frozen=True)
+class RandomizedRecord(CohenRecord):
+    """A CERTIFY record whose bound is the randomized Clopper-Pearson one, with its uniform draw
+    ``u`` (fixed by the seed and the index before sampling)."""
+
+    u: float = 1.0
+
+    def to_row(self) -> str:
+        return "\t".join([super().to_row(), repr(float(self.u))])
+
+
+def parse_randomized(
+    metadata: Mapping[str, str], rows: Sequence[Mapping[str, str]]
+) -> list[RandomizedRecord]:
+    """One randomized-bound record per row."""
+    cohen = parse_cohen(metadata, rows)
+    return [
+        RandomizedRecord(*dataclasses.astuple(record), u=float(row["u"]))
+        for record, row in zip(cohen, rows, strict=True)
+    ]
+
+
+RANDOMIZED_SCHEMA: RecordSchema[RandomizedRecord] = RecordSchema(
+    "certify.tsv",
+    (*COHEN_COLUMNS, "u"),
+    (*RESUME_KEYS, "bound"),
+    parse_randomized,
+    "randomized-bound CERTIFY",
+)
