@@ -233,7 +233,8 @@ def summarize(out: Path, label: str) -> tuple[list[str], dict[str, list[dict]]]:
     found = {m: [r for r in rows if r["idx"] in common] for m, rows in found.items()}
     if not common:
         raise SystemExit(f"{label}: no example has rows of every method yet in {out}")
-    radii = [c.split("@")[1] for c in next(iter(found.values()))[0] if c.startswith("cert@")]
+    grids = [[c.split("@")[1] for c in rows[0] if c.startswith("cert@")] for rows in found.values()]
+    radii = [r for r in grids[0] if all(r in grid for grid in grids)]  # the radii all share
     return radii, found
 
 
@@ -302,6 +303,7 @@ def plot(out: Path, labels: list[str], path: str) -> None:
         radii, found = summarize(out, label)
         n = float(setting(out / f"{label}.fixed.tsv", "n"))
         sigma = float(setting(out / f"{label}.fixed.tsv", "sigma"))
+        cap = n + float(setting(out / f"{label}.fixed.tsv", "n0"))
         # p_hat in [1 / (2n), 1 - 1 / (2n)]: the logit axis has no 0 or 1
         p = {r["idx"]: min(max(float(r["p_label"]), 0.5 / n), 1 - 0.5 / n) for r in found["fixed"]}
         for g in radii:
@@ -323,10 +325,10 @@ def plot(out: Path, labels: list[str], path: str) -> None:
                 label=NAMES[method].split(" (")[0],
             )
         ax.set_yscale("log")
+        ax.set_ylim(300, 1.5 * cap)
         ax.set_xscale("logit")
         ax.set_xlabel("p_A estimate (true label's share of fixed-n's n draws)")
         ax.set_ylabel("forward passes for the example")
-        cap = n + float(setting(out / f"{label}.fixed.tsv", "n0"))
         ax.set_title(f"{label} ({len(found['fixed'])} examples; n0 + n = {cap:,.0f})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
