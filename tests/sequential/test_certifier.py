@@ -172,3 +172,23 @@ def test_the_projected_futility_stop_keeps_an_example_the_cap_would_certify(stop
     (near,) = run(4096, [0.95], stop_alpha=stop_alpha, futility="projected")
     (slow,) = run(4096, [0.95])
     assert near.grid_radius == 0.5 and near.samples < slow.samples
+
+
+@pytest.mark.parametrize(
+    "stopping",
+    [{"stop_alpha": 0.9}, {"futility": "projected"}, {"stop_alpha": 0.05, "futility": "projected"}],
+)
+def test_the_stopping_settings_change_only_when_an_example_stops(stopping):
+    # Each variant stops no later than today's rule, so today's rule interrupted at the check
+    # where the variant stopped has the same counts and the same certificate (the lower bound
+    # at alpha), whatever the stopping level.
+    variant = run(512, **stopping)
+    for margin, seed, v in zip(MARGINS, range(100, 200), variant, strict=False):
+        rounds = iter(range(check_times(3000).index(v.samples), -1, -1))
+        with pytest.raises(CertificationInterrupted) as info:
+            run(512, [margin], seeds=[seed], interrupted=lambda rounds=rounds: next(rounds) == 0)
+        (t,) = info.value.outcomes
+        assert (v.samples, v.count, v.p_lower, v.radius, v.predict) == (
+            t.samples, t.count, t.p_lower, t.radius, t.predict
+        )  # fmt: skip
+    assert sum(o.samples for o in variant) < sum(o.samples for o in run(512))  # and stops sooner
