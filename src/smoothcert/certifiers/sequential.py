@@ -127,8 +127,9 @@ def check_times(cap: int) -> list[int]:
 class SequentialOutcome:
     """One example's sequential certificate: the selected class, the certificate ``(predict,
     radius)`` at the final lower bound, the estimation ``samples`` and the ``count`` of c_hat
-    among them, the final bounds, why sampling stopped, the largest certified grid radius (nan:
-    none) and the class counts ``[K]`` of the estimation samples (for top-k)."""
+    among them, the final bounds (the upper one at ``stop_alpha``: it only decided when to
+    stop), why sampling stopped, the largest certified grid radius (nan: none) and the class
+    counts ``[K]`` of the estimation samples (for top-k)."""
 
     c_hat: int
     predict: int
