@@ -153,13 +153,27 @@ def run_voracek(model, noise, thresholds, x, label, idx, args, radii) -> dict:
     return row
 
 
+def stopping(args) -> dict:
+    """The sequential mode's opt-in stopping settings given (default: none, today's rule)."""
+    options = {"stop_alpha": args.stop_alpha, "futility": args.futility}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def run_sequential(smooth, x, label, idx, args, radii) -> dict:
     from smoothcert.certifiers.sequential import certify_sequential_many
 
     generator = example_generator(args.seed, idx, x.device)
     with Clock() as clock:
         outcome = certify_sequential_many(
-            smooth, [x], args.n0, args.n, args.alpha, args.batch_size, [generator], radii
+            smooth,
+            [x],
+            args.n0,
+            args.n,
+            args.alpha,
+            args.batch_size,
+            [generator],
+            radii,
+            **stopping(args),
         )[0]
     correct = outcome.predict == label
     row = {"idx": idx, "label": label, "predict": outcome.predict, "radius": outcome.radius}
@@ -187,7 +201,7 @@ def certify(args) -> None:
     settings = (
         f"checkpoint={args.checkpoint} sigma={sigma} n0={args.n0} n={args.n} alpha={args.alpha} "
         f"seed={args.seed} start={args.start} skip={args.skip} batch_size={args.batch_size} "
-        f"threads={args.threads}"
+        f"threads={args.threads}" + "".join(f" {k}={v}" for k, v in stopping(args).items())
     )
     methods = args.methods.split(",")
     files = {m: Rows(out, args.label, m, radii, settings) for m in methods}
@@ -352,6 +366,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--first-batch", type=int, default=64, help="sequential draws: first batch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-alpha", type=float, default=None, help="sequential: stop_alpha")
+    parser.add_argument("--futility", default=None, help="sequential: cap | projected")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="outputs/sequential_certify")

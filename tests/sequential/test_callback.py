@@ -98,6 +98,9 @@ def test_an_interrupt_writes_valid_records_and_resume_redoes_them(
         ({"sequential": True, "bound": "randomized_cp"}, "and cp with certify.sequential=true"),
         ({"bound": "wilson"}, "certify.bound='wilson' must be cp or randomized_cp"),
         ({"bound": "randomized_cp", "topk": [1, 2]}, "certify.topk=null"),
+        ({"futility": "projected"}, "certify.futility need certify.sequential=true"),
+        ({"sequential": True, "futility": "often"}, "certify.futility='often' must be one of"),
+        ({"sequential": True, "stop_alpha": 0.0001}, "certify.stop_alpha=0.0001 must be"),
     ],
 )
 def test_bad_sequential_settings_are_one_line(tmp_path, settings, message):
@@ -111,3 +114,14 @@ def test_the_randomized_bound_records_its_draw(tmp_path):
     metadata, records = RANDOMIZED_SCHEMA.read(tmp_path / "certify.tsv")
     assert metadata["bound"] == "randomized_cp" and len(records) == 6
     assert [r.u for r in records] == [example_uniform(0, i) for i in range(6)]
+
+
+def test_the_stopping_settings_reach_the_run_and_its_header(tmp_path, uninterrupted):
+    certify(
+        tmp_path, "certify.batch_size=20", "certify.stop_alpha=0.05", "certify.futility=projected"
+    )
+    metadata, records = SEQUENTIAL_SCHEMA.read(tmp_path / "certify.tsv")
+    assert metadata["stop_alpha"] == "0.05" and metadata["futility"] == "projected"
+    assert sum(r.samples for r in records) <= sum(
+        int(row[COLUMNS.index("samples")]) for row in uninterrupted
+    )

@@ -142,3 +142,53 @@ def test_sequential_records_round_trip(tmp_path):
     path.write_text(f"{header}\n{record.to_row()}\n")
     _, (back,) = SEQUENTIAL_SCHEMA.read(path)
     assert back == record
+
+
+def test_default_stopping_settings_are_todays_rule():
+    assert [key(o) for o in run(4096, stop_alpha=0.001, futility="cap")] == [
+        key(o) for o in run(4096)
+    ]
+    for bad in ({"futility": "never"}, {"stop_alpha": 0.0001}, {"stop_alpha": 1.0}):
+        with pytest.raises(ConfigError, match="certify.(futility|stop_alpha)="):
+            run(4096, **bad)
+
+
+@pytest.mark.parametrize("stop_alpha", [None, 0.05])
+def test_the_projected_futility_stop_keeps_an_example_the_cap_would_certify(stop_alpha):
+    # p_A = Phi(2.56) ~ 0.995 at sigma 0.5: radius 1 (p* = Phi(2) ~ 0.977) is certified well
+    # before the cap of 3000 (the lower bound there, from the expected count, is ~0.99). The
+    # projected stop can give it up only when the upper bound at stop_alpha falls below p_A
+    # (probability <= stop_alpha, over the whole run): over 200 runs, at most that fraction
+    # (plus sampling error) lose radius 1; every other run is exactly today's.
+    level, runs = stop_alpha or 0.001, 200
+    seeds, margins = range(runs), [1.28] * runs
+    projected = run(4096, margins, seeds=seeds, stop_alpha=stop_alpha, futility="projected")
+    today = run(4096, margins, seeds=seeds)
+    assert all(o.grid_radius == 1.0 and o.stop == "decided" for o in today)
+    kept = [key(p) == key(t) for p, t in zip(projected, today, strict=True)]
+    assert np.mean(kept) >= 1 - level - 3 * np.sqrt(level * (1 - level) / runs)
+    assert all(o.grid_radius < 1.0 for o, k in zip(projected, kept, strict=True) if not k)
+    # ... while an example just below radius 1's threshold is given up sooner.
+    (near,) = run(4096, [0.95], stop_alpha=stop_alpha, futility="projected")
+    (slow,) = run(4096, [0.95])
+    assert near.grid_radius == 0.5 and near.samples < slow.samples
+
+
+@pytest.mark.parametrize(
+    "stopping",
+    [{"stop_alpha": 0.9}, {"futility": "projected"}, {"stop_alpha": 0.05, "futility": "projected"}],
+)
+def test_the_stopping_settings_change_only_when_an_example_stops(stopping):
+    # Each variant stops no later than today's rule, so today's rule interrupted at the check
+    # where the variant stopped has the same counts and the same certificate (the lower bound
+    # at alpha), whatever the stopping level.
+    variant = run(512, **stopping)
+    for margin, seed, v in zip(MARGINS, range(100, 200), variant, strict=False):
+        rounds = iter(range(check_times(3000).index(v.samples), -1, -1))
+        with pytest.raises(CertificationInterrupted) as info:
+            run(512, [margin], seeds=[seed], interrupted=lambda rounds=rounds: next(rounds) == 0)
+        (t,) = info.value.outcomes
+        assert (v.samples, v.count, v.p_lower, v.radius, v.predict) == (
+            t.samples, t.count, t.p_lower, t.radius, t.predict
+        )  # fmt: skip
+    assert sum(o.samples for o in variant) < sum(o.samples for o in run(512))  # and stops sooner

@@ -6,6 +6,7 @@ naive version) does so far more often, so the test sees the difference."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.special import betaincinv, ndtr
 
@@ -56,7 +57,20 @@ def test_the_sequence_keeps_alpha_under_optional_stopping_and_the_naive_rule_doe
     assert naive > tolerance(2000)  # the same rule with fixed-n bounds breaks the guarantee
 
 
-def test_end_to_end_false_certificates_on_the_linear_model_stay_below_alpha():
+# The opt-in stopping settings change only when sampling stops, so the false-certificate rate
+# must stay within alpha for each (the reported bound is still the lower end at alpha).
+STOPPING = [
+    {},
+    {"stop_alpha": 0.5},
+    {"futility": "projected"},
+    {"stop_alpha": 0.5, "futility": "projected"},
+]
+
+
+@pytest.mark.parametrize(
+    "stopping", STOPPING, ids=lambda o: ",".join(map(str, o.values())) or "default"
+)
+def test_end_to_end_false_certificates_on_the_linear_model_stay_below_alpha(stopping):
     # 300 runs of the certifier (one example, 300 noise seeds) at distance exactly 0.5 from the
     # boundary, sigma = 0.5: p_A = Phi(1), the threshold of radius 0.5, so certifying 0.5 is
     # false. The other radii are decided on the way (0 and 0.25 are true).
@@ -65,7 +79,7 @@ def test_end_to_end_false_certificates_on_the_linear_model_stay_below_alpha():
     generators = [torch.Generator().manual_seed(i) for i in range(runs)]
     xs = [at_distance(0.5)] * runs
     outcomes = certify_sequential_many(
-        smooth, xs, 20, CAP, ALPHA, 4096, generators, [0.0, 0.25, 0.5]
+        smooth, xs, 20, CAP, ALPHA, 4096, generators, [0.0, 0.25, 0.5], **stopping
     )
     false = np.mean([o.radius >= 0.5 or o.grid_radius >= 0.5 for o in outcomes])
     assert false <= tolerance(runs)

@@ -15,6 +15,7 @@ from smoothcert.stats.sequential import (
     confidence_sequence,
     log_mixture,
     lower_bound,
+    projected_lower_at,
 )
 
 
@@ -84,3 +85,15 @@ def test_coverage_is_time_uniform(p):
     lower, upper = confidence_sequence(successes[:, 99], 100, alpha)
     inside = log_mixture(successes[:, 99], 100, p) < np.log(1 / alpha)
     assert np.array_equal(inside, (lower <= p) & (p <= upper))
+
+
+def test_the_projected_lower_bound_is_the_bound_at_the_expected_count():
+    s, t, cap = np.array([90, 300, 0]), np.array([100, 310, 0]), 1000
+    rate = np.array([0.95, 0.99, 0.5])
+    expected = s + np.ceil(rate * (cap - t))
+    got = projected_lower_at(s, t, cap, rate, 0.001)
+    assert np.array_equal(got, lower_bound(expected, np.full(3, cap), 0.001))
+    assert np.all(got <= best_lower_at(s, t, cap, 0.001))  # all-successes is the best case
+    assert np.array_equal(
+        projected_lower_at(s, t, cap, 1.0, 0.001), best_lower_at(s, t, cap, 0.001)
+    )

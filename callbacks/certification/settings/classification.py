@@ -15,7 +15,7 @@ from callbacks.certification.checks import (
     check_radii,
     check_sample_sizes,
 )
-from smoothcert.certifiers.sequential import SequentialRun, parse_budget
+from smoothcert.certifiers.sequential import SequentialRun, check_stopping, parse_budget
 from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.records import RANDOMIZED_SCHEMA, SEQUENTIAL_SCHEMA, RecordSchema
 
@@ -48,6 +48,12 @@ class CohenSettings:
     # fixed-n ACR, since an example stops once its grid radii are decided.
     sequential: bool = False
     budget: int | str | None = None
+    # Sequential only, opt-in, change only WHEN an example stops (the radius stays the lower
+    # bound at alpha): stop_alpha (null: alpha) the level of the upper bound ruling radii out;
+    # futility "cap" (today) or "projected" (also give a radius up when the lower bound expected
+    # at the cap, were p_A at its upper bound, cannot certify it). Both can only lose power.
+    stop_alpha: float | None = None
+    futility: str = "cap"
     # cp: Clopper-Pearson; randomized_cp: the randomized Clopper-Pearson bound (fixed n only,
     # exact level, never smaller), its uniform draw from (seed, index) in the records' u column.
     bound: str = "cp"
@@ -56,6 +62,12 @@ class CohenSettings:
         self.n0, self.n = check_count(self.n0, "certify.n0"), check_count(self.n, "certify.n")
         self.alpha = check_alpha(self.alpha, "certify.alpha")
         parse_budget(self.budget)
+        check_stopping(self.alpha, self.stop_alpha, self.futility)
+        if (self.stop_alpha is not None or self.futility != "cap") and not self.sequential:
+            raise ConfigError(
+                "certify.stop_alpha and certify.futility need certify.sequential=true: set it, "
+                "or certify.stop_alpha=null certify.futility=cap"
+            )
         if self.bound not in ("cp", "randomized_cp") or (self.bound != "cp" and self.sequential):
             raise ConfigError(
                 f"certify.bound={self.bound!r} must be cp or randomized_cp, and cp with "
@@ -80,7 +92,9 @@ class CohenSettings:
         """What the mode changes: the record schema (None: Cohen's), the header settings it adds
         and, for ``sequential``, the run (deciding the checked ``radii``)."""
         if self.sequential:
-            run = SequentialRun(self.n0, self.n, self.alpha, radii, self.budget)
+            run = SequentialRun(
+                self.n0, self.n, self.alpha, radii, self.budget, self.stop_alpha, self.futility
+            )
             return SEQUENTIAL_SCHEMA, run.header, run
         if self.bound != "cp":
             return RANDOMIZED_SCHEMA, {"bound": self.bound}, None

@@ -16,6 +16,17 @@ p_A at every time at once), and each grid radius r is
 - unreachable: even if every sample up to the example's cap were c_hat, the lower bound at the cap
   could not certify r (a futility stop: it only loses power).
 
+Opt-in stopping settings (defaults: today's rule). They change only WHEN sampling stops, never
+the reported bound, which is the running maximum of the lower end at level ``alpha``: valid at
+any stopping time, and pathwise never larger at an earlier stop, so stopping sooner only loses
+power. ``stop_alpha`` (default: ``alpha``): the upper end that rules radii out (and abstains)
+comes from the confidence sequence at this level instead (larger: it shrinks sooner; the
+decision is then wrong with probability up to ``stop_alpha``, which can only drop a certificate
+the example would have reached, never add one). ``futility="projected"`` (default ``"cap"``):
+a radius is also given up when even if p_A equalled the upper end (at ``stop_alpha``), the lower
+bound at the cap from the expected count (:func:`~smoothcert.stats.sequential.projected_lower_at`)
+would not certify it.
+
 Sampling stops when every radius is certified or ruled out ("decided"); when the others are out
 of reach by the cap ``n`` or it is reached ("cap"); the same for a cap the run's budget set lower,
 or at its deadline ("budget"); or at an interrupt ("interrupted"). Whatever the
@@ -53,7 +64,12 @@ from smoothcert.errors import ConfigError, check_alpha, check_count
 from smoothcert.outcomes import ABSTAIN
 from smoothcert.perturbation import is_parametric
 from smoothcert.records import SequentialRecord
-from smoothcert.stats.sequential import PRIOR, best_lower_at, confidence_sequence
+from smoothcert.stats.sequential import (
+    PRIOR,
+    best_lower_at,
+    confidence_sequence,
+    projected_lower_at,
+)
 
 __all__ = [
     "DECIDED",
@@ -74,6 +90,27 @@ DECIDED, CAP, BUDGET, INTERRUPTED = "decided", "cap", "budget", "interrupted"
 FIRST_CHECK, GROWTH = 16, 1.25  # check times 16, 20, 25, 32, 40, ... (at most 25% overshoot)
 SCHEDULE = f"geometric from {FIRST_CHECK} by x{GROWTH}"
 CONFIDENCE_SEQUENCE = f"beta-binomial mixture, Beta{PRIOR} prior, two-sided, running intersection"
+FUTILITY = ("cap", "projected")  # give a radius up: all-successes / expected count at the cap
+
+
+def check_stopping(alpha: float, stop_alpha: float | None, futility: str) -> float:
+    """The level of the stopping-only upper end (``stop_alpha``, default ``alpha``), after
+    checking both stopping settings (one-line ConfigError naming the setting)."""
+    if futility not in FUTILITY:
+        raise ConfigError(
+            f"certify.futility={futility!r} must be one of {', '.join(FUTILITY)} (cap: today's "
+            "stop; projected: also stop when the expected lower bound at the cap cannot certify)"
+        )
+    if stop_alpha is None:
+        return alpha
+    if isinstance(stop_alpha, bool) or not (
+        isinstance(stop_alpha, int | float) and alpha <= stop_alpha < 1
+    ):
+        raise ConfigError(
+            f"certify.stop_alpha={stop_alpha!r} must be a number in [certify.alpha={alpha}, 1) "
+            "(the level of the upper bound that only decides when to stop), or null for alpha"
+        )
+    return float(stop_alpha)
 
 
 def check_times(cap: int) -> list[int]:
@@ -90,8 +127,9 @@ def check_times(cap: int) -> list[int]:
 class SequentialOutcome:
     """One example's sequential certificate: the selected class, the certificate ``(predict,
     radius)`` at the final lower bound, the estimation ``samples`` and the ``count`` of c_hat
-    among them, the final bounds, why sampling stopped, the largest certified grid radius (nan:
-    none) and the class counts ``[K]`` of the estimation samples (for top-k)."""
+    among them, the final bounds (the upper one at ``stop_alpha``: it only decided when to
+    stop), why sampling stopped, the largest certified grid radius (nan: none) and the class
+    counts ``[K]`` of the estimation samples (for top-k)."""
 
     c_hat: int
     predict: int
@@ -139,6 +177,8 @@ def certify_sequential_many(
     caps: Sequence[int] | None = None,
     deadline: float | None = None,
     interrupted: Callable[[], bool] | None = None,
+    stop_alpha: float | None = None,
+    futility: str = "cap",
 ) -> list[SequentialOutcome]:
     """Sequential CERTIFY of each example of ``xs`` (one shape, samples packed into shared
     forward passes, rounds up to the check times), deciding every radius of ``radii``.
@@ -150,8 +190,10 @@ def certify_sequential_many(
     ``interrupted()`` turns True, or on KeyboardInterrupt, the examples in progress stop at their
     last check and :class:`CertificationInterrupted` carries them. Without caps and deadline
     the outcomes depend only on the model, the examples, the generators and these settings.
+    ``stop_alpha`` and ``futility`` change only when sampling stops (module docstring).
     """
     n0, n, alpha = check_count(n0, "n0"), check_count(n, "n"), check_alpha(alpha)
+    stop_level = check_stopping(alpha, stop_alpha, futility)
     batch_size = check_count(batch_size, "batch_size")
     grid = np.sort(np.asarray(list(radii), dtype=np.float64))
     if grid.size == 0:
@@ -185,9 +227,15 @@ def certify_sequential_many(
             index = torch.tensor([c_hats[e] for e in active])
             s = counts[active].gather(1, index[:, None])[:, 0].numpy()
             low, up = confidence_sequence(s, drawn[active], alpha)
+            if stop_level != alpha:  # the upper end at the stopping level
+                up = confidence_sequence(s, drawn[active], stop_level)[1]
             lower[active] = np.maximum(lower[active], low)
             upper[active] = np.minimum(upper[active], up)
-            best = best_lower_at(s, drawn[active], [caps[e] for e in active], alpha)
+            active_caps = [caps[e] for e in active]
+            best = best_lower_at(s, drawn[active], active_caps, alpha)
+            if futility == "projected":
+                projected = projected_lower_at(s, drawn[active], active_caps, upper[active], alpha)
+                best = np.minimum(best, projected)
             best = np.maximum(best, lower[active])
             reach = [
                 certifiable_radius(smooth, v, dim) for v in (lower[active], upper[active], best)
@@ -256,21 +304,34 @@ class SequentialPlan:
     caps: tuple[int, ...] | None = None
     deadline: float | None = None
     interrupted: Callable[[], bool] | None = None
+    stop_alpha: float | None = None
+    futility: str = "cap"
 
     def __getitem__(self, item: int):  # (n0, n, alpha, batch_size) like CERTIFY's settings
         return (self.n0, self.n, self.alpha, self.batch_size)[item]
 
 
-def sequential_header(radii: Sequence[float], budget: int | str | None) -> dict[str, object]:
+def sequential_header(
+    radii: Sequence[float],
+    budget: int | str | None,
+    stop_alpha: float | None = None,
+    futility: str = "cap",
+) -> dict[str, object]:
     """The header settings of sequential records (beside n0, n, alpha): the mode, the grid it
-    decides, the budget, the confidence sequence and the check schedule (resume keys all)."""
-    return {
+    decides, the budget, the confidence sequence and the check schedule (resume keys all), and
+    the stopping settings where they are not the defaults (so default headers stay as before)."""
+    header: dict[str, object] = {
         "sequential": True,
         "radii": [float(r) for r in radii],
         "budget": budget,
         "confidence_sequence": CONFIDENCE_SEQUENCE,
         "checks": SCHEDULE,
     }
+    if stop_alpha is not None:
+        header["stop_alpha"] = float(stop_alpha)
+    if futility != "cap":
+        header["futility"] = futility
+    return header
 
 
 def certify_group_sequential(
@@ -287,7 +348,8 @@ def certify_group_sequential(
     those of the examples at their last check, stop reason "interrupted"; the caller writes them
     and re-raises). Each ``time`` is an equal share of the group's seconds."""
     start = time.perf_counter()
-    options = {"caps": plan.caps, "deadline": plan.deadline, "interrupted": plan.interrupted}
+    options = {"caps": plan.caps, "deadline": plan.deadline, "interrupted": plan.interrupted,
+               "stop_alpha": plan.stop_alpha, "futility": plan.futility}  # fmt: skip
     settings = (plan.n0, plan.n, plan.alpha, plan.batch_size)
     try:
         outcomes = certify_sequential_many(smooth, xs, *settings, generators, plan.radii, **options)
@@ -382,10 +444,19 @@ class SequentialRun:
     shared budget, and each group's records; ``start`` before the first group."""
 
     def __init__(
-        self, n0: int, n: int, alpha: float, radii: Sequence[float], budget: int | str | None
+        self,
+        n0: int,
+        n: int,
+        alpha: float,
+        radii: Sequence[float],
+        budget: int | str | None,
+        stop_alpha: float | None = None,
+        futility: str = "cap",
     ) -> None:
         self.n0, self.n, self.alpha, self.radii = n0, n, alpha, tuple(float(r) for r in radii)
-        self.header = sequential_header(self.radii, budget)
+        check_stopping(alpha, stop_alpha, futility)
+        self.stop_alpha, self.futility = stop_alpha, futility
+        self.header = sequential_header(self.radii, budget, stop_alpha, futility)
         self.budget = SharedBudget(*parse_budget(budget), n0, n)
         self.interrupted: Callable[[], bool] | None = None
 
@@ -410,7 +481,7 @@ class SequentialRun:
         stop reason "interrupted", and the caller stops the run after writing them)."""
         caps, deadline = self.budget.plan(len(group[0]))
         plan = SequentialPlan(self.n0, self.n, self.alpha, batch_size, self.radii, caps, deadline,
-                              self.interrupted)  # fmt: skip
+                              self.interrupted, self.stop_alpha, self.futility)  # fmt: skip
         records, topk, outcomes, stopped = certify_group_sequential(smooth, *group, plan, ks)
         self.budget.spend(len(records), sum(o.samples + self.n0 for o in outcomes))
         return list(zip(records, topk or [None] * len(records), strict=True)), stopped

@@ -45,6 +45,7 @@ __all__ = [
     "confidence_sequence",
     "log_mixture",
     "lower_bound",
+    "projected_lower_at",
 ]
 
 PRIOR = (0.5, 0.5)  # Beta(a, b): the Krichevsky-Trofimov mixture
@@ -142,3 +143,23 @@ def best_lower_at(
     s, t = _counts(successes, trials)
     cap = np.broadcast_to(np.asarray(cap, dtype=np.float64), s.shape)
     return lower_bound(s + (cap - t), cap, alpha, prior)
+
+
+def projected_lower_at(
+    successes: ArrayLike,
+    trials: ArrayLike,
+    cap: ArrayLike,
+    rate: ArrayLike,
+    alpha: float,
+    prior: tuple[float, float] = PRIOR,
+) -> np.ndarray:
+    """The lower end expected at ``cap`` trials if the remaining ones succeeded at ``rate``: the
+    lower bound at ``cap`` from ``successes + ceil(rate * (cap - trials))`` successes (the
+    ``futility="projected"`` stop of sequential certification, with ``rate`` an upper bound on
+    p: a radius this cannot reach is given up; like :func:`best_lower_at` it decides only
+    *when* to stop, never a reported bound, so it can only lose power)."""
+    s, t = _counts(successes, trials)
+    cap = np.broadcast_to(np.asarray(cap, dtype=np.float64), s.shape)
+    rate = np.clip(np.broadcast_to(np.asarray(rate, dtype=np.float64), s.shape), 0.0, 1.0)
+    rest = np.maximum(cap - t, 0.0)
+    return lower_bound(np.minimum(s + np.ceil(rate * rest), t + rest), t + rest, alpha, prior)
