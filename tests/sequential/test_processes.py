@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -41,22 +40,32 @@ def test_same_records_on_two_processes_and_after_a_sigkill_and_resume(tmp_path):
     assert [row[0] for row in single] == [str(i) for i in range(8)]
     assert certify(tmp_path / "ddp", "certify.batch_size=100", *DDP) == single
 
+    # The run kills itself with SIGKILL (no handler, no flush, no cleanup runs) right after its
+    # third record is written: deterministic, unlike a kill from outside timed against a fast run.
     run = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "certify.py", *SETTINGS, f"hydra.run.dir={run}"],
+    kill_after_three = (
+        "import os, runpy, signal, sys\n"
+        "from smoothcert.records import tsv\n"
+        "write, seen = tsv.RecordWriter.write, []\n"
+        "def killing_write(self, record):\n"
+        "    write(self, record)\n"
+        "    seen.append(record)\n"
+        "    if len(seen) == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "tsv.RecordWriter.write = killing_write\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path('certify.py', run_name='__main__')\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", kill_after_three, "certify.py", *SETTINGS, f"hydra.run.dir={run}"],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=600,
     )
-    records, deadline = run / "certify.tsv", time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if records.exists() and len(table_rows(records)) >= 3:
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    records = run / "certify.tsv"
     written = table_rows(records, COLUMNS)
     assert 3 <= len(written) < 8, "the run ended before it was killed"
     assert written == single[: len(written)]  # every written record is a finished one
