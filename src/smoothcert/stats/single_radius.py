@@ -35,12 +35,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betaln
 from scipy.stats import norm
 
 from smoothcert.errors import check_alpha, require
+from smoothcert.stats.sequential import log_mixture
 
 ROBUST, NOT_ROBUST, UNDECIDED = 1, 0, -1
+KT_PRIOR = (0.5, 0.5)  # Krichevsky-Trofimov: Beta(1/2, 1/2)
 LEVELS = ("correct", "reference")
 
 
@@ -52,12 +53,9 @@ def target_probability(radius: float, sigma: float) -> float:
 
 def kt_log_ratio(successes, trials, p_star: float) -> np.ndarray:
     """log M_N of the KT mixture against the point null p*, elementwise over arrays of
-    ``successes`` A and ``trials`` N (0 <= A <= N)."""
-    a = np.asarray(successes, dtype=np.float64)
-    n = np.asarray(trials, dtype=np.float64)
-    mixture = betaln(a + 0.5, n - a + 0.5) - betaln(0.5, 0.5)
-    null = a * math.log(p_star) + (n - a) * math.log1p(-p_star)
-    return mixture - null
+    ``successes`` A and ``trials`` N (0 <= A <= N): the beta-binomial mixture of sequential
+    certification (:func:`smoothcert.stats.sequential.log_mixture`) at its Beta(1/2, 1/2) prior."""
+    return log_mixture(successes, trials, p_star, KT_PRIOR)
 
 
 def log_level(alpha: float, level: str = "correct") -> float:
