@@ -34,6 +34,7 @@ from lightning_modules.run.checkpoints import (
 from lightning_modules.run.quiet import quiet_known_noise
 from lightning_modules.run.runner import (
     build_run,
+    close_process_group,
     finish_wandb,
     log_to_run_file,
     one_line_config_errors,
@@ -64,6 +65,7 @@ def main(cfg: DictConfig) -> None:
             rank_zero_info(f"run directory: {cfg.paths.output_dir}")
     finally:
         finish_wandb()
+        close_process_group()
 
 
 if __name__ == "__main__":

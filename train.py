@@ -20,6 +20,7 @@ from lightning_modules.run.resume import resume_checkpoint
 from lightning_modules.run.runner import (
     RUN_LOG,
     build_run,
+    close_process_group,
     finish_wandb,
     log_to_run_file,
     one_line_config_errors,
@@ -60,6 +61,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
     finally:
         finish_wandb()
+        close_process_group()
 
 
 if __name__ == "__main__":

@@ -315,3 +315,13 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def close_process_group() -> None:
+    """Ends torch.distributed's process group, if DDP started one, before the interpreter exits.
+    A gloo group left open can abort a process at exit ("terminate called without an active
+    exception", exit status -6) after every output was written; CI saw this once in a DDP test."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

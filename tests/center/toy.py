@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # run as a script: callbacks/ is importable from 
 
 from callbacks.certification.center import CenterCertification  # noqa: E402
 from lightning_modules.base import Contract  # noqa: E402
+from lightning_modules.run.runner import close_process_group  # noqa: E402
 from smoothcert.noise import GaussianNoise  # noqa: E402
 
 # Fast settings: delta 0.2 lets n = 100 pass the mass check; m = 1000 certifies eps_in <= sigma.
@@ -120,3 +121,4 @@ if __name__ == "__main__":
     out, kind, devices = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     pairs = (arg.split("=", 1) for arg in sys.argv[4:])
     certify(out, kind, devices, **{key: ast.literal_eval(value) for key, value in pairs})
+    close_process_group()  # an open gloo group can abort the process at exit
