@@ -41,7 +41,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("src/smoothcert/attacks/segmentation.py", "_pgd", "torch.rand"): (
         "PGD's random start radius inside the ball (an attack, not a smoothing draw)"
     ),
-    ("src/smoothcert/attacks/smoothed_pgd.py", "smoothed_pgd_l2", "torch.randn_like"): (
+    ("src/smoothcert/attacks/smoothed_pgd.py", "_l2_step", "torch.randn_like"): (
         "a random direction where PGD's gradient is zero (the smoothing draws are given)"
     ),
     ("src/smoothcert/certifiers/lipschitz.py", "spectral_norm", "torch.randn"): (

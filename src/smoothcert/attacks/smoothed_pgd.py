@@ -10,6 +10,7 @@ the whole batch or one per example.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -56,31 +57,65 @@ def smoothed_pgd_l2(
         towards 0 keeps ``x_adv`` a convex combination of two points of [0, 1]. Model parameters
         get no gradient (only the perturbation is differentiated).
     """
+    return _smoothed_pgd(model, x, y, noise, epsilon, steps, _l2_step)
+
+
+def _smoothed_pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    noise: Tensor,
+    epsilon: float | Tensor,
+    steps: int,
+    step: Callable[[Tensor, Tensor, Tensor, float | Tensor, float | Tensor], Tensor],
+) -> Tensor:
+    """The PGD loop on ``smoothed_nll`` shared by every norm: ``step(x, delta, grad, step_size,
+    radius)`` is the norm's step and projection (``radius``: ``epsilon``, reshaped to
+    ``[B, 1, ...]`` when it is one per example)."""
     x = x.detach()
     per_example = isinstance(epsilon, Tensor)
     if not per_example and epsilon == 0:
         return x.clone()
     m, batch = noise.shape[0], x.shape[0]
+    radius = epsilon
     if per_example:
-        epsilon = epsilon.to(x.device, x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-    step_size = 2 * epsilon / steps
+        radius = epsilon.to(x.device, x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    step_size = 2 * radius / steps
     delta = torch.zeros_like(x)
     for _ in range(steps):
         delta.requires_grad_(True)
         logits = model(((x + delta).unsqueeze(0) + noise).flatten(0, 1)).view(m, batch, -1)
         (grad,) = torch.autograd.grad(smoothed_nll(logits, y).sum(), delta)
         with torch.no_grad():
-            norms = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
-            random = torch.randn_like(grad)
-            grad = torch.where(norms > 0, grad, random)
-            norms = grad.flatten(1).norm(dim=1).view_as(norms)
-            delta = (x + delta + step_size * grad / norms).clamp_(0, 1) - x
-            if per_example:  # renorm's projection, with one radius per example
-                length = delta.flatten(1).norm(dim=1).view_as(epsilon)
-                delta = delta * torch.where(length > epsilon, epsilon / (length + 1e-7), 1.0)
-            else:
-                delta = delta.renorm(p=2, dim=0, maxnorm=epsilon)
+            delta = step(x, delta, grad, step_size, radius)
     return (x + delta).detach()
+
+
+def _l2_step(x: Tensor, delta: Tensor, grad: Tensor, step_size, radius) -> Tensor:
+    """A step along the normalized gradient (a random direction where it is zero), then [0, 1]
+    and the l2 ball."""
+    norms = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    random = torch.randn_like(grad)
+    grad = torch.where(norms > 0, grad, random)
+    norms = grad.flatten(1).norm(dim=1).view_as(norms)
+    delta = (x + delta + step_size * grad / norms).clamp_(0, 1) - x
+    if isinstance(radius, Tensor):  # renorm's projection, with one radius per example
+        length = delta.flatten(1).norm(dim=1).view_as(radius)
+        return delta * torch.where(length > radius, radius / (length + 1e-7), 1.0)
+    return delta.renorm(p=2, dim=0, maxnorm=radius)
+
+
+def _linf_step(x: Tensor, delta: Tensor, grad: Tensor, step_size, radius) -> Tensor:
+    """A signed-gradient step, then the box ``[x - radius, x + radius]`` and [0, 1]."""
+    moved = x + delta + step_size * grad.sign()
+    delta = torch.maximum(torch.minimum(moved - x, radius), -radius)
+    return (x + delta).clamp_(0, 1) - x
+
+
+def _l1_step(x: Tensor, delta: Tensor, grad: Tensor, step_size, radius) -> Tensor:
+    """Foolbox's sparse l1 descent step, then the exact l1-ball projection and [0, 1]."""
+    moved = x + delta + step_size * sparse_l1_direction(grad, x + delta)
+    return project_l1(moved, x, radius).clamp_(0, 1) - x
 
 
 def project_l1(x: Tensor, x0: Tensor, epsilon: float | Tensor) -> Tensor:
@@ -142,28 +177,5 @@ def smoothed_pgd(
     """
     if norm not in ATTACK_NORMS:
         raise ConfigError(f"attack norm={norm!r} is unknown: use one of {', '.join(ATTACK_NORMS)}")
-    if norm == "l2":
-        return smoothed_pgd_l2(model, x, y, noise, epsilon, steps)
-    x = x.detach()
-    per_example = isinstance(epsilon, Tensor)
-    if not per_example and epsilon == 0:
-        return x.clone()
-    m, batch = noise.shape[0], x.shape[0]
-    radius = epsilon
-    if per_example:
-        radius = epsilon.to(x.device, x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-    step_size = 2 * radius / steps
-    delta = torch.zeros_like(x)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        logits = model(((x + delta).unsqueeze(0) + noise).flatten(0, 1)).view(m, batch, -1)
-        (grad,) = torch.autograd.grad(smoothed_nll(logits, y).sum(), delta)
-        with torch.no_grad():
-            if norm == "linf":
-                moved = x + delta + step_size * grad.sign()
-                delta = torch.maximum(torch.minimum(moved - x, radius), -radius)
-                delta = (x + delta).clamp_(0, 1) - x
-            else:
-                moved = x + delta + step_size * sparse_l1_direction(grad, x + delta)
-                delta = project_l1(moved, x, epsilon).clamp_(0, 1) - x
-    return (x + delta).detach()
+    step = {"l2": _l2_step, "linf": _linf_step, "l1": _l1_step}[norm]
+    return _smoothed_pgd(model, x, y, noise, epsilon, steps, step)
